@@ -1,0 +1,37 @@
+"""Data for layerwise: conversion, splits, batchers, augmentation and the dataset registry.
+
+Importing this package registers the built-in datasets (`digits`, `mnist`, `npz`, `csv`).
+"""
+
+from layerwise.data import digits as _digits  # noqa: F401  (registers "digits")
+from layerwise.data import files as _files  # noqa: F401  (registers "npz", "csv")
+from layerwise.data import mnist as _mnist  # noqa: F401  (registers "mnist")
+from layerwise.data.augment import augmentations
+from layerwise.data.batcher import (
+    Batcher,
+    InMemoryBatcher,
+    LoaderBatcher,
+    epoch_generator,
+    make_batcher,
+    materialise,
+)
+from layerwise.data.bundle import DatasetBundle
+from layerwise.data.convert import to_tensors
+from layerwise.data.registry import DATASETS, data_root, load_dataset
+from layerwise.data.split import split
+
+__all__ = [
+    "DATASETS",
+    "Batcher",
+    "DatasetBundle",
+    "InMemoryBatcher",
+    "LoaderBatcher",
+    "augmentations",
+    "data_root",
+    "epoch_generator",
+    "load_dataset",
+    "make_batcher",
+    "materialise",
+    "split",
+    "to_tensors",
+]
