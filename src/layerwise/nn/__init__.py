@@ -1,0 +1,91 @@
+"""Layers with lazy input shapes, activations by name, `Sequential`, `summary` and model building.
+
+Everything here is plain PyTorch underneath: lazy layers turn into `nn.Linear`, `nn.Conv2d`, ...
+once built, so any `nn.Module` works with the rest of layerwise.
+"""
+
+from layerwise.nn.activations import (
+    ACTIVATIONS,
+    ELU,
+    GELU,
+    SELU,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+    activation,
+)
+from layerwise.nn.build import (
+    check_input,
+    expected_input_shape,
+    explain_shape_error,
+    init_weights,
+    materialize,
+)
+from layerwise.nn.layers import (
+    AdaptiveAvgPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    BatchNorm,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv1d,
+    Conv2d,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    GlobalAvgPool,
+    LayerNorm,
+    Linear,
+    MaxPool1d,
+    MaxPool2d,
+)
+from layerwise.nn.sequential import Sequential
+from layerwise.nn.summary import LayerRow, ModelSummary, summary
+
+__all__ = [
+    "ACTIVATIONS",
+    "ELU",
+    "GELU",
+    "SELU",
+    "AdaptiveAvgPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "BatchNorm",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv1d",
+    "Conv2d",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GlobalAvgPool",
+    "Identity",
+    "LayerNorm",
+    "LayerRow",
+    "LeakyReLU",
+    "Linear",
+    "MaxPool1d",
+    "MaxPool2d",
+    "ModelSummary",
+    "ReLU",
+    "Sequential",
+    "SiLU",
+    "Sigmoid",
+    "Softmax",
+    "Softplus",
+    "Tanh",
+    "activation",
+    "check_input",
+    "expected_input_shape",
+    "explain_shape_error",
+    "init_weights",
+    "materialize",
+    "summary",
+]

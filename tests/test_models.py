@@ -1,0 +1,126 @@
+"""Every registered model builds and backpropagates on small images; names and args are checked."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from layerwise.errors import RecipeError
+from layerwise.models import MODELS, CifarResNet, create_model, list_models
+from layerwise.models.resnet import PadShortcut
+
+SHAPES = [(1, 8, 8), (1, 28, 28)]
+CASES = [(name, shape) for name in list_models() for shape in SHAPES] + [
+    (name, (3, 32, 32)) for name in list_models() if name.startswith("resnet")
+]
+
+
+def test_expected_families_are_registered():
+    expected = {"mlp", "cnn", "resnet", "resnet20", "resnet32", "resnet44", "resnet56"}
+    assert expected <= set(list_models())
+
+
+@pytest.mark.parametrize(("name", "shape"), CASES)
+def test_model_builds_forwards_and_backpropagates(name, shape):
+    model = create_model(name, num_classes=7)
+    x = torch.randn(2, *shape)
+    out = model(x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("variant", ["lenet", "vgg"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_cnn_variants_fit_small_and_large_images(variant, shape):
+    model = create_model("cnn", num_classes=10, variant=variant, input_shape=shape)
+    assert model(torch.randn(2, *shape)).shape == (2, 10)
+
+
+def test_vgg_layout_and_parameter_count():
+    model = create_model("cnn", num_classes=10, variant="vgg", input_shape=(1, 28, 28))
+    assert model.stem.conv.stride == (2, 2)
+    assert isinstance(model.block1.bn1, nn.BatchNorm2d) and model.block1.conv1.bias is None
+    # stem 1*32*9 + BN 64; block1 2*(32*32*9 + 64); block2 32*64*9 + 64*64*9 + 2*128;
+    # block3 64*128*9 + 128*128*9 + 2*256; head 128*10 + 10
+    assert sum(p.numel() for p in model.parameters()) == 297_450
+
+
+def test_lenet_layout():
+    model = create_model("cnn", num_classes=10, input_shape=(1, 28, 28))
+    assert model.block1.conv.weight.shape == (6, 1, 5, 5)
+    assert model.block2.conv.weight.shape == (16, 6, 5, 5)
+    assert model.fc1.dense.weight.shape == (120, 16 * 7 * 7)
+    assert model.head.weight.shape == (10, 84)
+
+
+def test_mlp_options():
+    model = create_model(
+        "mlp",
+        num_classes=3,
+        hidden=(16, 8),
+        activation="tanh",
+        dropout=0.25,
+        batchnorm=True,
+        input_shape=(4, 2),
+    )
+    names = [name for name, _ in model.named_children()]
+    assert names == [
+        "flatten",
+        "fc1",
+        "bn1",
+        "act1",
+        "drop1",
+        "fc2",
+        "bn2",
+        "act2",
+        "drop2",
+        "head",
+    ]
+    assert model.fc1.weight.shape == (16, 8) and model.fc1.bias is None
+    assert isinstance(model.act2, nn.Tanh) and model.drop1.p == 0.25
+    assert model.head.weight.shape == (3, 8)
+
+
+def test_he_init_is_applied_by_default():
+    model = create_model("mlp", num_classes=10, hidden=(512,), input_shape=(2048,))
+    assert model.fc1.weight.std().item() == pytest.approx((2 / 2048) ** 0.5, rel=0.05)
+    assert model.fc1.bias.eq(0).all()
+
+
+def test_unknown_model_and_bad_arguments():
+    with pytest.raises(RecipeError, match="unknown model 'mlpp'") as info:
+        create_model("mlpp", num_classes=10)
+    assert "did you mean 'mlp'" in info.value.hint
+    with pytest.raises(RecipeError, match="unknown cnn variant 'vggg'") as info:
+        create_model("cnn", num_classes=10, variant="vggg")
+    assert "did you mean 'vgg'" in info.value.hint
+    with pytest.raises(RecipeError, match="num_classes"):
+        create_model("mlp", num_classes=0)
+    with pytest.raises(RecipeError, match="dropout"):
+        create_model("cnn", num_classes=2, dropout=1.5)
+    with pytest.raises(RecipeError, match="bad arguments"):
+        create_model("mlp")
+    with pytest.raises(RecipeError, match="6n\\+2"):
+        create_model("resnet", depth=21)
+
+
+def test_resnet_layout_matches_the_paper():
+    model = CifarResNet(depth=20, num_classes=10)
+    assert [len(getattr(model, f"layer{i}")) for i in (1, 2, 3)] == [3, 3, 3]
+    assert sum(p.numel() for p in model.parameters()) == 269_722
+    assert MODELS.get("resnet56")().layer3[8].conv2.weight.shape == (64, 64, 3, 3)
+    # input channels are inferred: a 1-channel stem has 16*2*9 fewer weights
+    gray = create_model("resnet20", num_classes=10)
+    gray(torch.zeros(1, 1, 8, 8))
+    assert sum(p.numel() for p in gray.parameters()) == 269_722 - 16 * 2 * 9
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads_both_sides():
+    x = torch.randn(2, 16, 8, 8)
+    out = PadShortcut(stride=2, extra=16)(x)
+    assert out.shape == (2, 32, 4, 4)
+    assert out[:, :8].eq(0).all() and out[:, 24:].eq(0).all()
+    assert out[:, 8:24].equal(x[:, :, ::2, ::2])
+    assert not list(PadShortcut(2, 16).parameters())
