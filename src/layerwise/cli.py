@@ -1,0 +1,314 @@
+"""The `layerwise` command. Every verb is a thin call into the library.
+
+Bad input ends in one message and a hint on stderr with exit code 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from layerwise.errors import LayerwiseError
+
+app = typer.Typer(
+    help="layerwise: build, train, diagnose and ship neural networks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+runs_app = typer.Typer(help="List, show and compare runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding the run folders.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+
+
+class Split(StrEnum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+class Weights(StrEnum):
+    best = "best"
+    last = "last"
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML file.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a field: key.path=value.")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Continue this run (name or path).")
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Train a recipe into a new run folder, or --resume a stopped one.
+
+    Example: layerwise train recipes/digits_cnn.yaml --set train.epochs=5
+    """
+    from layerwise import experiment
+    from layerwise.recipe import load_recipe
+
+    if recipe is None and resume is None:
+        raise LayerwiseError("no recipe given", hint="layerwise train recipes/digits_cnn.yaml")
+    parsed = load_recipe(recipe, set_) if recipe is not None else None
+    if resume is not None:
+        run, test_metrics = experiment.resume(resume, runs_dir, recipe=parsed, progress=not quiet)
+    else:
+        run, test_metrics = experiment.train(parsed, runs_dir, progress=not quiet)
+    _print_outcome(run, test_metrics)
+
+
+@app.command()
+def quickstart(runs_dir: RunsDir = Path("runs"), debug: Debug = False) -> None:
+    """Train the quick-start CNN on scikit-learn's bundled digits and show where the report is.
+
+    Example: layerwise quickstart
+    """
+    from layerwise import experiment
+    from layerwise.recipe import load_recipe
+
+    recipe = load_recipe(_bundled_recipe("digits_cnn.yaml"))
+    run, test_metrics = experiment.train(recipe, runs_dir)
+    _print_outcome(run, test_metrics)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[str, typer.Argument(help="Run name or folder.")],
+    split: Annotated[Split, typer.Option(help="Which data split.")] = Split.test,
+    weights: Annotated[Weights, typer.Option(help="best or last checkpoint.")] = Weights.best,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Evaluate a run's weights on a data split.
+
+    Example: layerwise evaluate digits_cnn --split test
+    """
+    from layerwise.experiment import evaluate_run
+
+    found, metrics = evaluate_run(run, split.value, weights.value, runs_dir)
+    out.print(f"{found.name} ({weights.value} weights) on {split.value}: {_fmt(metrics)}")
+
+
+@app.command()
+def predict(
+    run: Annotated[str, typer.Argument(help="Run name or folder.")],
+    inputs: Annotated[list[Path], typer.Argument(help=".npy, .csv, image files or a folder.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write predictions to this CSV.")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="How many classes to show per input.")] = 3,
+    weights: Annotated[Weights, typer.Option(help="best or last checkpoint.")] = Weights.best,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Predict classes with probabilities for new inputs.
+
+    Example: layerwise predict digits_cnn images/ --output predictions.csv
+    """
+    from layerwise.experiment import load_experiment
+    from layerwise.nn import check_input
+    from layerwise.predict import read_inputs, top_predictions
+    from layerwise.runs import Run
+
+    experiment = load_experiment(Run.open(run, root=runs_dir), weights.value)
+    data = experiment.data
+    batch = read_inputs(inputs, tuple(data.input_shape))
+    check_input(experiment.model, batch.x[:1])
+    logits = experiment.trainer.predict(batch.x)
+    rows = top_predictions(logits, data.class_names, top_k)
+    if output is not None:
+        _write_predictions(output, batch.names, rows)
+        out.print(f"wrote {len(rows)} predictions to {output}")
+        return
+    for name, ranked in zip(batch.names, rows, strict=True):
+        best = "  ".join(f"{label} {p:.3f}" for label, p in ranked)
+        out.print(f"{name}: {best}")
+
+
+@app.command()
+def summary(
+    target: Annotated[str, typer.Argument(help="Recipe YAML file or run.")],
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Per-layer output shapes, parameter counts and MACs of a recipe's or a run's model.
+
+    Example: layerwise summary recipes/mnist_cnn.yaml
+    """
+    from layerwise.experiment import build_data, build_model
+    from layerwise.nn import summary as model_summary
+    from layerwise.recipe import load_recipe, parse_recipe
+    from layerwise.runs import Run
+
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        recipe = load_recipe(target)
+    else:
+        found = Run.open(target, root=runs_dir)
+        recipe = parse_recipe(found.read_recipe(), source=str(found.path / "recipe.yaml"))
+    data = build_data(recipe)
+    model = build_model(recipe, data)
+    out.print(str(model_summary(model, (1, *data.input_shape))))
+
+
+@runs_app.command("ls")
+def runs_ls(runs_dir: RunsDir = Path("runs"), debug: Debug = False) -> None:
+    """List runs, newest first.
+
+    Example: layerwise runs ls
+    """
+    from layerwise.runs import RunIndex
+
+    table = Table("name", "status", "model", "dataset", "epochs", "test metrics", "created")
+    for row in RunIndex(runs_dir).list():
+        metrics = json.loads(row.get("final_metrics_json") or "{}")
+        table.add_row(
+            str(row["name"]),
+            str(row["status"]),
+            str(row.get("model") or ""),
+            str(row.get("dataset") or ""),
+            str(row.get("epochs") or ""),
+            _fmt(metrics),
+            str(row.get("created") or "")[:19],
+        )
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="Run name or folder.")],
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Show a run's status, per-epoch numbers and files.
+
+    Example: layerwise runs show digits_cnn
+    """
+    from layerwise.runs import Run
+
+    found = Run.open(run, root=runs_dir)
+    info = found.info()
+    out.print(f"[bold]{found.name}[/bold]  {info.get('status')}  {found.path}")
+    table = Table("epoch", "split", "loss", "metrics")
+    for record in found.read_metrics():
+        numbers = {k: v for k, v in record.items() if k not in ("epoch", "step", "split", "loss")}
+        loss = record.get("loss")
+        table.add_row(
+            str(record.get("epoch", "")),
+            str(record.get("split", "")),
+            f"{loss:.4f}" if isinstance(loss, float) else "",
+            _fmt({k: v for k, v in numbers.items() if isinstance(v, float)}),
+        )
+    out.print(table)
+    if found.report_path.exists():
+        out.print(f"report: {found.report_path}")
+
+
+@runs_app.command("compare")
+def runs_compare(
+    runs: Annotated[list[str], typer.Argument(help="Two or more run names or folders.")],
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Compare the final numbers of several runs side by side.
+
+    Example: layerwise runs compare mnist_mlp mnist_cnn
+    """
+    from layerwise.runs import Run
+
+    columns: dict[str, dict[str, float]] = {}
+    for ref in runs:
+        found = Run.open(ref, root=runs_dir)
+        latest: dict[str, float] = {}
+        for record in found.read_metrics():
+            split = record.get("split", "train")
+            for key, value in record.items():
+                if isinstance(value, float) and key not in ("epoch", "step", "time"):
+                    latest[f"{split}_{key}"] = value
+        columns[found.name] = latest
+    keys = sorted({key for numbers in columns.values() for key in numbers})
+    table = Table("metric", *columns)
+    for key in keys:
+        table.add_row(key, *(_num(numbers.get(key)) for numbers in columns.values()))
+    out.print(table)
+
+
+def _print_outcome(run, test_metrics: dict[str, float]) -> None:
+    if "accuracy" in test_metrics:
+        out.print(f"test accuracy: {test_metrics['accuracy']:.4f}")
+    elif test_metrics:
+        out.print(f"test: {_fmt(test_metrics)}")
+    out.print(f"run folder: {run.path}")
+    out.print(f"report: {run.report_path}")
+
+
+def _write_predictions(path: Path, names: list[str], rows: list[list[tuple[str, float]]]) -> None:
+    import csv
+
+    from layerwise.runs import atomic_write_text
+
+    lines: list[list[str]] = [["input", "prediction", "probability", "top_k"]]
+    for name, ranked in zip(names, rows, strict=True):
+        top = ";".join(f"{label}:{p:.4f}" for label, p in ranked)
+        lines.append([name, ranked[0][0], f"{ranked[0][1]:.6f}", top])
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(lines)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _bundled_recipe(name: str) -> Path:
+    """The recipes/ folder of this source tree, or of the current folder."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        candidate = root / "recipes" / name
+        if candidate.is_file():
+            return candidate
+    raise LayerwiseError(
+        f"bundled recipe {name} not found", hint="run from the layerwise repository"
+    )
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, int | float))
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def main() -> None:
+    """Console entry point: people get one message and a hint; --debug gets the traceback."""
+    debug = "--debug" in sys.argv
+    try:
+        app()
+    except LayerwiseError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/bold red] {exc.message}", markup=True)
+        if exc.hint:
+            err.print(f"  hint: {exc.hint}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; continue with: layerwise train --resume <run>")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""From a recipe to a finished run folder: build data, model and Trainer; train; report.
+
+The CLI verbs are thin calls into these functions, and so is anything a notebook wants to do
+with a recipe. Every run is a folder (see `layerwise.runs.Run`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from layerwise.data import DatasetBundle, load_dataset, split
+from layerwise.errors import CheckpointError
+from layerwise.models import create_model
+from layerwise.nn import init_weights, summary
+from layerwise.recipe import Recipe, parse_recipe
+from layerwise.report import plot_confusion_matrix, plot_curves, plot_samples, write_report
+from layerwise.runs import Run
+from layerwise.train import (
+    EarlyStopping,
+    MetricsLogger,
+    ModelCheckpoint,
+    ProgressBar,
+    Trainer,
+    seed_everything,
+)
+
+
+@dataclass
+class Experiment:
+    """Everything a recipe builds: the data, the model and the Trainer that fits it."""
+
+    recipe: Recipe
+    data: DatasetBundle
+    model: nn.Module
+    trainer: Trainer
+
+
+def build_data(recipe: Recipe) -> DatasetBundle:
+    """Load the recipe's dataset; carve out a validation split when asked and none exists."""
+    bundle = load_dataset(recipe.data.name, **recipe.data.args)
+    if recipe.data.val_fraction and bundle.val is None:
+        x, y = bundle.train
+        stratify = bundle.task == "classification"
+        (x_train, y_train), val = split(
+            x, y, recipe.data.val_fraction, seed=recipe.seed, stratify=stratify
+        )
+        bundle.train, bundle.val = (x_train, y_train), val
+    return bundle
+
+
+def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
+    """Create the model, filling `num_classes` from the data when the family takes it."""
+    args = dict(recipe.model.args)
+    from layerwise.models import MODELS
+
+    factory = MODELS.get(recipe.model.name)
+    accepts = inspect.signature(factory).parameters
+    if "num_classes" in accepts and "num_classes" not in args and data.num_classes:
+        args["num_classes"] = data.num_classes
+    if recipe.model.init != "default" and "init" in accepts:
+        args.setdefault("init", recipe.model.init)
+    model = create_model(recipe.model.name, **args)
+    if recipe.model.init != "default" and "init" not in accepts:
+        init_weights(model, recipe.model.init)  # lazy layers are initialised once built
+    return model
+
+
+def build_trainer(
+    recipe: Recipe, model: nn.Module, data: DatasetBundle, callbacks: list | None = None
+) -> Trainer:
+    """A Trainer configured by `recipe.train`."""
+    spec = recipe.train
+    loss_args = dict(spec.loss.args)
+    if spec.loss.name == "cross_entropy":
+        loss_args["label_smoothing"] = spec.loss.label_smoothing
+    if spec.loss.class_weights is not None:
+        loss_args["class_weights"] = spec.loss.class_weights
+        if spec.loss.class_weights == "balanced":
+            loss_args["targets"] = data.train[1]
+    optimizer_args = dict(spec.optimizer.args)
+    if spec.optimizer.momentum or spec.optimizer.nesterov:
+        optimizer_args.update(momentum=spec.optimizer.momentum, nesterov=spec.optimizer.nesterov)
+    schedule = None
+    if spec.schedule is not None and spec.schedule.name != "constant":
+        schedule = {"name": spec.schedule.name, **spec.schedule.args}
+    callbacks = list(callbacks or [])
+    if spec.early_stopping is not None:
+        es = spec.early_stopping
+        callbacks.insert(
+            0,
+            EarlyStopping(es.monitor, es.patience, es.min_delta, es.mode, es.restore_best_weights),
+        )
+    return Trainer(
+        model,
+        loss=spec.loss.name,
+        loss_args=loss_args,
+        optimizer=spec.optimizer.name,
+        lr=spec.optimizer.lr,
+        weight_decay=spec.optimizer.weight_decay,
+        optimizer_args=optimizer_args,
+        metrics=spec.metrics,
+        schedule=schedule,
+        callbacks=callbacks,
+        device=spec.device,
+        precision=spec.precision,
+        channels_last=spec.channels_last,
+        grad_clip=spec.grad_clip,
+        l1=spec.l1,
+        l2=spec.l2,
+        seed=recipe.seed,
+        num_classes=data.num_classes,
+    )
+
+
+def build(recipe: Recipe, callbacks: list | None = None) -> Experiment:
+    """Seed, then build data, model and Trainer, in that order (the order fixes the RNG stream)."""
+    seed_everything(recipe.seed)
+    data = build_data(recipe)
+    model = build_model(recipe, data)
+    trainer = build_trainer(recipe, model, data, callbacks)
+    return Experiment(recipe, data, model, trainer)
+
+
+def train(
+    recipe: Recipe,
+    runs_root: str | Path = "runs",
+    *,
+    progress: bool = True,
+) -> tuple[Run, dict[str, float]]:
+    """Train `recipe` into a new run folder; returns the run and its test metrics."""
+    run = Run.create(runs_root, recipe.name, recipe.to_yaml())
+    return _fit_and_report(run, recipe, resume=False, progress=progress)
+
+
+def resume(
+    run_ref: str | Path,
+    runs_root: str | Path = "runs",
+    *,
+    recipe: Recipe | None = None,
+    progress: bool = True,
+) -> tuple[Run, dict[str, float]]:
+    """Continue a run from its last checkpoint, bit for bit; refuse if the recipe changed."""
+    run = Run.open(run_ref, root=runs_root)
+    saved = parse_recipe(run.read_recipe(), source=str(run.path / "recipe.yaml"))
+    if recipe is not None and recipe.model_dump() != saved.model_dump():
+        raise CheckpointError(
+            f"the recipe differs from the one run '{run.name}' was started with: "
+            + _recipe_diff(saved, recipe),
+            hint="resume without changing the recipe (omit it, or undo the change), "
+            "or start a new run",
+        )
+    return _fit_and_report(run, saved, resume=True, progress=progress)
+
+
+def _fit_and_report(
+    run: Run, recipe: Recipe, *, resume: bool, progress: bool
+) -> tuple[Run, dict[str, float]]:
+    callbacks: list = [MetricsLogger(run)]
+    callbacks.append(
+        ModelCheckpoint(
+            run, monitor=recipe.train.monitor, every_steps=recipe.train.checkpoint_every_steps
+        )
+    )
+    if progress:
+        callbacks.append(ProgressBar())
+    experiment = build(recipe, callbacks)
+    if resume:
+        _restore(run, experiment)
+    else:
+        run.truncate_metrics_after(-1)
+    run.set_status("running")
+    trainer, data = experiment.trainer, experiment.data
+    try:
+        trainer.fit(
+            data.train,
+            data.val,
+            epochs=recipe.train.epochs,
+            batch_size=recipe.data.batch_size,
+            transform=_augmentations(recipe),
+            eval_batch_size=recipe.data.eval_batch_size,
+        )
+    except BaseException:
+        run.set_status("failed")
+        raise
+    test_metrics = finish_run(run, experiment)
+    return run, test_metrics
+
+
+def _restore(run: Run, experiment: Experiment) -> None:
+    if not (run.checkpoints_dir / "state.pt").exists():
+        run.truncate_metrics_after(-1)  # killed before the first checkpoint: start over
+        return
+    weights, state = run.load_checkpoint("last")
+    _load_weights(experiment.model, weights, run.checkpoints_dir / "last.safetensors")
+    experiment.trainer.load_state_dict(state)
+    run.truncate_metrics_after(state["train_state"]["step"])
+
+
+def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"checkpoint {source} does not fit the model: {' '.join(first[:2])}",
+            hint="the model in the recipe changed since this checkpoint was written",
+        ) from exc
+
+
+def _augmentations(recipe: Recipe) -> Any:
+    if not recipe.data.augment:
+        return None
+    from layerwise.data import augmentations
+
+    return augmentations(recipe.data.augment)
+
+
+def finish_run(run: Run, experiment: Experiment) -> dict[str, float]:
+    """Evaluate on the test split, draw the plots, write the report and close the run."""
+    trainer, data = experiment.trainer, experiment.data
+    test_metrics: dict[str, float] = {}
+    if data.test is not None:
+        test_metrics = trainer.evaluate(data.test)
+        run.append_metrics({"epoch": trainer.state.epoch, "split": "test", **test_metrics})
+        if data.task == "classification":
+            _classification_plots(run, trainer, data)
+    plot_curves(run.read_metrics(), run.plots_dir / "curves.png")
+    model_summary = summary(experiment.model, (1, *data.input_shape))
+    write_report(run, summary_text=str(model_summary))
+    run.set_status("finished", test_metrics=test_metrics, epochs_done=trainer.state.epoch)
+    return test_metrics
+
+
+def _classification_plots(run: Run, trainer: Trainer, data: DatasetBundle) -> None:
+    from sklearn.metrics import confusion_matrix
+
+    x_test, y_test = data.test
+    predictions = trainer.predict(data.test).argmax(dim=1).numpy()
+    labels = np.arange(data.num_classes)
+    matrix = confusion_matrix(y_test.numpy(), predictions, labels=labels)
+    plot_confusion_matrix(matrix, data.class_names, run.plots_dir / "confusion_matrix.png")
+    if x_test.dim() == 4:
+        plot_samples(
+            x_test[:32],
+            y_test[:32],
+            preds=torch.from_numpy(predictions[:32]),
+            class_names=data.class_names,
+            path=run.plots_dir / "samples.png",
+        )
+
+
+def _recipe_diff(old: Recipe, new: Recipe) -> str:
+    before, after = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    changes = [
+        f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
+    return "; ".join(changes[:5]) + (" …" if len(changes) > 5 else "")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = yaml.safe_dump(value).strip() if value == {} else value
+    return flat
+
+
+def load_experiment(run: Run, which: str = "best") -> Experiment:
+    """Rebuild a run's data, model and Trainer and load its `best` (or `last`) weights."""
+    recipe = parse_recipe(run.read_recipe(), source=str(run.path / "recipe.yaml"))
+    experiment = build(recipe)
+    if which == "best" and not (run.checkpoints_dir / "best.safetensors").exists():
+        which = "last"
+    weights, _ = run.load_checkpoint(which)
+    _load_weights(experiment.model, weights, run.checkpoints_dir / f"{which}.safetensors")
+    return experiment
+
+
+def evaluate_run(
+    run_ref: str | Path,
+    split_name: str = "test",
+    which: str = "best",
+    runs_root: str | Path = "runs",
+) -> tuple[Run, dict[str, float]]:
+    """Loss and metrics of a finished (or interrupted) run's weights on one data split."""
+    run = Run.open(run_ref, root=runs_root)
+    experiment = load_experiment(run, which)
+    data = getattr(experiment.data, split_name, None)
+    if data is None:
+        raise CheckpointError(
+            f"dataset '{experiment.recipe.data.name}' has no '{split_name}' split",
+            hint="use --split train, val or test (val exists when data.val_fraction is set)",
+        )
+    metrics = experiment.trainer.evaluate(data)
+    run.append_metrics({"split": split_name, "eval": which, **metrics})
+    return run, metrics

@@ -1,0 +1,200 @@
+"""Recipes: one YAML file describes a whole run (data, model, training), validated by pydantic.
+
+An unknown key or a wrong type is a `RecipeError` naming the key path (`train.optimizer.lr`) and,
+for a typo, the closest valid key. `--set a.b=c` overrides any field before validation.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from layerwise.errors import RecipeError
+
+
+class Strict(BaseModel):
+    """Reject unknown keys: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataSpec(Strict):
+    name: str = Field("digits", description="registered dataset: digits, mnist, npz, csv")
+    args: dict[str, Any] = Field(default_factory=dict, description="passed to the dataset loader")
+    batch_size: int = Field(64, gt=0)
+    eval_batch_size: int | None = Field(None, gt=0)
+    val_fraction: float | None = Field(
+        None, ge=0.0, lt=1.0, description="carve a validation split out of train if none exists"
+    )
+    augment: dict[str, Any] | None = Field(None, description="torchvision v2 augmentations")
+
+
+class ModelSpec(Strict):
+    name: str = Field(..., description="registered model: mlp, cnn, resnet20, …")
+    args: dict[str, Any] = Field(default_factory=dict, description="passed to create_model")
+    init: Literal["default", "he", "xavier", "orthogonal"] = Field(
+        "default", description="weight initialisation applied after the model is built"
+    )
+
+
+class OptimizerSpec(Strict):
+    name: str = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float | None = Field(None, ge=0, description="None: the optimizer's default")
+    momentum: float = Field(0.0, ge=0)
+    nesterov: bool = False
+    args: dict[str, Any] = Field(default_factory=dict, description="other optimizer arguments")
+
+
+class LossSpec(Strict):
+    name: str = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    class_weights: list[float] | Literal["balanced"] | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScheduleSpec(Strict):
+    name: str = "constant"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class EarlyStoppingSpec(Strict):
+    monitor: str = "val_loss"
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best_weights: bool = True
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(10, ge=1)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    loss: LossSpec = Field(default_factory=LossSpec)
+    schedule: ScheduleSpec | None = None
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    monitor: str = Field("val_loss", description="what 'best' means for best.safetensors")
+    grad_clip: float | None = Field(None, gt=0)
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    device: str = "auto"
+    early_stopping: EarlyStoppingSpec | None = None
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+
+
+class Recipe(Strict):
+    """A whole run: what data, which model, how to train it."""
+
+    name: str = Field(..., description="run name; the run folder is runs/<name>")
+    seed: int = 0
+    description: str = ""
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    def to_yaml(self) -> str:
+        """The fully resolved recipe, defaults included, as written to the run folder."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(
+            f"recipe file '{path}' not found",
+            hint="give the path of a .yaml recipe, e.g. recipes/digits_cnn.yaml",
+        )
+    return parse_recipe(path.read_text(encoding="utf-8"), source=str(path), overrides=overrides)
+
+
+def parse_recipe(text: str, source: str = "<recipe>", overrides: list[str] | None = None) -> Recipe:
+    """Validate recipe YAML text; errors name the line (syntax) or the key path (content)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(
+            f"{source}: YAML syntax error{where}: {problem}",
+            hint="check indentation and that every 'key: value' has a space after the colon",
+        ) from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(
+            f"{source}: a recipe must be a mapping of keys (name, data, model, train)",
+            hint="see recipes/digits_cnn.yaml for an example",
+        )
+    for override in overrides or []:
+        apply_override(raw, override)
+    return validate_recipe(raw, source)
+
+
+def validate_recipe(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(f"{source}: {_describe(exc.errors()[0])}", hint=_hint(exc)) from exc
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply `a.b.c=value` to the nested dict; the value is parsed as YAML (numbers, lists…)."""
+    key_path, sep, value_text = override.partition("=")
+    if not sep or not key_path.strip():
+        raise RecipeError(
+            f"bad override '{override}'", hint="write --set key.path=value, e.g. train.epochs=5"
+        )
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError:
+        value = value_text
+    keys = key_path.strip().split(".")
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(
+                f"override '{override}': '{key}' is a value, not a section",
+                hint=f"set '{key}' itself, e.g. --set {key}=...",
+            )
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    path = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{path}'"
+    if error["type"] == "missing":
+        return f"missing required key '{path}'"
+    given = error.get("input")
+    return f"'{path}': {error['msg'].lower()} (got {given!r})"
+
+
+def _hint(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    if error["type"] != "extra_forbidden":
+        return "see docs/recipes.md for every field, its type and default"
+    *parents, key = (str(part) for part in error["loc"])
+    model: type[BaseModel] = Recipe
+    for part in parents:
+        annotation = model.model_fields[part].annotation
+        model = next(
+            (a for a in getattr(annotation, "__args__", (annotation,)) if _is_model(a)), model
+        )
+    valid = list(model.model_fields)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    section = ".".join(parents) or "the top level"
+    suggestion = f"did you mean '{close[0]}'? " if close else ""
+    return f"{suggestion}valid keys in {section}: {', '.join(valid)}"
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)

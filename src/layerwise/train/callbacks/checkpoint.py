@@ -1,0 +1,60 @@
+"""Save `last` (to resume) and `best` (to use) checkpoints into a run folder."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from layerwise.train.callbacks.base import Callback
+from layerwise.train.callbacks.early_stopping import improved, resolve_mode
+
+if TYPE_CHECKING:
+    from layerwise.runs import Run
+    from layerwise.train.trainer import Trainer
+
+
+class ModelCheckpoint(Callback):
+    """Write `checkpoints/last.safetensors` + `state.pt` after every epoch (and every
+    `every_steps` optimizer steps, so a long epoch killed midway loses little), and
+    `best.safetensors` whenever `monitor` improves.
+
+    Args:
+        run: the `layerwise.runs.Run` to write into.
+        monitor: the epoch-log entry that defines "best" (falls back to `loss` when absent).
+        mode: `min`, `max` or `auto`.
+        every_steps: also save `last` every this many steps (None: only at epoch ends).
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        monitor: str = "val_loss",
+        mode: str = "auto",
+        every_steps: int | None = None,
+    ) -> None:
+        self.run = run
+        self.monitor = monitor
+        self.mode = resolve_mode(monitor, mode)
+        self.every_steps = every_steps
+        self.best: float | None = None
+
+    def on_batch_end(self, trainer: Trainer) -> None:
+        if self.every_steps and trainer.state.step % self.every_steps == 0:
+            self._save(trainer, best=False)
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        monitor = self.monitor if self.monitor in trainer.logs else "loss"
+        value = trainer.logs[monitor]
+        is_best = improved(value, self.best, resolve_mode(monitor, "auto"), 0.0)
+        if is_best:
+            self.best = value
+        self._save(trainer, best=is_best)
+
+    def _save(self, trainer: Trainer, best: bool) -> None:
+        weights = {k: v.detach() for k, v in trainer.model.state_dict().items()}
+        self.run.save_checkpoint(weights, trainer.state_dict(), best=best)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]
