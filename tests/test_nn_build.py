@@ -177,3 +177,16 @@ def test_unknown_init_scheme_has_did_you_mean():
     with pytest.raises(RecipeError, match="unknown weight init 'xavir'") as info:
         init_weights(nn.Linear(2, 2), "xavir")
     assert "did you mean 'xavier'" in info.value.hint
+
+
+def test_loaded_weights_survive_the_first_forward_of_a_lazy_model():
+    trained = init_weights(nn.Sequential(Dense(16)), "he")
+    materialize(trained, torch.zeros(2, 8))
+    fresh = init_weights(nn.Sequential(Dense(16)), "he")
+    fresh.load_state_dict(trained.state_dict())
+    fresh(torch.zeros(2, 8))  # the pending lazy init must not overwrite what was loaded
+    assert fresh[0].weight.equal(trained[0].weight)
+    twin = copy.deepcopy(init_weights(nn.Sequential(Dense(16)), "he"))
+    twin.load_state_dict(trained.state_dict())
+    twin(torch.zeros(2, 8))
+    assert twin[0].weight.equal(trained[0].weight)

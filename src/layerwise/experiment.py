@@ -19,7 +19,7 @@ from torch import nn
 from layerwise.data import DatasetBundle, load_dataset, split
 from layerwise.errors import CheckpointError
 from layerwise.models import create_model
-from layerwise.nn import init_weights, summary
+from layerwise.nn import init_weights, materialize, summary
 from layerwise.recipe import Recipe, parse_recipe
 from layerwise.report import plot_confusion_matrix, plot_curves, plot_samples, write_report
 from layerwise.runs import Run
@@ -69,7 +69,9 @@ def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
         args.setdefault("init", recipe.model.init)
     model = create_model(recipe.model.name, **args)
     if recipe.model.init != "default" and "init" not in accepts:
-        init_weights(model, recipe.model.init)  # lazy layers are initialised once built
+        init_weights(model, recipe.model.init)
+    # Build lazy layers now, so that loading a checkpoint is never undone by a lazy init later.
+    materialize(model, data.train[0][:2])
     return model
 
 

@@ -260,17 +260,27 @@ def _init_module(module: nn.Module, scheme: str) -> None:
 
 
 class _InitWhenBuilt:
-    """Forward pre-hook that initialises a lazy layer right after its shape inference, once."""
+    """Forward pre-hook that initialises a lazy layer right after its shape inference, once.
 
-    def __init__(self, scheme: str) -> None:
+    Loading a state dict into the layer first cancels it: loaded weights must never be
+    overwritten by a late initialisation.
+    """
+
+    def __init__(self, module: nn.Module, scheme: str) -> None:
         self.scheme = scheme
-        self.handle: Any = None
+        self.handle: Any = module.register_forward_pre_hook(self)
+        self.load_handle: Any = module.register_load_state_dict_post_hook(self.cancel)
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self.handle is not None:
             _init_module(module, self.scheme)
-            self.handle.remove()
-            self.handle = None
+            self.cancel()
+
+    def cancel(self, *_: Any) -> None:
+        for handle in (self.handle, self.load_handle):
+            if handle is not None:
+                handle.remove()
+        self.handle = self.load_handle = None
 
 
 def init_weights(model: nn.Module, scheme: str = "he") -> nn.Module:
@@ -289,8 +299,7 @@ def init_weights(model: nn.Module, scheme: str = "he") -> nn.Module:
         if not isinstance(module, _INIT_TYPES):
             continue
         if _is_unbuilt(module):
-            hook = _InitWhenBuilt(key)
-            hook.handle = module.register_forward_pre_hook(hook)
+            _InitWhenBuilt(module, key)
         else:
             _init_module(module, key)
     return model
