@@ -1,0 +1,6 @@
+"""Plots (matplotlib, no pyplot) and the single-file HTML report of a run."""
+
+from layerwise.report.html import write_report
+from layerwise.report.plots import plot_confusion_matrix, plot_curves, plot_lr, plot_samples
+
+__all__ = ["plot_confusion_matrix", "plot_curves", "plot_lr", "plot_samples", "write_report"]
