@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from layerwise.errors import LayerwiseError
@@ -139,7 +140,7 @@ def predict(
         return
     for name, ranked in zip(batch.names, rows, strict=True):
         best = "  ".join(f"{label} {p:.3f}" for label, p in ranked)
-        out.print(f"{name}: {best}")
+        out.print(f"{escape(name)}: {escape(best)}")
 
 
 @app.command()
@@ -204,7 +205,7 @@ def runs_show(
 
     found = Run.open(run, root=runs_dir)
     info = found.info()
-    out.print(f"[bold]{found.name}[/bold]  {info.get('status')}  {found.path}")
+    out.print(f"[bold]{escape(found.name)}[/bold]  {info.get('status')}  {escape(str(found.path))}")
     table = Table("epoch", "split", "loss", "metrics")
     for record in found.read_metrics():
         numbers = {k: v for k, v in record.items() if k not in ("epoch", "step", "split", "loss")}
@@ -301,9 +302,10 @@ def main() -> None:
     except LayerwiseError as exc:
         if debug:
             raise
-        err.print(f"[bold red]error:[/bold red] {exc.message}", markup=True)
+        # Messages quote shapes, paths and types ("x.npy[0]", "Sequence[int]"): print them as is.
+        err.print(f"[bold red]error:[/bold red] {escape(exc.message)}")
         if exc.hint:
-            err.print(f"  hint: {exc.hint}")
+            err.print(f"  hint: {escape(exc.hint)}")
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; continue with: layerwise train --resume <run>")
