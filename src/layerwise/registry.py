@@ -6,8 +6,13 @@ so a recipe can say `model: {name: resnet20}` and an unknown name gets a did-you
 
 from __future__ import annotations
 
+import functools
+import inspect
+import sys
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from layerwise.errors import LayerwiseError, RecipeError, did_you_mean
 
@@ -50,8 +55,15 @@ class Registry(Generic[T]):
         return self._factories[key]
 
     def create(self, name: str, **kwargs: Any) -> T:
-        """Create the thing registered as `name` with keyword arguments."""
+        """Create the thing registered as `name` with keyword arguments.
+
+        Arguments that are plain data (as read from a recipe) are first checked against the
+        factory's type hints, so `hidden: abc` is reported here, naming the argument, instead of
+        as a TypeError from deep inside PyTorch. The values themselves are passed on unchanged.
+        """
         factory = self.get(name)
+        for key, value in kwargs.items():
+            self._check_argument(name, factory, key, value)
         try:
             return factory(**kwargs)
         except TypeError as exc:
@@ -61,3 +73,66 @@ class Registry(Generic[T]):
                     hint=f"check the arguments of {self.kind} '{name}' in docs/recipes.md",
                 ) from exc
             raise
+
+    def _check_argument(self, name: str, factory: Callable[..., T], key: str, value: Any) -> None:
+        if not _is_plain(value):
+            return  # tensors, modules, optimizers…: passed by code, not typed in a recipe
+        adapter, annotation = _adapter(factory, key)
+        if adapter is None:
+            return
+        try:
+            adapter.validate_python(value)
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"].lower()
+            raise self.error(
+                f"bad argument '{key}' for {self.kind} '{name}': {problem} (got {value!r})",
+                hint=f"'{key}' takes {annotation}; see docs/recipes.md",
+            ) from exc
+
+
+_PLAIN_LEAVES = (str, int, float, bool, type(None))
+_LENIENT = ConfigDict(arbitrary_types_allowed=True)
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether `value` is YAML-like data: scalars, lists and string-keyed dicts of them."""
+    if isinstance(value, _PLAIN_LEAVES):
+        return type(value) in _PLAIN_LEAVES  # not numpy scalars or enum members
+    if type(value) in (list, tuple):
+        return all(_is_plain(v) for v in value)
+    if type(value) is dict:
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+@functools.cache
+def _adapter(factory: Callable[..., Any], key: str) -> tuple[TypeAdapter | None, str]:
+    """A validator for parameter `key` of `factory`; None when it has no usable annotation."""
+    try:
+        parameter = inspect.signature(factory).parameters.get(key)
+    except (TypeError, ValueError):
+        return None, ""
+    if parameter is None or parameter.annotation is inspect.Parameter.empty:
+        return None, ""
+    annotation = parameter.annotation
+    if isinstance(annotation, str):
+        if annotation == "Any":
+            return None, ""
+        namespace = vars(sys.modules[factory.__module__])
+        try:
+            resolved = eval(annotation, namespace)  # the library's own annotation text
+        except Exception:  # a name imported only for type checkers
+            return None, ""
+    else:
+        resolved, annotation = annotation, _type_text(annotation)
+    try:
+        return TypeAdapter(resolved, config=_LENIENT), annotation
+    except Exception:  # a type pydantic cannot validate: leave it to the factory
+        return None, ""
+
+
+def _type_text(annotation: Any) -> str:
+    """`int`, `Sequence[int] | None`: an annotation as it was written."""
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("collections.abc.", "").replace("typing.", "")
