@@ -110,7 +110,19 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
             f"recipe file '{path}' not found",
             hint="give the path of a .yaml recipe, e.g. recipes/digits_cnn.yaml",
         )
-    return parse_recipe(path.read_text(encoding="utf-8"), source=str(path), overrides=overrides)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"recipe file '{path}' is not UTF-8 text (bad byte at offset {exc.start})",
+            hint="save the recipe as UTF-8 YAML; is this the right file?",
+        ) from exc
+    except OSError as exc:
+        raise RecipeError(
+            f"cannot read recipe file '{path}': {exc.strerror or exc}",
+            hint="check the file's permissions",
+        ) from exc
+    return parse_recipe(text, source=str(path), overrides=overrides)
 
 
 def parse_recipe(text: str, source: str = "<recipe>", overrides: list[str] | None = None) -> Recipe:
