@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from layerwise.data.convert import to_tensors
 from layerwise.errors import DataError, ShapeError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".gif", ".tif", ".tiff"}
@@ -35,7 +36,7 @@ def read_inputs(
     for path in _expand(paths):
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            x = _fit_rows(torch.from_numpy(_load_npy(path)).float(), input_shape, path)
+            x = _fit_rows(_load_npy(path), input_shape, path)
             tensors.append(x)
             names += [f"{path.name}[{i}]" for i in range(len(x))]
         elif suffix == ".csv":
@@ -68,25 +69,28 @@ def _expand(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _load_npy(path: Path) -> torch.Tensor:
+    """float32 rows; text, object or NaN-holding arrays are refused naming the file."""
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"cannot read '{path}' as a NumPy .npy file: {exc}") from exc
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(
+            f"cannot read '{path}' as a NumPy .npy file: {exc}",
+            hint="save the inputs with numpy.save(path, array) (a numeric array)",
+        ) from exc
+    return to_tensors(array, name=f"inputs in '{path}'")[0]
 
 
 def _load_csv(path: Path) -> torch.Tensor:
+    """float32 rows, one per line of the table; text columns and NaN are refused by name."""
     try:
         frame = pd.read_csv(path)
     except (ValueError, OSError) as exc:
-        raise DataError(f"cannot read '{path}' as CSV: {exc}") from exc
-    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric:
         raise DataError(
-            f"'{path}' has non-numeric columns: {', '.join(map(str, non_numeric))}",
-            hint="predict needs numbers only: encode or drop those columns",
-        )
-    return torch.tensor(frame.to_numpy(dtype=np.float32))
+            f"cannot read '{path}' as CSV: {exc}",
+            hint="give a table with a header line and one numeric column per input feature",
+        ) from exc
+    return to_tensors(frame, name=f"inputs in '{path}'")[0]
 
 
 def _load_image(path: Path, input_shape: tuple[int, ...]) -> torch.Tensor:
@@ -121,7 +125,8 @@ def _fit_rows(x: torch.Tensor, input_shape: tuple[int, ...], source: Path) -> to
     raise ShapeError(
         f"'{source.name}' holds an array of shape {tuple(x.shape)}, which does not fit the "
         f"model's input shape {tuple(input_shape)}",
-        hint=f"give N rows of {sample_size} values or an array shaped (N, {input_shape})",
+        hint=f"give N rows of {sample_size} values or an array shaped "
+        f"(N, {', '.join(map(str, input_shape))})",
     )
 
 
