@@ -24,6 +24,8 @@ from layerwise.recipe import Recipe, parse_recipe
 from layerwise.report import plot_confusion_matrix, plot_curves, plot_samples, write_report
 from layerwise.runs import Run
 from layerwise.train import (
+    OPTIMIZERS,
+    SCHEDULES,
     EarlyStopping,
     MetricsLogger,
     ModelCheckpoint,
@@ -91,8 +93,14 @@ def build_trainer(
     if spec.optimizer.momentum or spec.optimizer.nesterov:
         optimizer_args.update(momentum=spec.optimizer.momentum, nesterov=spec.optimizer.nesterov)
     schedule = None
-    if spec.schedule is not None and spec.schedule.name != "constant":
+    # `constant` is the Trainer's default; with args it is still built, so a stray one errors.
+    if spec.schedule is not None and (spec.schedule.name != "constant" or spec.schedule.args):
         schedule = {"name": spec.schedule.name, **spec.schedule.args}
+    # The Trainer makes its optimizer and schedule only when fitting starts: look their names up
+    # now, so that a typo is reported before a run folder exists.
+    OPTIMIZERS.get(spec.optimizer.name)
+    if schedule is not None:
+        SCHEDULES.get(spec.schedule.name)
     callbacks = list(callbacks or [])
     if spec.early_stopping is not None:
         es = spec.early_stopping
@@ -137,9 +145,14 @@ def train(
     *,
     progress: bool = True,
 ) -> tuple[Run, dict[str, float]]:
-    """Train `recipe` into a new run folder; returns the run and its test metrics."""
+    """Train `recipe` into a new run folder; returns the run and its test metrics.
+
+    Data, model and Trainer are built before the folder is made, so a recipe that cannot be
+    built (unknown name, missing file, bad data) leaves no half-made run behind.
+    """
+    experiment = build(recipe)
     run = Run.create(runs_root, recipe.name, recipe.to_yaml())
-    return _fit_and_report(run, recipe, resume=False, progress=progress)
+    return _fit_and_report(run, experiment, resume=False, progress=progress)
 
 
 def resume(
@@ -159,21 +172,22 @@ def resume(
             hint="resume without changing the recipe (omit it, or undo the change), "
             "or start a new run",
         )
-    return _fit_and_report(run, saved, resume=True, progress=progress)
+    return _fit_and_report(run, build(saved), resume=True, progress=progress)
 
 
 def _fit_and_report(
-    run: Run, recipe: Recipe, *, resume: bool, progress: bool
+    run: Run, experiment: Experiment, *, resume: bool, progress: bool
 ) -> tuple[Run, dict[str, float]]:
-    callbacks: list = [MetricsLogger(run)]
-    callbacks.append(
+    recipe = experiment.recipe
+    # After any callbacks the recipe adds (early stopping), as `build(recipe, callbacks)` would.
+    experiment.trainer.callbacks += [
+        MetricsLogger(run),
         ModelCheckpoint(
             run, monitor=recipe.train.monitor, every_steps=recipe.train.checkpoint_every_steps
-        )
-    )
+        ),
+    ]
     if progress:
-        callbacks.append(ProgressBar())
-    experiment = build(recipe, callbacks)
+        experiment.trainer.callbacks.append(ProgressBar())
     if resume:
         _restore(run, experiment)
     else:
