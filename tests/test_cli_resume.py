@@ -17,12 +17,12 @@ RECIPE = """
 name: {name}
 seed: 5
 data: {{name: digits, batch_size: 16, val_fraction: 0.1}}
-model: {{name: mlp, args: {{hidden: [1024, 1024], dropout: 0.2}}}}
+model: {{name: mlp, args: {{hidden: [256, 256], dropout: 0.2}}}}
 train:
   epochs: {epochs}
   optimizer: {{name: adam, lr: 0.001}}
   schedule: {{name: onecycle}}
-  checkpoint_every_steps: 7
+  checkpoint_every_steps: 20
 """
 
 
@@ -45,7 +45,7 @@ def finish(process: subprocess.Popen) -> str:
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
-    epochs = 25
+    epochs = 12
     (tmp_path / "a.yaml").write_text(RECIPE.format(name="a", epochs=epochs))
     (tmp_path / "b.yaml").write_text(RECIPE.format(name="b", epochs=epochs))
 
@@ -58,7 +58,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
         if metrics.exists() and metrics.read_text().count("\n") >= 2:
             break
         time.sleep(0.01)
-    time.sleep(0.1)  # land somewhere inside a later epoch
+    time.sleep(0.05)  # land somewhere inside a later epoch
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL

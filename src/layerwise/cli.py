@@ -178,7 +178,8 @@ def runs_ls(runs_dir: RunsDir = Path("runs"), debug: Debug = False) -> None:
 
     table = Table("name", "status", "model", "dataset", "epochs", "test metrics", "created")
     for row in RunIndex(runs_dir).list():
-        metrics = json.loads(row.get("final_metrics_json") or "{}")
+        final = json.loads(row.get("final_metrics_json") or "{}")
+        metrics = {k[5:]: v for k, v in final.items() if k.startswith("test_")}
         table.add_row(
             str(row["name"]),
             str(row["status"]),

@@ -211,7 +211,7 @@ def _fit_and_report(
 
 
 def _restore(run: Run, experiment: Experiment) -> None:
-    if not (run.checkpoints_dir / "state.pt").exists():
+    if not run.has_checkpoint("last"):
         run.truncate_metrics_after(-1)  # killed before the first checkpoint: start over
         return
     weights, state = run.load_checkpoint("last")
@@ -297,7 +297,7 @@ def load_experiment(run: Run, which: str = "best") -> Experiment:
     """Rebuild a run's data, model and Trainer and load its `best` (or `last`) weights."""
     recipe = parse_recipe(run.read_recipe(), source=str(run.path / "recipe.yaml"))
     experiment = build(recipe)
-    if which == "best" and not (run.checkpoints_dir / "best.safetensors").exists():
+    if which == "best" and not run.has_checkpoint("best"):
         which = "last"
     weights, _ = run.load_checkpoint(which)
     _load_weights(experiment.model, weights, run.checkpoints_dir / f"{which}.safetensors")

@@ -48,6 +48,10 @@ class ModelCheckpoint(Callback):
         if is_best:
             self.best = value
         self._save(trainer, best=is_best)
+        if is_best:
+            self.run.set_status(
+                "running", best_metric={monitor: value, "epoch": trainer.state.epoch}
+            )
 
     def _save(self, trainer: Trainer, best: bool) -> None:
         weights = {k: v.detach() for k, v in trainer.model.state_dict().items()}
