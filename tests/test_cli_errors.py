@@ -1,0 +1,415 @@
+"""Bad input through the `layerwise` command.
+
+Every case must end in exactly one message naming the culprit plus a hint on stderr, exit code 2,
+no traceback unless `--debug` (which raises the error so its traceback shows), and leave every
+file already saved (run folders, checkpoints, the run index) byte for byte and mtime untouched.
+
+Most cases call `layerwise.cli.main()` in this process: it is the console entry point, where the
+error-to-exit-code translation lives, and a subprocess costs seconds of imports on a small
+machine. One test runs the real `python -m layerwise.cli` in subprocesses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from layerwise import cli
+from layerwise.errors import (
+    CheckpointError,
+    DataError,
+    LayerwiseError,
+    RecipeError,
+    RunError,
+    ShapeError,
+)
+
+TINY = """\
+name: tiny
+seed: 0
+data: {name: digits, batch_size: 64, args: {subset: 200}}
+model: {name: mlp, args: {hidden: [16]}}
+train: {epochs: 1}
+"""
+SYNTAX_ERROR = "name: broken\nmodel:\n  name: mlp\n   args: {}\n"  # line 4 is mis-indented
+TYPO_KEY = "name: typo\nmodel: {name: mlp}\ntrain: {epochs: 1, optimiser: {name: adam}}\n"
+
+
+@dataclass
+class Outcome:
+    code: int | str | None
+    stdout: str
+    stderr: str
+
+
+def layerwise(*args: str, cwd: Path) -> Outcome:
+    """Run the console entry point `main()` with `args` in `cwd`, capturing its output."""
+    out, err = io.StringIO(), io.StringIO()
+    argv, sys.argv = sys.argv, ["layerwise", *args]
+    code: int | str | None = 0
+    try:
+        with (
+            contextlib.chdir(cwd),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            try:
+                cli.main()
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        sys.argv = argv
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, bytes] | None]:
+    """Every file's mtime and bytes, and every folder, under `folder`."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.read_bytes())
+        if path.is_file()
+        else None
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding one finished run `tiny`, damaged copies of it, and bad input files."""
+    root = tmp_path_factory.mktemp("cli_errors")
+    (root / "tiny.yaml").write_text(TINY)
+    trained = layerwise("train", "tiny.yaml", "--quiet", cwd=root)
+    assert trained.code == 0, trained.stderr
+    runs = root / "runs"
+
+    def damaged_copy(name: str, file: str, damage) -> None:
+        shutil.copytree(runs / "tiny", runs / name)
+        path = runs / name / "checkpoints" / file
+        path.write_bytes(damage(path.read_bytes()))
+
+    damaged_copy("torn_state", "state.pt", lambda data: data[: len(data) // 2])
+    damaged_copy("garbage_last", "last.safetensors", lambda data: b"\x07garbage" * 20)
+    damaged_copy("torn_best", "best.safetensors", lambda data: data[:40])
+
+    (root / "syntax.yaml").write_text(SYNTAX_ERROR)
+    (root / "typo_key.yaml").write_text(TYPO_KEY)
+    (root / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    (root / "empty").mkdir()
+    (root / "blocker").write_text("a regular file where the runs folder should go")
+    rng = np.random.default_rng(0)
+    np.savez(root / "short_labels.npz", x=rng.random((100, 4)), y=np.arange(90) % 3)
+    x = rng.random((100, 4))
+    x[7, 2] = np.nan
+    np.savez(root / "nan_inputs.npz", x=x, y=np.arange(100) % 3)
+    rows = ["a,b,label"] + [f"{i},{i + 1},{i % 2}" for i in range(12)]
+    rows[4] = "3,,1"  # data row 3 has no value in column b
+    (root / "nan_inputs.csv").write_text("\n".join(rows) + "\n")
+    np.save(root / "row.npy", rng.random((2, 64), dtype=np.float32))
+    np.save(root / "wide.npy", np.zeros((3, 65), np.float32))
+    np.save(root / "nan_rows.npy", np.full((2, 64), np.nan, np.float32))
+    np.save(root / "words.npy", np.array(["seven", "three"]))
+    (root / "notes.txt").write_text("not an input")
+    return root
+
+
+def check(
+    work: Path, *args: str, culprit: list[str], error: type[LayerwiseError], hint: str = ""
+) -> str:
+    """Run a failing command twice (plain, then --debug) and check the whole contract."""
+    before = snapshot(work)
+    result = layerwise(*args, cwd=work)
+    lines = result.stderr.splitlines()
+    assert result.code == 2, result.stderr
+    assert len(lines) == 2, f"expected one message and one hint, got:\n{result.stderr}"
+    message, hint_line = lines
+    assert message.startswith("error: ")
+    assert hint_line.startswith("  hint: ") and len(hint_line) > len("  hint: ")
+    for piece in culprit:
+        assert piece in message, f"{piece!r} not in {message!r}"
+    assert hint in hint_line
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert snapshot(work) == before, "a failed command changed, added or removed files"
+
+    with pytest.raises(LayerwiseError) as raised:
+        layerwise(*args, "--debug", cwd=work)
+    assert type(raised.value) is error
+    assert message == f"error: {raised.value.message}"
+    assert snapshot(work) == before
+    return message
+
+
+# 1 -------------------------------------------------------------------------------- recipe file
+def test_missing_recipe_file(work):
+    check(work, "train", "missing.yaml", culprit=["'missing.yaml'", "not found"], error=RecipeError)
+
+
+def test_brackets_in_a_message_print_literally(work):
+    # rich would swallow "[red]" as a style tag and fail on "[/x]" as an unmatched closing tag
+    check(work, "train", "[red]gone[/x].yaml", culprit=["'[red]gone[/x].yaml'"], error=RecipeError)
+
+
+def test_recipe_that_is_not_text(work):
+    check(work, "train", "latin1.yaml", culprit=["latin1.yaml", "not UTF-8"], error=RecipeError)
+
+
+# 2-4 ------------------------------------------------------------------------ recipe content
+def test_yaml_syntax_error_names_the_line(work):
+    check(work, "train", "syntax.yaml", culprit=["syntax.yaml", "line 4"], error=RecipeError)
+
+
+@pytest.mark.parametrize(
+    ("args", "key", "suggestion"),
+    [
+        (["typo_key.yaml"], "train.optimiser", "did you mean 'optimizer'?"),
+        (["tiny.yaml", "--set", "train.epoch=2"], "train.epoch", "did you mean 'epochs'?"),
+    ],
+)
+def test_unknown_key_suggests_the_right_one(work, args, key, suggestion):
+    check(
+        work, "train", *args, culprit=[f"unknown key '{key}'"], error=RecipeError, hint=suggestion
+    )
+
+
+def test_wrong_type_names_the_key_path(work):
+    check(
+        work,
+        *("train", "tiny.yaml", "--set", "train.optimizer.lr=fast"),
+        culprit=["'train.optimizer.lr'", "'fast'"],
+        error=RecipeError,
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "culprit", "takes"),
+    [
+        ("model.args.hidden=abc", ["'hidden'", "model 'mlp'", "'abc'"], "Sequence[int]"),
+        ("model.args.dropout=lots", ["'dropout'", "model 'mlp'", "'lots'"], "float"),
+        ("data.args.subset=[1]", ["'subset'", "dataset 'digits'", "[1]"], "int | None"),
+    ],
+)
+def test_wrong_type_of_a_factory_argument(work, override, culprit, takes):
+    check(
+        work,
+        "train",
+        "tiny.yaml",
+        "--set",
+        override,
+        culprit=culprit,
+        error=RecipeError,
+        hint=takes,
+    )
+
+
+# 5 ---------------------------------------------------------------------------- unknown names
+@pytest.mark.parametrize(
+    ("override", "kind", "wrong", "right"),
+    [
+        ("model.name=mpl", "model", "mpl", "mlp"),
+        ("train.optimizer.name=adma", "optimizer", "adma", "adam"),
+        ("train.loss.name=cross_entropi", "loss", "cross_entropi", "cross_entropy"),
+        ("data.name=digit", "dataset", "digit", "digits"),
+        ("train.schedule.name=onecycl", "schedule", "onecycl", "onecycle"),
+        ("train.metrics=[acuracy]", "metric", "acuracy", "accuracy"),
+    ],
+)
+def test_unknown_name_suggests_the_closest(work, override, kind, wrong, right):
+    check(
+        work,
+        *("train", "tiny.yaml", "--set", override, "--quiet"),
+        culprit=[f"unknown {kind} '{wrong}'"],
+        error=RecipeError,
+        hint=f"did you mean '{right}'?",
+    )
+
+
+# 6, 7, 9 ----------------------------------------------------------------------------- data
+def test_missing_mnist_files_say_where_to_put_them(work):
+    check(
+        work,
+        *("train", "tiny.yaml", "--set", "data.name=mnist", "--set", "data.args={root: empty}"),
+        culprit=["MNIST file not found", "empty/MNIST/raw/train-images-idx3-ubyte"],
+        error=DataError,
+        hint="in empty/MNIST/raw/",
+    )
+
+
+def test_missing_npz_file(work):
+    check(
+        work,
+        *("train", "tiny.yaml", "--set", "data.name=npz", "--set", "data.args={path: nope.npz}"),
+        culprit=["data file not found", str(work / "nope.npz")],
+        error=DataError,
+        hint="LAYERWISE_DATA",
+    )
+
+
+def test_label_count_not_matching_inputs(work):
+    check(
+        work,
+        *("train", "tiny.yaml", "--set", "data.name=npz"),
+        *("--set", "data.args={path: short_labels.npz}"),
+        culprit=["short_labels.npz", "100 rows", "labels have 90"],
+        error=DataError,
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "culprit"),
+    [
+        ("{name: npz, args: {path: nan_inputs.npz}}", ["nan_inputs.npz", "1 NaN", "row 7"]),
+        ("{name: csv, args: {path: nan_inputs.csv}}", ["nan_inputs.csv", "row 3", "columns: b"]),
+    ],
+)
+def test_nan_in_training_inputs(work, data, culprit):
+    check(work, "train", "tiny.yaml", "--set", f"data={data}", culprit=culprit, error=DataError)
+
+
+def test_nan_in_prediction_inputs(work):
+    check(work, "predict", "tiny", "nan_rows.npy", culprit=["nan_rows.npy", "NaN"], error=DataError)
+
+
+def test_text_array_given_to_predict(work):
+    check(
+        work, "predict", "tiny", "words.npy", culprit=["words.npy", "not numeric"], error=DataError
+    )
+
+
+# 8 ---------------------------------------------------------------------------------- shapes
+def test_prediction_input_of_the_wrong_width(work):
+    check(
+        work,
+        *("predict", "tiny", "wide.npy"),
+        culprit=["wide.npy", "(3, 65)", "(1, 8, 8)"],
+        error=ShapeError,
+        hint="(N, 1, 8, 8)",
+    )
+
+
+def test_model_whose_first_layer_does_not_fit_the_data(work):
+    check(
+        work,
+        *("train", "tiny.yaml", "--set", "model={name: resnet20, args: {in_channels: 3}}"),
+        # PyTorch's own words keep their brackets: "weight of size [16, 3, 3, 3]"
+        culprit=["layer 'conv1'", "(2, 1, 8, 8)", "(N, 3, H, W)", "[16, 3, 3, 3]"],
+        error=ShapeError,
+    )
+
+
+# 10, 11 ------------------------------------------------------------------------ checkpoints
+@pytest.mark.parametrize(
+    ("args", "file"),
+    [
+        (["train", "--resume", "torn_state"], "torn_state/checkpoints/state.pt"),
+        (["evaluate", "torn_state", "--weights", "last"], "torn_state/checkpoints/state.pt"),
+        (["train", "--resume", "garbage_last"], "garbage_last/checkpoints/last.safetensors"),
+        (["evaluate", "garbage_last", "--weights", "last"], "garbage_last/checkpoints/last"),
+        (["evaluate", "torn_best"], "torn_best/checkpoints/best.safetensors"),
+        (["predict", "torn_best", "row.npy"], "torn_best/checkpoints/best.safetensors"),
+    ],
+)
+def test_corrupt_checkpoint_is_named_and_left_alone(work, args, file):
+    check(work, *args, culprit=[file, "corrupt"], error=CheckpointError)
+
+
+def test_resume_with_a_changed_recipe_keeps_the_run(work):
+    check(
+        work,
+        *("train", "tiny.yaml", "--resume", "tiny", "--set", "train.epochs=3"),
+        culprit=["train.epochs: 1 -> 3"],
+        error=CheckpointError,
+    )
+
+
+# 12-14 ------------------------------------------------------------------------ runs and files
+def test_runs_folder_that_cannot_be_created(work):
+    # Tests run as root, which chmod cannot stop: put the runs folder below a regular file.
+    check(
+        work,
+        *("train", "tiny.yaml", "--runs-dir", "blocker/runs"),
+        culprit=["cannot create runs folder", "blocker/runs"],
+        error=RunError,
+        hint="--runs-dir",
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "tinny"],
+        ["predict", "tinny", "row.npy"],
+        ["runs", "show", "tinny"],
+        ["runs", "compare", "tiny", "tinny"],
+        ["train", "--resume", "tinny"],
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_unknown_run_name_suggests_the_closest(work, args):
+    check(work, *args, culprit=["no run 'tinny'"], error=RunError, hint="did you mean 'tiny'?")
+
+
+@pytest.mark.parametrize(
+    ("given", "culprit"),
+    [
+        ("notes.txt", ["notes.txt", "unknown file type '.txt'"]),
+        ("absent.npy", ["'absent.npy'", "not found"]),
+    ],
+)
+def test_predict_input_that_cannot_be_read(work, given, culprit):
+    check(work, "predict", "tiny", given, culprit=culprit, error=DataError)
+
+
+# --------------------------------------------------------------------------- beyond the CLI verbs
+def test_stray_argument_of_the_constant_schedule_is_not_ignored(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = layerwise(
+        *("train", "tiny.yaml", "--quiet", "--set", "train.schedule.args={warmup_epochs: 2}"),
+        cwd=tmp_path,
+    )
+    assert result.code == 2
+    assert "schedule 'constant'" in result.stderr and "warmup_epochs" in result.stderr
+    info = json.loads((tmp_path / "runs" / "tiny" / "run.json").read_text())
+    assert info["status"] == "failed"
+
+
+def test_real_entry_point_in_subprocesses(work):
+    """`python -m layerwise.cli`: exit code 2 and one message; with --debug, the traceback."""
+    before = snapshot(work)
+    verb = ["evaluate", "garbage_last", "--weights", "last"]
+    command = [sys.executable, "-m", "layerwise.cli", *verb]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    plain, debug = (
+        subprocess.Popen(
+            command + extra,
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for extra in ([], ["--debug"])
+    )
+    plain_out, plain_err = plain.communicate(timeout=300)
+    _debug_out, debug_err = debug.communicate(timeout=300)
+
+    assert plain.returncode == 2, plain_err
+    lines = plain_err.splitlines()
+    assert len(lines) == 2, plain_err
+    assert lines[0].startswith("error: checkpoint '")
+    assert "garbage_last/checkpoints/last.safetensors' is corrupt" in lines[0]
+    assert lines[1].startswith("  hint: ")
+    assert "Traceback" not in plain_err and plain_out == ""
+
+    assert debug.returncode not in (0, 2)
+    assert "Traceback (most recent call last)" in debug_err
+    assert "layerwise.errors.CheckpointError" in debug_err
+    assert snapshot(work) == before
