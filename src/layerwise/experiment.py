@@ -17,12 +17,12 @@ import yaml
 from torch import nn
 
 from layerwise.data import DatasetBundle, load_dataset, split
-from layerwise.errors import CheckpointError
+from layerwise.errors import CheckpointError, RecipeError, did_you_mean
 from layerwise.models import create_model
 from layerwise.nn import init_weights, materialize, summary
 from layerwise.recipe import Recipe, parse_recipe
 from layerwise.report import plot_confusion_matrix, plot_curves, plot_samples, write_report
-from layerwise.runs import Run
+from layerwise.runs import Run, load_weights
 from layerwise.train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -108,7 +108,7 @@ def build_trainer(
             0,
             EarlyStopping(es.monitor, es.patience, es.min_delta, es.mode, es.restore_best_weights),
         )
-    return Trainer(
+    trainer = Trainer(
         model,
         loss=spec.loss.name,
         loss_args=loss_args,
@@ -128,6 +128,26 @@ def build_trainer(
         seed=recipe.seed,
         num_classes=data.num_classes,
     )
+    _check_monitors(recipe, trainer, has_val=data.val is not None)
+    return trainer
+
+
+def _check_monitors(recipe: Recipe, trainer: Trainer, has_val: bool) -> None:
+    """A misspelt monitor would silently fall back to the loss: refuse it before training."""
+    names = ["loss", *(metric.name for metric in trainer.metrics)]
+    valid = names + [f"val_{name}" for name in names] if has_val else names
+    fields = {"train.monitor": recipe.train.monitor}
+    if recipe.train.early_stopping is not None:
+        fields["train.early_stopping.monitor"] = recipe.train.early_stopping.monitor
+    for field, monitor in fields.items():
+        if monitor == "val_loss" and not has_val and field == "train.monitor":
+            continue  # the default; without a validation split "best" means lowest train loss
+        if monitor not in valid:
+            raise RecipeError(
+                f"'{field}' is '{monitor}', which training does not log",
+                hint=did_you_mean(monitor, valid)
+                + ("" if has_val else " (val_* needs data.val_fraction or a val split)"),
+            )
 
 
 def build(recipe: Recipe, callbacks: list | None = None) -> Experiment:
@@ -212,6 +232,13 @@ def _fit_and_report(
 
 def _restore(run: Run, experiment: Experiment) -> None:
     if not run.has_checkpoint("last"):
+        if run.last_path.exists() or run.state_path.exists():
+            present = run.last_path if run.last_path.exists() else run.state_path
+            raise CheckpointError(
+                f"run '{run.name}' has {present.name} but not its partner "
+                f"({'state.pt' if present == run.last_path else 'last.safetensors'})",
+                hint="restore the missing file, or delete the checkpoints folder to start over",
+            )
         run.truncate_metrics_after(-1)  # killed before the first checkpoint: start over
         return
     weights, state = run.load_checkpoint("last")
@@ -299,7 +326,7 @@ def load_experiment(run: Run, which: str = "best") -> Experiment:
     experiment = build(recipe)
     if which == "best" and not run.has_checkpoint("best"):
         which = "last"
-    weights, _ = run.load_checkpoint(which)
+    weights, _ = load_weights(run.best_path if which == "best" else run.last_path)
     _load_weights(experiment.model, weights, run.checkpoints_dir / f"{which}.safetensors")
     return experiment
 

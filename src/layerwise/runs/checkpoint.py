@@ -61,7 +61,9 @@ _LEAVES = (
     torch.device,
 )
 _CONTAINERS = (list, tuple, set)
-_CORRUPT_HINT = "delete it to restart from scratch, or resume from best.safetensors"
+_CORRUPT_HINT = (
+    "restore it from a backup, or delete the run's checkpoints folder to restart from scratch"
+)
 
 
 def new_checkpoint_id(state: dict[str, Any]) -> str:

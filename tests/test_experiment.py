@@ -1,0 +1,48 @@
+"""Recipe → run pipeline checks that happen before or around training."""
+
+from __future__ import annotations
+
+import pytest
+
+from layerwise import experiment
+from layerwise.errors import CheckpointError, RecipeError
+from layerwise.recipe import parse_recipe
+
+TINY = """
+name: tiny
+data: {name: digits, args: {subset: 200}, batch_size: 32, val_fraction: 0.2}
+model: {name: mlp, args: {hidden: [16]}}
+train: {epochs: 1}
+"""
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("train.monitor=val_acuracy", "train.monitor"),
+        ("train.early_stopping.monitor=val_los", "train.early_stopping.monitor"),
+    ],
+)
+def test_misspelt_monitor_is_refused_before_a_run_exists(tmp_path, override, field):
+    recipe = parse_recipe(TINY, overrides=[override])
+    with pytest.raises(RecipeError, match=field) as info:
+        experiment.train(recipe, tmp_path / "runs", progress=False)
+    assert "did you mean" in info.value.hint
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_resume_refuses_a_checkpoint_missing_its_partner(tmp_path):
+    run, _ = experiment.train(parse_recipe(TINY), tmp_path / "runs", progress=False)
+    run.state_path.unlink()
+    metrics_before = run.metrics_path.read_bytes()
+    with pytest.raises(CheckpointError, match="not its partner"):
+        experiment.resume("tiny", tmp_path / "runs", progress=False)
+    assert run.metrics_path.read_bytes() == metrics_before
+    assert run.last_path.exists()
+
+
+def test_evaluate_last_needs_only_the_weights(tmp_path):
+    run, test_metrics = experiment.train(parse_recipe(TINY), tmp_path / "runs", progress=False)
+    run.state_path.write_bytes(b"torn")
+    _, metrics = experiment.evaluate_run("tiny", "test", "last", tmp_path / "runs")
+    assert metrics["accuracy"] == pytest.approx(test_metrics["accuracy"], abs=1e-6)
