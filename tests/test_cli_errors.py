@@ -95,6 +95,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(runs / "tiny", runs / name)
         path = runs / name / "checkpoints" / file
         path.write_bytes(damage(path.read_bytes()))
+        info_path = runs / name / "run.json"  # as a run killed mid-training would be
+        info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "status": "running"}))
 
     damaged_copy("torn_state", "state.pt", lambda data: data[: len(data) // 2])
     damaged_copy("garbage_last", "last.safetensors", lambda data: b"\x07garbage" * 20)
@@ -312,8 +314,8 @@ def test_model_whose_first_layer_does_not_fit_the_data(work):
         (["train", "--resume", "torn_state"], "torn_state/checkpoints/state.pt"),
         (["train", "--resume", "garbage_last"], "garbage_last/checkpoints/last.safetensors"),
         (["evaluate", "garbage_last", "--weights", "last"], "garbage_last/checkpoints/last"),
-        (["evaluate", "torn_best"], "torn_best/checkpoints/best.safetensors"),
-        (["predict", "torn_best", "row.npy"], "torn_best/checkpoints/best.safetensors"),
+        (["evaluate", "torn_best", "--weights", "best"], "torn_best/checkpoints/best.safetensors"),
+        (["predict", "torn_best", "row.npy", "--weights", "best"], "torn_best/checkpoints/best"),
     ],
 )
 def test_corrupt_checkpoint_is_named_and_left_alone(work, args, file):

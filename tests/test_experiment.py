@@ -34,6 +34,7 @@ def test_misspelt_monitor_is_refused_before_a_run_exists(tmp_path, override, fie
 def test_resume_refuses_a_checkpoint_missing_its_partner(tmp_path):
     run, _ = experiment.train(parse_recipe(TINY), tmp_path / "runs", progress=False)
     run.state_path.unlink()
+    run.set_status("running")  # as a run killed mid-training would be
     metrics_before = run.metrics_path.read_bytes()
     with pytest.raises(CheckpointError, match="not its partner"):
         experiment.resume("tiny", tmp_path / "runs", progress=False)
@@ -46,3 +47,11 @@ def test_evaluate_last_needs_only_the_weights(tmp_path):
     run.state_path.write_bytes(b"torn")
     _, metrics = experiment.evaluate_run("tiny", "test", "last", tmp_path / "runs")
     assert metrics["accuracy"] == pytest.approx(test_metrics["accuracy"], abs=1e-6)
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path):
+    run, test_metrics = experiment.train(parse_recipe(TINY), tmp_path / "runs", progress=False)
+    before = run.metrics_path.read_bytes()
+    _, again = experiment.resume("tiny", tmp_path / "runs", progress=False)
+    assert again == test_metrics
+    assert run.metrics_path.read_bytes() == before

@@ -40,6 +40,12 @@ class Split(StrEnum):
     test = "test"
 
 
+WEIGHTS_HELP = (
+    "last: the weights training ended with (what its test figure measured); "
+    "best: the epoch with the best monitored value."
+)
+
+
 class Weights(StrEnum):
     best = "best"
     last = "last"
@@ -63,15 +69,32 @@ def train(
     Example: layerwise train recipes/digits_cnn.yaml --set train.epochs=5
     """
     from layerwise import experiment
-    from layerwise.recipe import load_recipe
+    from layerwise.recipe import load_recipe, parse_recipe
+    from layerwise.runs import Run
 
     if recipe is None and resume is None:
         raise LayerwiseError("no recipe given", hint="layerwise train recipes/digits_cnn.yaml")
-    parsed = load_recipe(recipe, set_) if recipe is not None else None
-    if resume is not None:
-        run, test_metrics = experiment.resume(resume, runs_dir, recipe=parsed, progress=not quiet)
+    if recipe is not None:
+        parsed = load_recipe(recipe, set_)
+    elif (
+        set_
+    ):  # --resume RUN --set …: compare the overridden saved recipe, so the change is refused
+        found = Run.open(resume, root=runs_dir)
+        parsed = parse_recipe(found.read_recipe(), str(found.recipe_path), overrides=set_)
     else:
-        run, test_metrics = experiment.train(parsed, runs_dir, progress=not quiet)
+        parsed = None
+    try:
+        if resume is not None:
+            run, test_metrics = experiment.resume(
+                resume, runs_dir, recipe=parsed, progress=not quiet
+            )
+        else:
+            run, test_metrics = experiment.train(parsed, runs_dir, progress=not quiet)
+    except KeyboardInterrupt as interrupt:
+        stopped = getattr(interrupt, "run", None)
+        name = stopped.name if stopped is not None else "<run>"
+        err.print(f"interrupted; continue with: layerwise train --resume {escape(name)}")
+        raise typer.Exit(130) from None
     _print_outcome(run, test_metrics)
 
 
@@ -93,7 +116,7 @@ def quickstart(runs_dir: RunsDir = Path("runs"), debug: Debug = False) -> None:
 def evaluate(
     run: Annotated[str, typer.Argument(help="Run name or folder.")],
     split: Annotated[Split, typer.Option(help="Which data split.")] = Split.test,
-    weights: Annotated[Weights, typer.Option(help="best or last checkpoint.")] = Weights.best,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.last,
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
 ) -> None:
@@ -115,7 +138,7 @@ def predict(
         Path | None, typer.Option("--output", "-o", help="Write predictions to this CSV.")
     ] = None,
     top_k: Annotated[int, typer.Option(help="How many classes to show per input.")] = 3,
-    weights: Annotated[Weights, typer.Option(help="best or last checkpoint.")] = Weights.best,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.last,
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
 ) -> None:
@@ -130,7 +153,7 @@ def predict(
 
     experiment = load_experiment(Run.open(run, root=runs_dir), weights.value)
     data = experiment.data
-    batch = read_inputs(inputs, tuple(data.input_shape))
+    batch = read_inputs(inputs, tuple(data.input_shape), data.pixel_stats)
     check_input(experiment.model, batch.x[:1])
     logits = experiment.trainer.predict(batch.x)
     rows = top_predictions(logits, data.class_names, top_k)
@@ -209,7 +232,8 @@ def runs_show(
     out.print(f"[bold]{escape(found.name)}[/bold]  {info.get('status')}  {escape(str(found.path))}")
     table = Table("epoch", "split", "loss", "metrics")
     for record in found.read_metrics():
-        numbers = {k: v for k, v in record.items() if k not in ("epoch", "step", "split", "loss")}
+        skip = ("epoch", "step", "split", "loss", "lr", "time")
+        numbers = {k: v for k, v in record.items() if k not in skip}
         loss = record.get("loss")
         table.add_row(
             str(record.get("epoch", "")),
@@ -224,7 +248,7 @@ def runs_show(
 
 @runs_app.command("compare")
 def runs_compare(
-    runs: Annotated[list[str], typer.Argument(help="Two or more run names or folders.")],
+    runs: Annotated[list[str], typer.Argument(help="One or more run names or folders.")],
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
 ) -> None:
@@ -241,7 +265,7 @@ def runs_compare(
         for record in found.read_metrics():
             split = record.get("split", "train")
             for key, value in record.items():
-                if isinstance(value, float) and key not in ("epoch", "step", "time"):
+                if isinstance(value, float) and key not in ("epoch", "step", "time", "lr"):
                     latest[f"{split}_{key}"] = value
         columns[found.name] = latest
     keys = sorted({key for numbers in columns.values() for key in numbers})

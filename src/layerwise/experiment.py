@@ -43,6 +43,7 @@ class Experiment:
     data: DatasetBundle
     model: nn.Module
     trainer: Trainer
+    transform: Any = None  # per-sample training augmentation, or None
 
 
 def build_data(recipe: Recipe) -> DatasetBundle:
@@ -85,13 +86,16 @@ def build_trainer(
     loss_args = dict(spec.loss.args)
     if spec.loss.name == "cross_entropy":
         loss_args["label_smoothing"] = spec.loss.label_smoothing
+        loss_args["num_classes"] = data.num_classes  # checks class_weights' length up front
     if spec.loss.class_weights is not None:
         loss_args["class_weights"] = spec.loss.class_weights
         if spec.loss.class_weights == "balanced":
             loss_args["targets"] = data.train[1]
     optimizer_args = dict(spec.optimizer.args)
-    if spec.optimizer.momentum or spec.optimizer.nesterov:
-        optimizer_args.update(momentum=spec.optimizer.momentum, nesterov=spec.optimizer.nesterov)
+    if spec.optimizer.momentum:  # only optimizers with momentum accept these
+        optimizer_args["momentum"] = spec.optimizer.momentum
+    if spec.optimizer.nesterov:
+        optimizer_args["nesterov"] = True
     schedule = None
     # `constant` is the Trainer's default; with args it is still built, so a stray one errors.
     if spec.schedule is not None and (spec.schedule.name != "constant" or spec.schedule.args):
@@ -156,7 +160,7 @@ def build(recipe: Recipe, callbacks: list | None = None) -> Experiment:
     data = build_data(recipe)
     model = build_model(recipe, data)
     trainer = build_trainer(recipe, model, data, callbacks)
-    return Experiment(recipe, data, model, trainer)
+    return Experiment(recipe, data, model, trainer, _augmentations(recipe))
 
 
 def train(
@@ -192,6 +196,9 @@ def resume(
             hint="resume without changing the recipe (omit it, or undo the change), "
             "or start a new run",
         )
+    info = run.info()
+    if info.get("status") == "finished":
+        return run, info.get("test_metrics") or {}
     return _fit_and_report(run, build(saved), resume=True, progress=progress)
 
 
@@ -220,9 +227,13 @@ def _fit_and_report(
             data.val,
             epochs=recipe.train.epochs,
             batch_size=recipe.data.batch_size,
-            transform=_augmentations(recipe),
+            transform=experiment.transform,
             eval_batch_size=recipe.data.eval_batch_size,
         )
+    except KeyboardInterrupt as interrupt:
+        run.set_status("stopped")
+        interrupt.run = run  # lets the CLI say how to resume
+        raise
     except BaseException:
         run.set_status("failed")
         raise
@@ -277,8 +288,8 @@ def finish_run(run: Run, experiment: Experiment) -> dict[str, float]:
             _classification_plots(run, trainer, data)
     plot_curves(run.read_metrics(), run.plots_dir / "curves.png")
     model_summary = summary(experiment.model, (1, *data.input_shape))
-    write_report(run, summary_text=str(model_summary))
     run.set_status("finished", test_metrics=test_metrics, epochs_done=trainer.state.epoch)
+    write_report(run, summary_text=str(model_summary))
     return test_metrics
 
 
@@ -320,7 +331,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def load_experiment(run: Run, which: str = "best") -> Experiment:
+def load_experiment(run: Run, which: str = "last") -> Experiment:
     """Rebuild a run's data, model and Trainer and load its `best` (or `last`) weights."""
     recipe = parse_recipe(run.read_recipe(), source=str(run.path / "recipe.yaml"))
     experiment = build(recipe)
@@ -334,7 +345,7 @@ def load_experiment(run: Run, which: str = "best") -> Experiment:
 def evaluate_run(
     run_ref: str | Path,
     split_name: str = "test",
-    which: str = "best",
+    which: str = "last",
     runs_root: str | Path = "runs",
 ) -> tuple[Run, dict[str, float]]:
     """Loss and metrics of a finished (or interrupted) run's weights on one data split."""

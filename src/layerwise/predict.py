@@ -25,13 +25,17 @@ class PredictionInputs:
 
 
 def read_inputs(
-    paths: list[Path], input_shape: tuple[int, ...], image_scale: float = 1.0
+    paths: list[Path],
+    input_shape: tuple[int, ...],
+    pixel_stats: tuple[float, float] | None = None,
 ) -> PredictionInputs:
     """Read every path (a folder means the images in it) into one tensor shaped for the model.
 
-    `image_scale` maps pixel values in [0, 1] to the range the model was trained on (the digits
-    dataset, for instance, is scaled to [0, 1] too, so the default is 1).
+    Image pixels are scaled to [0, 1] and, when the training data was standardised with
+    `pixel_stats = (mean, std)`, standardised the same way. Arrays (.npy, .csv) are taken as
+    they are: they must already be in the form the model was trained on.
     """
+    mean, std = pixel_stats or (0.0, 1.0)
     tensors, names = [], []
     for path in _expand(paths):
         suffix = path.suffix.lower()
@@ -44,7 +48,7 @@ def read_inputs(
             tensors.append(x)
             names += [f"{path.name}[{i}]" for i in range(len(x))]
         elif suffix in IMAGE_SUFFIXES:
-            tensors.append(_load_image(path, input_shape).unsqueeze(0) * image_scale)
+            tensors.append((_load_image(path, input_shape).unsqueeze(0) - mean) / std)
             names.append(path.name)
         else:
             raise DataError(

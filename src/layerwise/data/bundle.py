@@ -25,6 +25,8 @@ class DatasetBundle:
         input_shape: the shape of one sample, without the batch dimension.
         class_names: one name per class (empty for regression).
         task: "classification" or "regression".
+        pixel_stats: `(mean, std)` that pixels in [0, 1] were standardised with, so that new
+            images (e.g. files given to `layerwise predict`) get the same preprocessing.
     """
 
     name: str
@@ -35,6 +37,7 @@ class DatasetBundle:
     input_shape: tuple[int, ...]
     class_names: list[str] = field(default_factory=list)
     task: Literal["classification", "regression"] = "classification"
+    pixel_stats: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in ("classification", "regression"):

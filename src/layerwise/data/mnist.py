@@ -70,6 +70,7 @@ def mnist(
         num_classes=10,
         input_shape=(784,) if flatten else (1, 28, 28),
         class_names=[str(d) for d in range(10)],
+        pixel_stats=(MEAN, STD) if normalize else None,
     )
 
 
