@@ -161,7 +161,7 @@ def test_truncated_state_is_a_checkpoint_error_naming_the_file(run: Run) -> None
     with pytest.raises(CheckpointError) as info:
         run.load_checkpoint()
     assert "state.pt" in info.value.message
-    assert "delete it" in (info.value.hint or "")
+    assert "delete the run's checkpoints folder" in (info.value.hint or "")
 
 
 def test_garbage_weights_are_a_checkpoint_error_naming_the_file(run: Run) -> None:
