@@ -1,0 +1,54 @@
+"""Run every benchmark (`make bench`), each in its own process, one after the other.
+
+Each script prints its table and writes `benchmarks/results/<name>.json`; `docs/benchmarks.md`
+explains the figures. Benchmarks never run in parallel: they would time each other.
+
+Run: .venv/bin/python benchmarks/run_all.py [--only overhead] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+BENCHMARKS = {
+    "overhead": "Trainer.fit against a hand-written loop and a DataLoader loop (~20 min)",
+    "mnist_accuracy": "the MNIST recipes: test accuracy and wall time (~4 min)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", action="append", choices=sorted(BENCHMARKS), help="run just this (repeatable)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run of each (minutes); writes no JSON"
+    )
+    args = parser.parse_args(argv)
+    failed = []
+    for name in args.only or list(BENCHMARKS):
+        print(f"== {name}: {BENCHMARKS[name]}", flush=True)
+        command = [sys.executable, str(BENCH_DIR / f"{name}.py")] + (
+            ["--quick"] if args.quick else []
+        )
+        start = time.perf_counter()
+        code = subprocess.call(command)
+        print(
+            f"== {name}: {'ok' if code == 0 else f'FAILED ({code})'} in "
+            f"{time.perf_counter() - start:.0f} s\n",
+            flush=True,
+        )
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
