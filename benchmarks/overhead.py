@@ -12,12 +12,17 @@ rows, one "epoch" of `steps` batches at a time:
 - `hand-again`: a second, independent `hand` (an A/A test): `hand-again / hand` shows how far
   two identical loops drift apart on this machine, i.e. the noise floor of every ratio.
 
-All run in one process, interleaved round by round (the starting contender rotates each round),
-so drift and bursts of load from other processes hit them alike. This machine is shared: a round
-counts only if other processes used at most `--max-load` cores (from /proc/stat) during each of
-its runs, and rounds go on until `--rounds` have counted. The figure per contender is the median
-over counted rounds of the time per step; the spread of `trainer / hand` is the interquartile
-range of the rounds' paired ratios.
+Rounds. All run in one process, interleaved round by round (the starting contender rotates each
+round), so drift and bursts of load from other processes hit them alike. This machine is shared:
+a round counts only if other processes used at most `--max-load` cores (from /proc/stat) during
+each of its runs. The figure per contender is the median over counted rounds of the time per
+step; `trainer / hand` comes with a bootstrap 95% interval over rounds.
+
+Paired steps. Even on a quiet machine, this VM's speed wanders 10-20% from run to run, which
+leaves the round medians a few percent apart (see the A/A column). So each cell is also measured
+with steps interleaved one by one: a callback runs one hand-loop step after every Trainer step
+and the two are timed separately, so both see the same machine at the same moment. The
+trainer's slot holds everything `fit` does between two steps, including calling a callback.
 
 The Trainer is given the batcher `fit` would build (`make_batcher`), built once, as a user's
 single `fit` call builds it once: the one-off conversion and NaN check of the inputs is reported
@@ -32,10 +37,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +54,7 @@ from _common import RESULTS_DIR, OutsideLoad, machine, table, write_json
 from layerwise.data import load_dataset, make_batcher, to_tensors
 from layerwise.models import create_model
 from layerwise.nn import materialize
-from layerwise.train import Trainer, create_optimizer
+from layerwise.train import Callback, Trainer, create_optimizer
 
 # The models of recipes/mnist_mlp.yaml and recipes/mnist_cnn.yaml, and a linear classifier so
 # cheap that the framework's own per-step cost stands out.
@@ -59,12 +65,12 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 CONTENDERS = ("hand", "trainer", "trainer+acc", "dataloader", "hand-again")
 OPTIMIZER = {"name": "adam", "lr": 1e-3}
-# Steps per round: short runs (0.3-1.3 s each when the machine is quiet), so a burst of outside
-# load spoils few rounds.
+# Steps per run: short runs (0.3-1.3 s each on a quiet machine), so a burst of outside load
+# spoils few rounds.
 STEPS = {"mlp:32": 200, "mlp:128": 100, "cnn:32": 30, "cnn:128": 20, "linear:32": 1000}
-# Rounds to count per cell: round-to-round noise here is 10-20%, so the cheap cells, where the
-# framework's share is largest, get more rounds (each cell takes about 3-4 minutes).
-ROUNDS = {"mlp:32": 100, "mlp:128": 80, "cnn:32": 60, "cnn:128": 40, "linear:32": 60}
+PAIRED_EPOCHS = 10
+
+Batches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 
 
 def make_model(kind: str, example: torch.Tensor, state: dict | None = None) -> nn.Module:
@@ -76,29 +82,37 @@ def make_model(kind: str, example: torch.Tensor, state: dict | None = None) -> n
     return model
 
 
-def hand_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: nn.Module,
-    batches: Callable[[], Any],
-) -> float:
-    """The loop every PyTorch tutorial writes; returns the epoch's mean loss."""
-    model.train()
-    total = torch.zeros(())
-    count = 0
-    for x, y in batches():
-        loss = loss_fn(model(x), y)
+class HandLoop:
+    """The loop every PyTorch tutorial writes, on its own model copy and optimizer."""
+
+    def __init__(self, model: nn.Module, batches: Batches) -> None:
+        self.model = model.train()
+        self.optimizer = create_optimizer(OPTIMIZER["name"], model, lr=OPTIMIZER["lr"])
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.batches = batches
+        self.total = torch.zeros(())
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = self.loss_fn(self.model(x), y)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        total += loss.detach()
-        count += 1
-    return total.item() / count
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.total += loss.detach()
+
+    def epoch(self) -> float:
+        """One pass over the batches; returns the mean loss (the one host sync per epoch)."""
+        self.model.train()
+        self.total.zero_()
+        count = 0
+        for x, y in self.batches():
+            self.step(x, y)
+            count += 1
+        return self.total.item() / count
 
 
 def permutation_batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator
-) -> Callable[[], Any]:
+) -> Batches:
     def batches():
         perm = torch.randperm(len(x), generator=generator)
         for lo in range(0, len(x), batch_size):
@@ -108,68 +122,67 @@ def permutation_batches(
     return batches
 
 
-def build_contenders(
-    kind: str, x: torch.Tensor, y: torch.Tensor, batch_size: int
-) -> dict[str, Callable[[], float]]:
-    """One epoch-runner per contender, each with its own model copy and optimizer."""
-    torch.manual_seed(0)
-    init = make_model(kind, x[:batch_size]).state_dict()
+class Contenders:
+    """Builds hand loops and Trainers that start from one initialisation on the same rows."""
 
-    def hand_runner(loader: Callable[[], Any]) -> Callable[[], float]:
-        model = make_model(kind, x[:batch_size], init)
-        optimizer = create_optimizer(OPTIMIZER["name"], model, lr=OPTIMIZER["lr"])
-        loss_fn = nn.CrossEntropyLoss()
-        return lambda: hand_epoch(model, optimizer, loss_fn, loader)
+    def __init__(self, kind: str, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+        self.kind, self.x, self.y, self.batch_size = kind, x, y, batch_size
+        torch.manual_seed(0)
+        self.init = make_model(kind, x[:batch_size]).state_dict()
 
-    def trainer_runner(metrics: list[str]) -> Callable[[], float]:
-        model = make_model(kind, x[:batch_size], init)
-        trainer = Trainer(
-            model, optimizer=OPTIMIZER["name"], lr=OPTIMIZER["lr"], metrics=metrics, device="cpu"
+    def model(self) -> nn.Module:
+        return make_model(self.kind, self.x[: self.batch_size], self.init)
+
+    def hand(self, dataloader: bool = False) -> HandLoop:
+        if dataloader:
+            loader = DataLoader(
+                TensorDataset(self.x, self.y), batch_size=self.batch_size, shuffle=True
+            )
+            return HandLoop(self.model(), lambda: iter(loader))
+        generator = torch.Generator().manual_seed(0)
+        return HandLoop(
+            self.model(), permutation_batches(self.x, self.y, self.batch_size, generator)
         )
-        batcher = make_batcher((x, y), batch_size=batch_size, shuffle=True, seed=0, device="cpu")
 
-        def run() -> float:
-            trainer.fit(batcher, epochs=trainer.state.epoch + 1, batch_size=batch_size)
+    def trainer(self, metrics: list[str], callbacks: list[Callback] = ()) -> Callable[[], float]:
+        """A function that trains one more epoch with `Trainer.fit`."""
+        trainer = Trainer(
+            self.model(),
+            optimizer=OPTIMIZER["name"],
+            lr=OPTIMIZER["lr"],
+            metrics=metrics,
+            callbacks=callbacks,
+            device="cpu",
+        )
+        batcher = make_batcher(
+            (self.x, self.y), batch_size=self.batch_size, shuffle=True, seed=0, device="cpu"
+        )
+
+        def epoch() -> float:
+            trainer.fit(batcher, epochs=trainer.state.epoch + 1, batch_size=self.batch_size)
             return trainer.history[-1]["loss"]
 
-        return run
+        return epoch
 
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
-    return {
-        "hand": hand_runner(
-            permutation_batches(x, y, batch_size, torch.Generator().manual_seed(0))
-        ),
-        "trainer": trainer_runner([]),
-        "trainer+acc": trainer_runner(["accuracy"]),
-        "dataloader": hand_runner(lambda: iter(loader)),
-        "hand-again": hand_runner(
-            permutation_batches(x, y, batch_size, torch.Generator().manual_seed(0))
-        ),
-    }
+    def runners(self) -> dict[str, Callable[[], float]]:
+        return {
+            "hand": self.hand().epoch,
+            "trainer": self.trainer([]),
+            "trainer+acc": self.trainer(["accuracy"]),
+            "dataloader": self.hand(dataloader=True).epoch,
+            "hand-again": self.hand().epoch,
+        }
 
 
-def measure_cell(
-    kind: str,
-    batch_size: int,
-    x_all: torch.Tensor,
-    y_all: torch.Tensor,
-    steps: int,
-    rounds: int,
-    max_rounds: int,
-    max_load: float,
+def measure_rounds(
+    contenders: Contenders, steps: int, rounds: int, max_rounds: int, max_load: float
 ) -> dict[str, Any]:
-    """Interleaved rounds of every contender on the first `steps * batch_size` shuffled rows.
+    """Interleaved rounds of every contender; see the module docstring.
 
-    A round counts only if other processes used at most `max_load` cores during each of its
-    runs; rounds go on until `rounds` have counted or `max_rounds` were run. If too few count,
-    all rounds are used and the cell is marked unfiltered.
+    Rounds go on until `rounds` have counted or `max_rounds` were run. If fewer than
+    `min(rounds, 5)` count, all rounds are used and the cell is marked unfiltered.
     """
-    rows = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(1))
-    rows = rows[: steps * batch_size]
-    x, y = x_all[rows], y_all[rows]
-    if kind != "cnn":
-        x = x.reshape(len(x), -1)
-    runners = build_contenders(kind, x, y, batch_size)
+    runners = contenders.runners()
     for run in runners.values():  # warm-up: lazy setup, allocator and oneDNN caches
         run()
     all_rounds: list[dict[str, Any]] = []
@@ -192,34 +205,100 @@ def measure_cell(
         used = all_rounds
     times = {name: [r["ms_per_step"][name] for r in used] for name in CONTENDERS}
     return {
-        "model": kind,
-        "batch_size": batch_size,
         "steps_per_round": steps,
         "rounds_run": len(all_rounds),
         "rounds_used": len(used),
         "filtered_by_outside_load": filtered,
         "median_ms_per_step": {name: statistics.median(ts) for name, ts in times.items()},
-        "min_ms_per_step": {name: min(ts) for name, ts in times.items()},
         "ratios_over_hand": {
-            name: _ratios(times[name], times["hand"]) for name in CONTENDERS if name != "hand"
+            name: _ratio_of_medians(times[name], times["hand"])
+            for name in CONTENDERS
+            if name != "hand"
         },
         "rounds": all_rounds,
     }
 
 
-def _ratios(contender: list[float], hand: list[float]) -> dict[str, float]:
-    """Ratio of the medians (the headline), of the minima, and the spread of per-round ratios."""
-    paired = sorted(c / h for c, h in zip(contender, hand, strict=True))
-    quartile = len(paired) // 4
+def _ratio_of_medians(contender: list[float], hand: list[float]) -> dict[str, float]:
+    """The ratio of medians with a bootstrap 95% interval (rounds resampled in pairs)."""
+    rng = random.Random(0)
+    pairs = list(zip(contender, hand, strict=True))
+    boots = []
+    for _ in range(2000):
+        sample = [rng.choice(pairs) for _ in pairs]
+        boots.append(
+            statistics.median(c for c, _ in sample) / statistics.median(h for _, h in sample)
+        )
+    boots.sort()
     return {
         "of_medians": statistics.median(contender) / statistics.median(hand),
-        "of_minima": min(contender) / min(hand),
-        "per_round_median": statistics.median(paired),
-        "per_round_q1": paired[quartile],
-        "per_round_q3": paired[-1 - quartile],
-        "per_round_min": paired[0],
-        "per_round_max": paired[-1],
+        "ci95_low": boots[int(0.025 * len(boots))],
+        "ci95_high": boots[int(0.975 * len(boots)) - 1],
     }
+
+
+class HandStepAfterEach(Callback):
+    """After every Trainer step, one step of a hand loop; the two are timed separately."""
+
+    def __init__(self, hand: HandLoop) -> None:
+        self.hand = hand
+        self.trainer_seconds = self.hand_seconds = self.mark = 0.0
+        self.steps = 0
+        self._batches: Iterator | None = None
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        self._batches = self.hand.batches()
+        self.trainer_seconds = self.hand_seconds = 0.0
+        self.steps = 0
+        self.mark = time.perf_counter()
+
+    def on_batch_end(self, trainer: Trainer) -> None:
+        start = time.perf_counter()
+        self.trainer_seconds += start - self.mark
+        self.hand.step(*next(self._batches))
+        self.mark = time.perf_counter()
+        self.hand_seconds += self.mark - start
+        self.steps += 1
+
+
+def measure_paired(contenders: Contenders, epochs: int) -> dict[str, Any]:
+    """Trainer steps and hand steps interleaved one by one; per-epoch ratios of their times."""
+    result: dict[str, Any] = {"epochs": epochs}
+    for name, metrics in (("trainer", []), ("trainer+acc", ["accuracy"])):
+        pair = HandStepAfterEach(contenders.hand())
+        epoch = contenders.trainer(metrics, callbacks=[pair])
+        epoch()  # warm-up
+        ratios, extra_us = [], []
+        for _ in range(epochs):
+            gc.collect()
+            epoch()
+            ratios.append(pair.trainer_seconds / pair.hand_seconds)
+            extra_us.append((pair.trainer_seconds - pair.hand_seconds) / pair.steps * 1e6)
+        result[name] = {
+            "ratio_median": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "extra_us_per_step_median": statistics.median(extra_us),
+            "ratios": ratios,
+        }
+    return result
+
+
+def measure_cell(kind: str, batch_size: int, x_all, y_all, args) -> dict[str, Any]:
+    """Both measurements of one cell, on the first `steps * batch_size` shuffled rows."""
+    steps = STEPS.get(f"{kind}:{batch_size}", 50) // (5 if args.quick else 1)
+    rows = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(1))
+    rows = rows[: steps * batch_size]
+    x, y = x_all[rows], y_all[rows]
+    if kind != "cnn":
+        x = x.reshape(len(x), -1)
+    contenders = Contenders(kind, x, y, batch_size)
+    rounds = 2 if args.quick else args.rounds
+    max_rounds = int(rounds * max(args.max_rounds, 1.0))
+    cell = {"model": kind, "batch_size": batch_size}
+    cell["paired"] = measure_paired(contenders, 2 if args.quick else PAIRED_EPOCHS)
+    cell.update(measure_rounds(contenders, steps, rounds, max_rounds, args.max_load))
+    return cell
 
 
 def setup_cost(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -237,16 +316,17 @@ def summary_table(cells: list[dict[str, Any]]) -> tuple[list[str], list[list[str
         "trainer ms",
         "+accuracy ms",
         "DataLoader ms",
-        "trainer/hand",
-        "trainer-hand µs",
-        "per-round IQR",
+        "trainer/hand (95% CI)",
         "+accuracy/hand",
         "DataLoader/hand",
         "A/A",
+        "paired trainer/hand",
+        "paired +accuracy/hand",
+        "paired extra µs/step",
     ]
     rows = []
     for c in cells:
-        m, r = c["median_ms_per_step"], c["ratios_over_hand"]
+        m, r, p = c["median_ms_per_step"], c["ratios_over_hand"], c["paired"]
         rows.append(
             [
                 c["model"],
@@ -255,12 +335,15 @@ def summary_table(cells: list[dict[str, Any]]) -> tuple[list[str], list[list[str
                 f"{m['trainer']:.2f}",
                 f"{m['trainer+acc']:.2f}",
                 f"{m['dataloader']:.2f}",
-                f"{r['trainer']['of_medians']:.3f}",
-                f"{1e3 * (m['trainer'] - m['hand']):+.0f}",
-                f"{r['trainer']['per_round_q1']:.3f}-{r['trainer']['per_round_q3']:.3f}",
+                f"{r['trainer']['of_medians']:.3f} "
+                f"({r['trainer']['ci95_low']:.2f}-{r['trainer']['ci95_high']:.2f})",
                 f"{r['trainer+acc']['of_medians']:.3f}",
                 f"{r['dataloader']['of_medians']:.2f}",
                 f"{r['hand-again']['of_medians']:.3f}",
+                f"{p['trainer']['ratio_median']:.3f} "
+                f"({p['trainer']['ratio_min']:.2f}-{p['trainer']['ratio_max']:.2f})",
+                f"{p['trainer+acc']['ratio_median']:.3f}",
+                f"{p['trainer']['extra_us_per_step_median']:+.0f}",
             ]
         )
     return headers, rows
@@ -274,12 +357,9 @@ def _describe_optimizer() -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 short rounds per cell; no JSON")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds to count per cell")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds to count per cell")
     parser.add_argument(
-        "--max-rounds",
-        type=float,
-        default=3.0,
-        help="give up filtering after this many times --rounds",
+        "--max-rounds", type=float, default=3.0, help="stop filtering after this many x --rounds"
     )
     parser.add_argument(
         "--max-load", type=float, default=0.1, help="discard rounds where others used more cores"
@@ -292,38 +372,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     out = args.out or (None if args.quick else RESULTS_DIR / "overhead.json")
 
-    data = load_dataset("mnist")
-    x_all, y_all = data.train
-    cells = []
-    for item in args.cells.split(","):
-        kind, batch = item.split(":")
-        steps = STEPS.get(f"{kind}:{batch}", 50) // (5 if args.quick else 1)
-        rounds = 2 if args.quick else args.rounds or ROUNDS.get(f"{kind}:{batch}", 40)
-        max_rounds = int(rounds * max(args.max_rounds, 1.0))
-        cell = measure_cell(
-            kind, int(batch), x_all, y_all, steps, rounds, max_rounds, args.max_load
-        )
-        cells.append(cell)
-        ratio = cell["ratios_over_hand"]["trainer"]["of_medians"]
-        print(
-            f"{kind} batch {batch}: trainer/hand {ratio:.3f} "
-            f"({cell['rounds_used']} of {cell['rounds_run']} rounds used)",
-            flush=True,
-        )
-    print(table(*summary_table(cells)))
-    setup_ms = setup_cost(x_all, y_all)
-    print(f"one-off input conversion and check in fit (60,000 MNIST rows): {setup_ms:.0f} ms")
-    payload = {
+    x_all, y_all = load_dataset("mnist").train
+    payload: dict[str, Any] = {
         "benchmark": "overhead",
+        "complete": False,
         "machine": machine(),
+        "threads": torch.get_num_threads(),
         "optimizer": _describe_optimizer(),
         "models": MODELS,
-        "cells": cells,
-        "setup_ms": setup_ms,
-        "threads": torch.get_num_threads(),
         "max_outside_load": args.max_load,
         "quick": args.quick,
+        "cells": [],
     }
+    for item in args.cells.split(","):
+        kind, batch = item.split(":")
+        cell = measure_cell(kind, int(batch), x_all, y_all, args)
+        payload["cells"].append(cell)
+        write_json(out, payload)  # a killed run keeps the cells it finished
+        ratio = cell["ratios_over_hand"]["trainer"]["of_medians"]
+        paired = cell["paired"]["trainer"]["ratio_median"]
+        used = f"{cell['rounds_used']} of {cell['rounds_run']} rounds used"
+        print(f"{item}: trainer/hand {ratio:.3f} ({used}), paired {paired:.3f}", flush=True)
+    print(table(*summary_table(payload["cells"])))
+    payload["setup_ms"] = setup_cost(x_all, y_all)
+    print(f"one-off input conversion and check in fit, 60,000 rows: {payload['setup_ms']:.0f} ms")
+    payload["complete"] = True
     write_json(out, payload)
     return payload
 
