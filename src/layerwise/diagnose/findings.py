@@ -1,0 +1,168 @@
+"""What the doctor says: findings with a stable code, the numbers behind them and a fix.
+
+A `Finding` is plain data (JSON in `diagnosis.json`), so rules can be tested on recorded logs and
+a diagnosis can be read back without the model. The `patch` is a recipe patch: dotted key paths
+into the recipe (`train.optimizer.lr`) and the values `--auto-fix` sets them to.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["info", "warning", "error", "fatal"]
+SEVERITY_ORDER: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "fatal": 3}
+
+# Stable codes (extend, never rename): code -> one-line title shown in reports.
+CODES: dict[str, str] = {
+    "overfitting": "the model fits training data much better than validation data",
+    "underfitting": "the model does not fit even its training data",
+    "exploding_gradients": "gradient norms grow by orders of magnitude",
+    "vanishing_gradients": "gradients shrink to nothing before they reach the first layers",
+    "dead_units": "ReLU-like units that never activate",
+    "saturated_activations": "sigmoid/tanh units stuck at their limits",
+    "loss_nan": "the loss became NaN or infinite",
+    "lr_too_high": "the learning rate is too high",
+    "lr_too_low": "the learning rate is too low",
+    "loss_plateau": "the loss stopped improving early",
+    "oscillating_loss": "the loss goes up and down instead of down",
+    "class_imbalance": "some classes are much rarer than others",
+    "label_noise": "a share of the training labels look wrong",
+    "train_test_leakage": "validation/test samples also appear in training data",
+    "duplicate_samples": "the training data repeats samples",
+    "missing_values": "inputs contain NaN or infinite values",
+    "unscaled_inputs": "input ranges are far from what the first layer expects",
+    "constant_feature": "some input features never change",
+    "data_too_small": "too little training data for the model's size",
+}
+
+
+@dataclass
+class Finding:
+    """One problem the doctor found.
+
+    Args:
+        code: a key of `CODES`.
+        severity: `info`, `warning`, `error` (the run will not give a useful model) or `fatal`
+            (training must stop now, e.g. a NaN loss).
+        message: one line with the numbers, e.g. "gradient norm 3.1e6, 40x the previous epoch".
+        evidence: the numbers behind the message (JSON-able), for reports and tests.
+        epoch: the epoch (1-based) where the problem shows, or None for data findings.
+        layer: the layer it concerns, or None.
+        causes: likely causes, most likely first.
+        remedies: what to do, as text, most effective first.
+        patch: the recipe patch `--auto-fix` applies: {"train.optimizer.lr": 1e-4, ...}.
+    """
+
+    code: str
+    severity: Severity
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+    layer: str | None = None
+    causes: list[str] = field(default_factory=list)
+    remedies: list[str] = field(default_factory=list)
+    patch: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise ValueError(f"unknown finding code '{self.code}' (add it to CODES first)")
+        if self.severity not in SEVERITY_ORDER:
+            raise ValueError(f"unknown severity '{self.severity}'")
+
+    def headline(self) -> str:
+        """`epoch 3: exploding_gradients in conv2: gradient norm 3.1e6, 40x the previous epoch`."""
+        where = f"epoch {self.epoch}: " if self.epoch is not None else ""
+        layer = f" in {self.layer}" if self.layer else ""
+        return f"{where}{self.code}{layer}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(**data)
+
+
+@dataclass
+class Diagnosis:
+    """All findings of one run (or one data set), most severe first, plus the data profile."""
+
+    findings: list[Finding] = field(default_factory=list)
+    data_profile: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.findings = sorted(self.findings, key=lambda f: -SEVERITY_ORDER[f.severity])
+
+    @property
+    def codes(self) -> list[str]:
+        return [f.code for f in self.findings]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.findings
+
+    def worst(self) -> str | None:
+        return self.findings[0].severity if self.findings else None
+
+    def patch(self) -> dict[str, Any]:
+        """Every finding's patch merged, the most severe finding winning a conflict."""
+        merged: dict[str, Any] = {}
+        for finding in reversed(self.findings):  # least severe first, so severe ones overwrite
+            merged.update(finding.patch)
+        return merged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "codes": self.codes,
+            "findings": [f.to_dict() for f in self.findings],
+            "data_profile": self.data_profile,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Diagnosis:
+        findings = [Finding.from_dict(f) for f in data.get("findings", [])]
+        return cls(findings, data.get("data_profile"))
+
+    def render(self) -> str:
+        """Plain text for the terminal: one block per finding with evidence, causes, remedies."""
+        if self.healthy:
+            return "No problems found."
+        blocks = []
+        for f in self.findings:
+            lines = [f"[{f.severity}] {f.headline()}"]
+            lines += [f"    cause: {c}" for c in f.causes[:3]]
+            lines += [f"    fix:   {r}" for r in f.remedies[:3]]
+            if f.patch:
+                lines.append("    patch: " + ", ".join(f"{k}={v!r}" for k, v in f.patch.items()))
+            blocks.append("\n".join(lines))
+        return "\n".join(blocks)
+
+
+def apply_patch(recipe: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a raw recipe dict with each dotted key set (None deletes the key)."""
+    patched = copy.deepcopy(recipe)
+    for dotted, value in patch.items():
+        *parents, leaf = dotted.split(".")
+        node = patched
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = copy.deepcopy(value)
+    return patched
+
+
+def get_path(recipe: dict[str, Any], dotted: str, default: Any = None) -> Any:
+    """The value at a dotted key path of a raw recipe dict, or `default`."""
+    node: Any = recipe
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return node
