@@ -23,7 +23,10 @@ class Strict(BaseModel):
 
 
 class DataSpec(Strict):
-    name: str = Field("digits", description="registered dataset: digits, mnist, npz, csv")
+    name: str = Field(
+        "digits",
+        description="registered dataset: digits, mnist, breast_cancer, wine, npz, csv, faulty",
+    )
     args: dict[str, Any] = Field(default_factory=dict, description="passed to the dataset loader")
     batch_size: int = Field(64, gt=0)
     eval_batch_size: int | None = Field(None, gt=0)
@@ -31,6 +34,26 @@ class DataSpec(Strict):
         None, ge=0.0, lt=1.0, description="carve a validation split out of train if none exists"
     )
     augment: dict[str, Any] | None = Field(None, description="torchvision v2 augmentations")
+    # Data fixes, applied by layerwise.data.clean in this order: impute, drop_constant,
+    # drop_duplicates, drop_noisy, standardize, balance. Statistics come from train only.
+    impute: Literal["mean", "median"] | None = Field(
+        None, description="replace NaN/inf per feature with the train mean or median"
+    )
+    drop_constant: bool = Field(
+        False, description="drop features constant over train, from every split (2-D inputs)"
+    )
+    drop_duplicates: bool = Field(
+        False, description="drop train rows repeating an earlier train row or a val/test row"
+    )
+    drop_noisy: bool = Field(
+        False, description="drop train rows the label-noise check flags as mislabelled"
+    )
+    standardize: bool = Field(
+        False, description="zero mean, unit std per feature (per channel for images), fit on train"
+    )
+    balance: Literal["oversample"] | None = Field(
+        None, description="oversample train rows so every class has as many as the largest"
+    )
 
 
 class ModelSpec(Strict):

@@ -1,11 +1,13 @@
 """Data for layerwise: conversion, splits, batchers, augmentation and the dataset registry.
 
-Importing this package registers the built-in datasets (`digits`, `mnist`, `npz`, `csv`).
+Importing this package registers the built-in datasets (`digits`, `mnist`, `breast_cancer`,
+`wine`, `npz`, `csv`, and `faulty` from `layerwise.diagnose.faults`).
 """
 
 from layerwise.data import digits as _digits  # noqa: F401  (registers "digits")
 from layerwise.data import files as _files  # noqa: F401  (registers "npz", "csv")
 from layerwise.data import mnist as _mnist  # noqa: F401  (registers "mnist")
+from layerwise.data import tabular as _tabular  # noqa: F401  (registers "breast_cancer", "wine")
 from layerwise.data.augment import augmentations
 from layerwise.data.batcher import (
     Batcher,
@@ -16,6 +18,7 @@ from layerwise.data.batcher import (
     materialise,
 )
 from layerwise.data.bundle import DatasetBundle
+from layerwise.data.clean import check_finite, clean_bundle
 from layerwise.data.convert import to_tensors
 from layerwise.data.registry import DATASETS, data_root, load_dataset
 from layerwise.data.split import split
@@ -27,6 +30,8 @@ __all__ = [
     "InMemoryBatcher",
     "LoaderBatcher",
     "augmentations",
+    "check_finite",
+    "clean_bundle",
     "data_root",
     "epoch_generator",
     "load_dataset",
@@ -35,3 +40,6 @@ __all__ = [
     "split",
     "to_tensors",
 ]
+
+# Last, because faults.py imports from this package: registers "faulty".
+from layerwise.diagnose import faults as _faults  # noqa: F401

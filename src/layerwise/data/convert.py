@@ -20,7 +20,9 @@ from layerwise.errors import DataError
 _ACCEPTED = "a torch Tensor, a NumPy array, a pandas DataFrame/Series or a list"
 
 
-def to_tensors(x: Any, y: Any = None, *, name: str = "inputs") -> tuple[Tensor, Tensor | None]:
+def to_tensors(
+    x: Any, y: Any = None, *, name: str = "inputs", allow_nonfinite: bool = False
+) -> tuple[Tensor, Tensor | None]:
     """Convert inputs `x` and optional labels `y` to tensors ready to batch (device unchanged).
 
     Inputs become float32, except int64 torch tensors, which are kept as they are because that is
@@ -28,7 +30,9 @@ def to_tensors(x: Any, y: Any = None, *, name: str = "inputs") -> tuple[Tensor, 
     labels stay float32 (regression). Tensors already in the right dtype are not copied.
 
     Raises `DataError` when `x` and `y` have different row counts, when `x` holds NaN/inf, when
-    a DataFrame has non-numeric columns, or when `y` holds NaN/inf.
+    a DataFrame has non-numeric columns, or when `y` holds NaN/inf. Dataset loaders pass
+    `allow_nonfinite=True` to keep NaN/inf inputs, so that the doctor can count them and
+    `data.impute` can fill them; labels must be finite either way.
 
     Example:
         >>> x, y = to_tensors(np.zeros((4, 3)), [0, 1, 1, 0])
@@ -37,7 +41,8 @@ def to_tensors(x: Any, y: Any = None, *, name: str = "inputs") -> tuple[Tensor, 
     """
     columns = list(map(str, x.columns)) if isinstance(x, pd.DataFrame) else None
     xt = _inputs(x, name)
-    _check_finite(xt, name, columns)
+    if not allow_nonfinite:
+        _check_finite(xt, name, columns)
     if y is None:
         return xt, None
     yt = _labels(y, "labels")

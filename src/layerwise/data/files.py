@@ -1,7 +1,9 @@
 """Datasets from the user's own files: NumPy `.npz` archives and CSV tables.
 
 Relative paths are looked up in the current folder, then in `data_root()`. Rows are split into
-train/val/test by fractions (stratified for classes, fixed by `seed`).
+train/val/test by fractions (stratified for classes, fixed by `seed`). Missing (NaN) and infinite
+inputs are kept, so the doctor can report them and `data.impute` can fill them; training refuses
+them until they are filled.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def csv(
         labels, class_names = codes, [str(u) for u in uniques]
         task = task or "classification"
     inputs = frame[features] if features else frame.drop(columns=[target])
-    xt, yt = to_tensors(inputs, labels, name=f"inputs from {file.name}")
+    xt, yt = to_tensors(inputs, labels, name=f"inputs from {file.name}", allow_nonfinite=True)
     return _bundle(file.name, (xt, yt), None, test_fraction, val_fraction, seed, task, class_names)
 
 
@@ -142,13 +144,13 @@ def _bundle(
         raise DataError(
             f"unknown task '{task}' for {name}", hint="use 'classification' or 'regression'"
         )
-    x, y = to_tensors(*train, name=f"inputs from {name}")
+    x, y = to_tensors(*train, name=f"inputs from {name}", allow_nonfinite=True)
     task = task or ("regression" if y.is_floating_point() else "classification")
     train_part = (x, _labels(y, task, name))
     if test is None:
         train_part, test_part = split(*train_part, test_fraction, seed=seed)
     else:
-        xt, yt = to_tensors(*test, name=f"test inputs from {name}")
+        xt, yt = to_tensors(*test, name=f"test inputs from {name}", allow_nonfinite=True)
         test_part = (xt, _labels(yt, task, name))
     val = None
     if val_fraction:
