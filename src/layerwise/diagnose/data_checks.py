@@ -1,0 +1,419 @@
+"""Data checks: the numbers the doctor's data rules read, computed once before training.
+
+`profile_data` looks only at the data (never the model) and returns plain JSON-able numbers, so the
+rules that turn them into findings can be tested on hand-written profiles. Inputs may hold NaN or
+inf: counting them is one of the checks, so nothing here raises on them.
+
+Two definitions used throughout:
+- a *feature* is a column for tables ((N, F) inputs) and a channel for images ((N, C, H, W), or
+  (N, H, W) as one channel: any input with 3 or more dimensions); pixels count as features only
+  for `constant_features` and `nonfinite`, which are per flattened input position.
+- a *near copy* of a train row is a row whose root-mean-square difference from it is at most
+  `NEAR_RMS` (1.5%) of the train range: per column for tables, one global range for images. A
+  copy with ±1% uniform noise is 0.6% away. The nearest genuinely different rows measured:
+  MNIST test 3.0% (a single digit; 190 of 10,000 are within 5%), digits 6.4%, breast cancer
+  3.0%, wine 7.0%.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from sklearn.decomposition import PCA
+from torch import Tensor
+
+from layerwise.data.bundle import DatasetBundle
+from layerwise.diagnose.label_noise import (
+    estimate_label_noise,
+    noisy_label_indices,
+    one_thread,
+)
+from layerwise.errors import DataError
+
+__all__ = ["NEAR_RMS", "noisy_label_indices", "profile_data"]
+
+SPLITS = ("train", "val", "test")
+NEAR_RMS = 0.015
+NEAR_COMPONENTS = 12  # projection searched for near copies; any orthonormal one bounds distances
+PCA_FIT_ROWS = 5_000
+CHUNK_ROWS = 4_096
+MAX_OVERLAP_INDICES = 1_000
+MAX_NONFINITE_COLUMNS = 20
+MAX_CONSTANT_INDICES = 50
+
+
+def profile_data(
+    bundle: DatasetBundle,
+    num_params: int | None = None,
+    *,
+    seed: int = 0,
+    label_noise: bool = True,
+    max_rows: int = 20_000,
+) -> dict[str, Any]:
+    """Profile a dataset for the doctor's data rules: every number is defined below.
+
+    Args:
+        bundle: the dataset; splits may be absent (None), inputs may hold NaN/inf.
+        num_params: trainable parameters of the model to be trained, copied through for the
+            "too little data" rule.
+        seed: fixes every sample drawn here (PCA fits, the label-noise subsample and folds).
+        label_noise: run the label-noise estimate (classification only; the slowest check).
+        max_rows: rows of train the label-noise estimate examines at most.
+
+    Returns a dict; an absent split gives None wherever a per-split entry is expected.
+    - `task`, `num_classes`, `input_shape` (list), `image` (inputs have >= 3 dims), `dtype`
+      (of the train inputs, e.g. "float32"; int64/int32 inputs are token ids, not measurements),
+      `sizes` {train, val, test: rows}, `num_params`.
+    - `class_counts` {split: [rows labelled 0, 1, ..., num_classes-1]} and `invalid_labels`
+      {split: rows whose label is outside 0..num_classes-1}; both None for regression.
+    - `duplicates` within train, by an exact hash of each row's values (-0.0 equals 0.0, NaN
+      equals NaN): `rows` (rows that repeat an earlier row), `fraction` (rows / train rows),
+      `groups` (distinct rows that occur more than once), `conflicting_labels` (groups whose
+      labels disagree).
+    - `overlap` of val/test with train: {split: {exact (rows whose exact hash is in train), near
+      (rows with a near copy in train, see the module doc; includes exact), fraction
+      (max(exact, near) / rows)}}, `train_rows` (train rows that are exact or near copies of a
+      val/test row), `train_indices` (the first 1000 of them, sorted, for a fix to drop),
+      `near_rms` (the near-copy threshold).
+    - `nonfinite` {split: {nan, inf (element counts), rows (rows with any), column_count
+      (flattened input positions with any), columns (the first 20 of those)}}.
+    - `scale` over the finite train values: `min`, `max`, `mean`, `std` (all values pooled),
+      `max_abs_feature_mean` (largest |mean| of a feature), `feature_std_ratio` (largest over
+      smallest std among features whose std > 0; None when there are none), `feature_std`
+      {min, p10, median, p90, max} over those features (p90/p10 is a ratio that ignores a few
+      near-empty columns), `features` (how many features there are).
+    - `constant_features`: flattened input positions whose finite train values are all equal
+      (or that have none): `count`, `fraction` (of all positions), `indices` (first 50).
+      Images have naturally constant border pixels.
+    - `label_noise`: see `label_noise.estimate_label_noise` (`estimated_fraction`, `flagged`,
+      `indices` into train, `cv_accuracy`, `chance_accuracy`, `rows_examined`, `method`); None
+      for regression, with `label_noise=False`, for token ids (int64/int32 inputs), or with fewer
+      than 50 labelled train rows.
+    """
+    if bundle.train is None or len(bundle.train[0]) == 0:
+        raise DataError(
+            f"dataset '{bundle.name}' has no training rows to check",
+            hint="give the dataset a non-empty train split",
+        )
+    with one_thread():
+        return _profile(bundle, num_params, seed, label_noise, max_rows)
+
+
+def _profile(
+    bundle: DatasetBundle, num_params: int | None, seed: int, label_noise: bool, max_rows: int
+) -> dict[str, Any]:
+    x = bundle.train[0]
+    image = x.dim() >= 3
+    classification = bundle.task == "classification"
+    xs = _inputs(bundle)
+    ys = {name: _labels(data[1], classification) for name, data in _present(bundle)}
+    stats = _column_stats(xs["train"])
+    hashes = {name: _row_hashes(a) for name, a in xs.items()}
+    k = bundle.num_classes
+    # Token ids (the only integers `to_tensors` keeps) are codes, not measurements: distances and
+    # weighted sums of them mean nothing, so a quick model's guesses would make clean labels
+    # look noisy. Bytes (uint8 pixels) are measurements.
+    token_ids = x.dtype in (torch.int32, torch.int64)
+    noise = None
+    if classification and label_noise and not token_ids:
+        noise = estimate_label_noise(
+            xs["train"], ys["train"], k, seed=seed, max_rows=max_rows, image=image
+        )
+    return {
+        "task": bundle.task,
+        "num_classes": k,
+        "input_shape": list(bundle.input_shape),
+        "image": image,
+        "dtype": str(x.dtype).removeprefix("torch."),
+        "sizes": bundle.sizes(),
+        "num_params": None if num_params is None else int(num_params),
+        "class_counts": _per_split(ys, lambda y: _class_counts(y, k)) if classification else None,
+        "invalid_labels": (
+            _per_split(ys, lambda y: int(np.sum((y < 0) | (y >= k)))) if classification else None
+        ),
+        "duplicates": _duplicates(hashes["train"], ys["train"]),
+        "overlap": _overlap(xs, hashes, stats, image, seed),
+        "nonfinite": _per_split(xs, _nonfinite),
+        "scale": _scale(stats, _feature_groups(x.shape)),
+        "constant_features": _constant(stats),
+        "label_noise": noise,
+    }
+
+
+def _per_split(values: dict[str, np.ndarray], measure: Callable[[np.ndarray], Any]) -> dict:
+    return {s: measure(values[s]) if s in values else None for s in SPLITS}
+
+
+# ---------------------------------------------------------------------------- inputs
+def _present(bundle: DatasetBundle) -> list[tuple[str, tuple[Tensor, Tensor]]]:
+    return [(s, data) for s in SPLITS if (data := getattr(bundle, s)) is not None]
+
+
+def _inputs(bundle: DatasetBundle) -> dict[str, np.ndarray]:
+    """Each split's inputs as a (rows, positions) NumPy view in one float dtype (no copy when the
+    inputs are already float32/float64); integers go to float64, which holds them exactly."""
+    out = {}
+    for name, (x, _) in _present(bundle):
+        if x.shape[1:] != bundle.train[0].shape[1:]:
+            raise DataError(
+                f"the {name} inputs of '{bundle.name}' have shape {tuple(x.shape[1:])} per row "
+                f"but the train inputs have {tuple(bundle.train[0].shape[1:])}",
+                hint="every split must hold samples of the same shape",
+            )
+        t = x.detach().cpu()
+        if t.dtype != torch.float64:
+            t = t.double() if t.dtype in (torch.int32, torch.int64) else t.float()
+        out[name] = (t.flatten(1) if t.dim() > 1 else t[:, None]).numpy()
+    dtype = out["train"].dtype
+    return {name: a.astype(dtype, copy=False) for name, a in out.items()}
+
+
+def _labels(y: Tensor, classification: bool) -> np.ndarray:
+    """Class ids as int64 (N,), or regression targets as float64 (N, targets)."""
+    y = y.detach().cpu()
+    y = y.flatten(1) if y.dim() > 1 else y[:, None]
+    return y[:, 0].long().numpy() if classification else y.double().numpy()
+
+
+def _chunks(x: np.ndarray):
+    for start in range(0, len(x), CHUNK_ROWS):
+        yield x[start : start + CHUNK_ROWS]
+
+
+# ---------------------------------------------------------------------------- hashing
+def _row_hashes(x: np.ndarray) -> np.ndarray:
+    """A 64-bit BLAKE2b hash of each row's bytes, with -0.0 and NaN payloads made canonical.
+
+    One hashlib call per row costs about 0.3 s for 57,000 MNIST rows; BLAKE2b keeps collisions
+    out of the question (unlike a linear hash of float bits).
+    """
+    out = np.empty(len(x), dtype=np.uint64)
+    for start in range(0, len(x), CHUNK_ROWS):
+        chunk = x[start : start + CHUNK_ROWS] + x.dtype.type(0)  # -0.0 + 0.0 == +0.0
+        chunk[np.isnan(chunk)] = np.nan
+        digests = (hashlib.blake2b(memoryview(row), digest_size=8).digest() for row in chunk)
+        out[start : start + len(chunk)] = np.frombuffer(b"".join(digests), dtype=np.uint64)
+    return out
+
+
+def _duplicates(hashes: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    n = len(hashes)
+    _, group, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    _, label = np.unique(y.reshape(n, -1), axis=0, return_inverse=True)
+    # One entry per distinct (row, label) pair: a repeated row with two labels conflicts.
+    pairs = np.unique(np.stack([group, label.reshape(-1)], axis=1), axis=0)
+    labels_per_group = np.bincount(pairs[:, 0], minlength=len(counts))
+    repeated = counts > 1
+    rows = n - len(counts)
+    return {
+        "rows": rows,
+        "fraction": rows / n,
+        "groups": int(repeated.sum()),
+        "conflicting_labels": int(np.sum(repeated & (labels_per_group > 1))),
+    }
+
+
+# ---------------------------------------------------------------------------- overlap
+def _overlap(
+    xs: dict[str, np.ndarray],
+    hashes: dict[str, np.ndarray],
+    stats: dict[str, np.ndarray],
+    image: bool,
+    seed: int,
+) -> dict[str, Any]:
+    """Exact overlap by hash; near overlap by a nearest-neighbour search (`_NearSearch`)."""
+    out: dict[str, Any] = {"val": None, "test": None}
+    search = None
+    hits = [np.zeros(0, dtype=np.int64)]
+    for s in ("val", "test"):
+        if s not in xs:
+            continue
+        exact = np.isin(hashes[s], hashes["train"])
+        near = exact.copy()
+        if len(exact):
+            if search is None:
+                search = _NearSearch(xs["train"], _Scaler(stats, image), seed)
+            copies, matched = search.near_copies(xs[s])
+            near |= copies
+            hits += [matched, np.flatnonzero(np.isin(hashes["train"], hashes[s]))]
+        out[s] = {
+            "exact": int(exact.sum()),
+            "near": int(near.sum()),
+            # near includes exact, so this is max(exact, near) / rows
+            "fraction": int(near.sum()) / len(exact) if len(exact) else 0.0,
+        }
+    train_rows = np.unique(np.concatenate(hits))
+    out["train_rows"] = len(train_rows)
+    out["train_indices"] = train_rows[:MAX_OVERLAP_INDICES].tolist()
+    out["near_rms"] = NEAR_RMS
+    return out
+
+
+class _Scaler:
+    """Min-max scaling to train's range (per column for tables, global for images), with NaN/inf
+    set to 0 and values clipped to [-1, 2] so one wild value cannot dominate a distance."""
+
+    def __init__(self, stats: dict[str, np.ndarray], image: bool) -> None:
+        has = stats["count"] > 0
+        lo = np.where(has, stats["min"], 0.0)
+        hi = np.where(has, stats["max"], 1.0)
+        if image and has.any():
+            lo, hi = np.full_like(lo, lo[has].min()), np.full_like(hi, hi[has].max())
+        width = hi - lo
+        self.lo = lo.astype(np.float32)
+        self.inv = (1.0 / np.where(width > 0, width, 1.0)).astype(np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        s = (x.astype(np.float32, copy=False) - self.lo) * self.inv
+        s[~np.isfinite(s)] = 0.0
+        return np.clip(s, -1.0, 2.0, out=s)
+
+
+class _NearSearch:
+    """Find, for each query row, whether train holds a near copy of it.
+
+    Rows are projected (after scaling) onto at most 12 principal axes fitted on a sample of train.
+    An orthonormal projection never lengthens a distance, so a near copy is always within
+    `NEAR_RMS * sqrt(width)` of the query in the projection; the nearest projected train row within
+    that radius (a k-d tree query) is then confirmed in full space. Checking only the nearest
+    candidate keeps the search fast even when thousands of rows crowd together.
+    """
+
+    def __init__(self, train: np.ndarray, scale: _Scaler, seed: int) -> None:
+        self.train, self.scale = train, scale
+        self.width = train.shape[1]
+        self.radius = NEAR_RMS * np.sqrt(self.width) * (1 + 1e-6)
+        self.pca = None
+        if self.width > NEAR_COMPONENTS and len(train) > 1:
+            rng = np.random.default_rng(seed)
+            sample = np.sort(rng.choice(len(train), min(len(train), PCA_FIT_ROWS), replace=False))
+            components = min(NEAR_COMPONENTS, len(sample))
+            self.pca = PCA(components, random_state=seed).fit(scale(train[sample]))
+        self.tree = cKDTree(self._project(train))
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        parts = [self.scale(c) for c in _chunks(x)]
+        if self.pca is not None:
+            parts = [self.pca.transform(p) for p in parts]
+        return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 1))
+
+    def near_copies(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of query rows with a near copy in train, train indices of those copies)."""
+        _, nearest = self.tree.query(self._project(x), k=1, distance_upper_bound=self.radius)
+        queries = np.flatnonzero(nearest < len(self.train))
+        near = np.zeros(len(x), dtype=bool)
+        for start in range(0, len(queries), CHUNK_ROWS):
+            q = queries[start : start + CHUNK_ROWS]
+            diff = self.scale(x[q]) - self.scale(self.train[nearest[q]])
+            near[q] = np.sqrt(np.mean(diff.astype(np.float64) ** 2, axis=1)) <= NEAR_RMS + 1e-9
+        return near, np.unique(nearest[near])
+
+
+# ---------------------------------------------------------------------------- values
+def _nonfinite(x: np.ndarray) -> dict[str, Any]:
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return {"nan": 0, "inf": 0, "rows": 0, "column_count": 0, "columns": []}
+    columns = np.flatnonzero(bad.any(axis=0))
+    nan = int(np.isnan(x).sum())
+    return {
+        "nan": nan,
+        "inf": int(bad.sum()) - nan,
+        "rows": int(bad.any(axis=1).sum()),
+        "column_count": len(columns),
+        "columns": columns[:MAX_NONFINITE_COLUMNS].tolist(),
+    }
+
+
+def _column_stats(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Per position over finite values: count, mean, M2 (sum of squared deviations), min, max.
+
+    One pass in float64 over row chunks, merged with Chan et al.'s pairwise update, so memory
+    stays bounded and near-constant columns with a large mean keep their tiny variance.
+    """
+    width = x.shape[1]
+    count = np.zeros(width)
+    mean = np.zeros(width)
+    m2 = np.zeros(width)
+    lo = np.full(width, np.inf)
+    hi = np.full(width, -np.inf)
+    for chunk in _chunks(x):
+        c = chunk.astype(np.float64)
+        finite = np.isfinite(c)
+        clean = finite.all()
+        n_c = np.full(width, float(len(c))) if clean else finite.sum(axis=0).astype(np.float64)
+        if not clean:
+            c = np.where(finite, c, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_c = (c.sum(axis=0) if clean else np.nansum(c, axis=0)) / n_c
+            dev = c - mean_c
+            m2_c = (dev * dev).sum(axis=0) if clean else np.nansum(dev * dev, axis=0)
+        mean_c = np.where(n_c > 0, mean_c, 0.0)
+        total = count + n_c
+        delta = mean_c - mean
+        share = np.divide(n_c, total, out=np.zeros(width), where=total > 0)
+        m2 += m2_c + delta * delta * count * share
+        mean += delta * share
+        count = total
+        lo = np.fmin(lo, np.fmin.reduce(c, axis=0))
+        hi = np.fmax(hi, np.fmax.reduce(c, axis=0))
+    return {"count": count, "mean": mean, "m2": m2, "min": lo, "max": hi}
+
+
+def _feature_groups(shape: torch.Size) -> np.ndarray:
+    """Feature id of each flattened input position: its column, or its channel for images."""
+    width = int(np.prod(shape[1:], dtype=np.int64))
+    if len(shape) < 3:
+        return np.arange(width)
+    if len(shape) == 3:  # (N, H, W): one channel
+        return np.zeros(width, dtype=np.int64)
+    return np.arange(width) // int(np.prod(shape[2:], dtype=np.int64))
+
+
+def _pool(stats: dict[str, np.ndarray], groups: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pool per-position stats into per-group count, mean and population std."""
+    count = np.bincount(groups, stats["count"])
+    mean = np.bincount(groups, stats["count"] * stats["mean"]) / np.maximum(count, 1)
+    spread = stats["m2"] + stats["count"] * (stats["mean"] - mean[groups]) ** 2
+    std = np.sqrt(np.bincount(groups, spread) / np.maximum(count, 1))
+    return count, mean, std
+
+
+def _scale(stats: dict[str, np.ndarray], groups: np.ndarray) -> dict[str, Any]:
+    has = stats["count"] > 0
+    count, mean, std = _pool(stats, groups)
+    _, all_mean, all_std = _pool(stats, np.zeros_like(groups))
+    seen = count > 0
+    varying = std[seen & (std > 0)]
+    return {
+        "min": float(stats["min"][has].min()) if has.any() else None,
+        "max": float(stats["max"][has].max()) if has.any() else None,
+        "mean": float(all_mean[0]) if has.any() else None,
+        "std": float(all_std[0]) if has.any() else None,
+        "max_abs_feature_mean": float(np.abs(mean[seen]).max()) if seen.any() else None,
+        "feature_std_ratio": float(varying.max() / varying.min()) if len(varying) else None,
+        "feature_std": {
+            key: float(np.quantile(varying, q)) if len(varying) else None
+            for key, q in (("min", 0), ("p10", 0.1), ("median", 0.5), ("p90", 0.9), ("max", 1))
+        },
+        "features": len(count),
+    }
+
+
+def _constant(stats: dict[str, np.ndarray]) -> dict[str, Any]:
+    constant = np.flatnonzero((stats["count"] == 0) | (stats["max"] == stats["min"]))
+    return {
+        "count": len(constant),
+        "fraction": len(constant) / len(stats["count"]),
+        "indices": constant[:MAX_CONSTANT_INDICES].tolist(),
+    }
+
+
+def _class_counts(y: np.ndarray, num_classes: int) -> list[int]:
+    valid = y[(y >= 0) & (y < num_classes)]
+    return np.bincount(valid, minlength=num_classes).tolist()

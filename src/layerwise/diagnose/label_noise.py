@@ -1,0 +1,209 @@
+"""Label-noise estimate in the manner of confident learning (Northcutt, Jiang and Chuang, 2021).
+
+A quick model's out-of-fold probabilities say how likely each class is for a training row that
+the model never saw. Each class j gets a threshold t_j, the mean probability of class j over the
+rows labelled j (how confident the model typically is when the label is right). A row is flagged
+when its given label's probability is below that label's threshold while some other class k
+reaches its own threshold t_k: the off-diagonal of the confident joint. Per-class thresholds make
+the estimate robust to a model that is over- or under-confident on some classes, and out-of-fold
+predictions keep it from memorising the very labels it judges.
+
+The quick model is the better (by out-of-fold accuracy) of a logistic regression and a
+10-nearest-neighbour vote, on standardised features after PCA to at most 50 components for wide
+inputs. Measured with seed 0 (share of rows flagged; in brackets, share of flagged rows that were
+truly flipped): healthy digits 0.1-0.2%, MNIST 0.5%, breast cancer 0.2%, wine 0%; with 20% / 30%
+of training labels flipped, digits 15% / 28% (96%, 94%), breast cancer 20% / 28% (84%, 73%),
+wine 17% / 28% (90%, 86%), MNIST 18% / 27% (93%). It takes 0.1 s on digits and 2.5 s on
+20,000 MNIST rows (one core). Where classes truly overlap, the flags cannot tell overlap from
+noise: three classes from `make_classification(class_sep=0.5)` with no label flipped read as 23%.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+FOLDS = 5
+MAX_COMPONENTS = 50
+MIN_ROWS = 50  # fewer rows than this give too few per fold for a meaningful estimate
+MAX_INDICES = 50_000
+NEIGHBOURS = 10
+C = 0.1  # stronger than sklearn's 1.0: with few rows per weight a noisy model otherwise
+# memorises flipped labels and flags clean rows (25% flipped in 600 digits read as 38%, not 25%)
+
+
+def noisy_label_indices(
+    x: Any, y: Any, num_classes: int, seed: int = 0, *, max_rows: int | None = None
+) -> np.ndarray:
+    """Rows of `(x, y)` whose label the confident-learning check flags as probably wrong.
+
+    This is what `data.drop_noisy` drops. `x` is a tensor or array of any shape (N, ...), where 3
+    or more dimensions mean images; `y` holds class ids. Every row is examined unless `max_rows`
+    caps them (a stratified, seeded subsample). Returns sorted int64 row indices (empty when fewer
+    than 50 rows with valid labels or fewer than two classes are present).
+    """
+    xa, ya = _as_numpy(x), _as_numpy(y).reshape(-1)
+    image = xa.ndim >= 3
+    with one_thread():
+        flagged, _ = confident_flags(
+            xa.reshape(len(xa), -1), ya, num_classes, seed, max_rows, image
+        )
+    return flagged
+
+
+def estimate_label_noise(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    *,
+    seed: int = 0,
+    max_rows: int | None = 20_000,
+    image: bool = False,
+) -> dict[str, Any] | None:
+    """The `label_noise` entry of the data profile, or None when there is too little to judge.
+
+    `x` is (N, features) (NaN/inf allowed: they are imputed with column means), `y` (N,) class
+    ids; rows whose label is outside 0..num_classes-1 are left out. Returns:
+    `estimated_fraction` (flagged / rows_examined), `flagged` (count), `indices` (flagged row
+    indices into `x`, sorted, at most 50,000), `cv_accuracy` (out-of-fold accuracy of the quick
+    model against the given labels; it drops as noise rises, 0.95 -> 0.62 on digits with 30%
+    flipped), `chance_accuracy` (share of the most common label: a `cv_accuracy` near it means
+    the quick model learnt little, and then its flags say more about the model than the labels),
+    `rows_examined` and `method`.
+    """
+    flagged, info = confident_flags(x, y, num_classes, seed, max_rows, image)
+    if info is None:
+        return None
+    rows = info["rows_examined"]
+    return {
+        "estimated_fraction": len(flagged) / rows,
+        "flagged": len(flagged),
+        "indices": flagged[:MAX_INDICES].tolist(),
+        **info,
+    }
+
+
+def confident_flags(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    seed: int,
+    max_rows: int | None,
+    image: bool,
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """Flagged row indices and facts about the check (None when it could not run)."""
+    y = np.asarray(y).reshape(-1).astype(np.int64, copy=False)
+    rows = np.flatnonzero((y >= 0) & (y < num_classes))
+    if len(rows) < MIN_ROWS or len(np.unique(y[rows])) < 2:
+        return np.zeros(0, dtype=np.int64), None
+    rows = _subsample(rows, y[rows], max_rows, seed)
+    features, description = _features(x[rows], image, seed)
+    labels = y[rows]
+    probs, model = _out_of_fold_probs(features, labels, num_classes, seed)
+
+    given = probs[np.arange(len(labels)), labels]
+    counts = np.bincount(labels, minlength=num_classes)
+    sums = np.bincount(labels, weights=given, minlength=num_classes)
+    # A class nobody is labelled with has no threshold and is never suggested.
+    thresholds = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+    other_confident = probs >= thresholds
+    other_confident[np.arange(len(labels)), labels] = False
+    flagged = (given < thresholds[labels]) & other_confident.any(axis=1)
+    info = {
+        "cv_accuracy": float(np.mean(probs.argmax(axis=1) == labels)),
+        "chance_accuracy": float(counts.max() / len(labels)),
+        "rows_examined": len(rows),
+        "method": f"confident learning, {FOLDS}-fold {model} on {description}",
+    }
+    return np.sort(rows[flagged]), info
+
+
+def one_thread() -> threadpool_limits:
+    """Run BLAS and OpenMP on one thread: these small products gain little from more, and on a
+    busy machine spinning BLAS threads made the digits estimate 30x slower (0.2 s -> 7 s)."""
+    return threadpool_limits(limits=1)
+
+
+def _subsample(rows: np.ndarray, labels: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    if max_rows is None or len(rows) <= max_rows:
+        return rows
+    try:
+        kept, _ = train_test_split(rows, train_size=max_rows, stratify=labels, random_state=seed)
+    except ValueError:  # a class with a single row cannot be stratified
+        kept = np.random.default_rng(seed).choice(rows, max_rows, replace=False)
+    return np.sort(kept)
+
+
+def _features(x: np.ndarray, image: bool, seed: int) -> tuple[np.ndarray, str]:
+    """Impute, standardise and (for wide inputs) reduce with PCA; returns features + a label."""
+    x = np.array(x, dtype=np.float32 if x.dtype != np.float64 else np.float64)
+    finite = np.isfinite(x)
+    if not finite.all():
+        counts = finite.sum(axis=0)
+        means = np.where(finite, x, 0).sum(axis=0) / np.maximum(counts, 1)
+        x = np.where(finite, x, means.astype(x.dtype))
+    width = x.shape[1]
+    # Pixels share one scale, so standardising each would only blow up near-empty border pixels.
+    if not image or width <= MAX_COMPONENTS:
+        x = StandardScaler().fit_transform(x)
+    description = f"{width} standardised features"
+    if width > MAX_COMPONENTS:
+        components = min(MAX_COMPONENTS, len(x) - 1)
+        x = PCA(components, svd_solver="randomized", random_state=seed).fit_transform(x)
+        x = StandardScaler().fit_transform(x)
+        description = f"{components} PCA components"
+    # float32 halves the memory traffic of the neighbour search, the slowest step.
+    return x.astype(np.float32), description
+
+
+def _out_of_fold_probs(
+    x: np.ndarray, y: np.ndarray, num_classes: int, seed: int
+) -> tuple[np.ndarray, str]:
+    """Out-of-fold probabilities of the better of two quick models, and its name.
+
+    A linear model reads wide inputs (pixels, many columns) well but cannot separate classes laid
+    out in rings or an XOR; there it flags half of the clean rows (measured: 51% on sklearn's
+    circles). A nearest-neighbour vote handles those shapes. Both see the same folds; the one with
+    the higher out-of-fold accuracy against the given labels is kept (ties go to the linear one).
+    """
+    models = {
+        "logistic regression": lambda: LogisticRegression(C=C, max_iter=200),
+        f"{NEIGHBOURS}-nearest-neighbour vote": lambda: KNeighborsClassifier(NEIGHBOURS),
+    }
+    probs = {name: np.zeros((len(y), num_classes)) for name in models}
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # Rare classes (fewer rows than folds) and an unconverged fit still give usable
+        # probabilities for an estimate; neither is the user's problem to read about here.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for fit_rows, held_out in folds.split(x, y):
+            classes = np.unique(y[fit_rows])
+            for name, make in models.items():
+                if len(classes) < 2:
+                    probs[name][held_out, classes[0]] = 1.0
+                    continue
+                model = make().fit(x[fit_rows], y[fit_rows])
+                probs[name][np.ix_(held_out, model.classes_)] = model.predict_proba(x[held_out])
+    accuracy = {name: np.mean(p.argmax(axis=1) == y) for name, p in probs.items()}
+    best = max(models, key=lambda name: accuracy[name])
+    return probs[best], best
+
+
+def _as_numpy(a: Any) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu()
+        if a.dtype in (torch.bfloat16, torch.float16):
+            a = a.float()
+        return a.numpy()
+    return np.asarray(a)
