@@ -1,0 +1,321 @@
+"""The doctor's rules: one function per finding code, each reading recorded logs only.
+
+A rule takes a `RuleContext` (the epoch history, the probe log, the data profile, the recipe) and
+returns one `Finding` or None. Rules never see the model, so each can be tested on a hand-made
+log. `run_rules` runs them in a fixed order: data rules before training rules (bad data explains
+bad training), then the order of `CODES`; a symptom (a plateau, underfitting, an oscillating loss)
+is dropped when a finding that explains it was raised too, so the report names causes first and
+`--auto-fix` applies the fix for the cause. The thresholds live as constants in the modules that
+use them and are documented in docs/doctor.md.
+
+Example:
+    >>> ctx = RuleContext(history=[{"epoch": 1, "loss": float("nan")}], probes=None, data=None,
+    ...                   recipe=None, num_classes=10)
+    >>> [f.code for f in run_rules(ctx)]
+    ['loss_nan']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from layerwise.diagnose.findings import CODES, SEVERITY_ORDER, Finding, get_path
+
+Stage = Literal["data", "training"]
+STAGES: tuple[Stage, ...] = ("data", "training")
+
+# A symptom finding is dropped when one of the findings that explain it is raised in the same run.
+EXPLAINED_BY: dict[str, tuple[str, ...]] = {
+    "loss_plateau": (
+        "loss_nan",
+        "lr_too_high",
+        "lr_too_low",
+        "exploding_gradients",
+        "vanishing_gradients",
+        "dead_units",
+        "saturated_activations",
+    ),
+    # A model too small to fit also shows dead or saturated units: those do not explain it away.
+    "underfitting": (
+        "loss_nan",
+        "lr_too_high",
+        "lr_too_low",
+        "exploding_gradients",
+        "vanishing_gradients",
+    ),
+    "oscillating_loss": ("loss_nan", "exploding_gradients"),
+    "lr_too_high": ("loss_nan",),
+    "lr_too_low": ("loss_nan", "vanishing_gradients", "saturated_activations"),
+}
+
+# Tasks whose loss curve is not a supervised loss (a GAN's or an RL agent's), so curve rules skip.
+UNSUPERVISED_TASKS = ("generative", "gan", "rl", "reinforcement")
+
+
+def number(value: Any) -> float | None:
+    """A logged value as a float (NaN and inf kept), or None when it is missing or not a number."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):  # "NaN"/"Infinity" from a strict JSON writer
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def finite(value: Any) -> bool:
+    x = number(value)
+    return x is not None and math.isfinite(x)
+
+
+def fmt(x: float) -> str:
+    """A number for a message: 3 significant digits (0.0834, 3.1e+06)."""
+    return f"{x:.3g}"
+
+
+def median(values: Iterable[float]) -> float | None:
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def trailing(by_epoch: dict[int, Any], condition: Callable[[Any], bool]) -> list[int]:
+    """The epochs, oldest first, of the unbroken run at the end of training where `condition`
+    holds for `by_epoch[epoch]` (empty when the latest epoch does not satisfy it)."""
+    streak: list[int] = []
+    for epoch in sorted(by_epoch, reverse=True):
+        if not condition(by_epoch[epoch]):
+            break
+        streak.insert(0, epoch)
+    return streak
+
+
+PERSIST_EPOCHS = 2  # a probe-based condition must hold for the last 2 probed epochs ...
+
+
+def persistent(streak: list[int], epochs_seen: int, final: bool) -> bool:
+    """... or, after training, for the only epoch there is: one bad epoch is not a trend."""
+    return len(streak) >= PERSIST_EPOCHS or (final and epochs_seen == 1 and len(streak) == 1)
+
+
+@dataclass
+class RuleContext:
+    """Everything a rule may read, as plain data.
+
+    Args:
+        history: per-epoch flat logs as the Trainer keeps them, oldest first:
+            `{"epoch": 1, "step": 45, "loss": .., "accuracy": .., "lr": .., "val_loss": ..}`.
+        probes: a `ProbeLog` (anything with a `.steps` list of step records), a list of probe
+            records (other kinds are skipped), or None.
+        data: the `profile_data` dict, or None.
+        recipe: the raw recipe dict (`Recipe.model_dump(mode="json")`), or None; findings compute
+            their patches from it.
+        task: "classification", "regression", …; curve rules skip unsupervised tasks.
+        num_classes: output classes (taken from `data` when None).
+        final: True after training; False for live checks on a growing history.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    probes: Any = None
+    data: dict[str, Any] | None = None
+    recipe: dict[str, Any] | None = None
+    task: str = "classification"
+    num_classes: int | None = None
+    final: bool = True
+
+    # ------------------------------------------------------------------ history
+    def series(self, key: str) -> list[tuple[int, float]]:
+        """(epoch, value) for every epoch that logged a finite `key`, in epoch order."""
+        out = []
+        for i, record in enumerate(self.history, start=1):
+            value = number(record.get(key))
+            if value is not None and math.isfinite(value):
+                out.append((int(record.get("epoch", i)), value))
+        return out
+
+    def values(self, key: str) -> list[float]:
+        return [v for _, v in self.series(key)]
+
+    @property
+    def has_val(self) -> bool:
+        return any("val_loss" in record for record in self.history)
+
+    @property
+    def supervised(self) -> bool:
+        return str(self.task).lower() not in UNSUPERVISED_TASKS
+
+    # ------------------------------------------------------------------ probes
+    @cached_property
+    def steps(self) -> list[dict[str, Any]]:
+        """Sampled-step probe records, oldest first (empty without probes)."""
+        return _records(self.probes, "steps", "step")
+
+    @cached_property
+    def finite_steps(self) -> list[dict[str, Any]]:
+        """Step records whose loss is finite: statistics of a diverged network mean nothing."""
+        return [s for s in self.steps if number(s.get("loss")) is None or finite(s.get("loss"))]
+
+    def layer_names(self, role: str | None = None) -> list[str]:
+        """Probed layer names in model order (first seen), optionally of one role."""
+        names: dict[str, None] = {}
+        for record in self.steps:
+            for name, stats in (record.get("layers") or {}).items():
+                if role is None or stats.get("role") == role:
+                    names.setdefault(name, None)
+        return list(names)
+
+    def layer_epoch_medians(self, key: str, role: str | None = None) -> dict[int, dict[str, float]]:
+        """{epoch: {layer: median of `key` over that epoch's sampled steps}}, finite values only."""
+        per_epoch: dict[int, dict[str, list[float]]] = {}
+        for record in self.finite_steps:
+            epoch = int(record.get("epoch", 0))
+            for name, stats in (record.get("layers") or {}).items():
+                if role is not None and stats.get("role") != role:
+                    continue
+                value = number(stats.get(key))
+                if value is not None and math.isfinite(value):
+                    per_epoch.setdefault(epoch, {}).setdefault(name, []).append(value)
+        return {
+            epoch: {name: median(vals) for name, vals in layers.items()}
+            for epoch, layers in sorted(per_epoch.items())
+        }
+
+    def layer_type(self, name: str) -> str:
+        for record in self.steps:
+            stats = (record.get("layers") or {}).get(name)
+            if stats and stats.get("type"):
+                return str(stats["type"])
+        return ""
+
+    # ------------------------------------------------------------------ task facts
+    @property
+    def classes(self) -> int | None:
+        k = (
+            self.num_classes
+            if self.num_classes is not None
+            else (self.data or {}).get("num_classes")
+        )
+        return int(k) if isinstance(k, int | float) and not isinstance(k, bool) else None
+
+    @property
+    def classification(self) -> bool:
+        return str(self.task).lower() == "classification" and (self.classes or 0) >= 2
+
+    @property
+    def chance_loss(self) -> float | None:
+        """Cross-entropy of a uniform guess, ln(K): where an untrained classifier starts."""
+        k = self.classes
+        return math.log(k) if k is not None and self.classification else None
+
+    @property
+    def loss_floor(self) -> float:
+        """The lowest reachable loss: the entropy of label-smoothed targets (else 0)."""
+        eps = number(self.get("train.loss.label_smoothing", 0.0)) or 0.0
+        k = self.classes
+        if not self.classification or eps <= 0 or k is None:
+            return 0.0
+        p, q = 1.0 - eps + eps / k, eps / k
+        return -(p * math.log(p)) - (k - 1) * q * math.log(q)
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        """A recipe value by dotted key (`train.optimizer.lr`), or `default` without a recipe."""
+        return get_path(self.recipe, dotted, default) if self.recipe else default
+
+
+def _records(probes: Any, attr: str, kind: str) -> list[dict[str, Any]]:
+    """The `kind` records of a ProbeLog-like object, or of a plain list of records."""
+    if probes is None:
+        return []
+    if hasattr(probes, attr):
+        return list(getattr(probes, attr))
+    return [r for r in probes if isinstance(r, dict) and r.get("kind", kind) == kind]
+
+
+# ---------------------------------------------------------------------- registry
+RuleFn = Callable[[RuleContext], Finding | None]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: the code it reports, its stage, and the function that decides."""
+
+    code: str
+    stage: Stage
+    fn: RuleFn
+
+    def __call__(self, ctx: RuleContext) -> Finding | None:
+        if self.stage == "data" and not ctx.data:
+            return None
+        finding = self.fn(ctx)
+        if finding is not None and finding.code != self.code:
+            raise ValueError(f"rule '{self.code}' returned a finding coded '{finding.code}'")
+        return finding
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(code: str, stage: Stage) -> Callable[[RuleFn], RuleFn]:
+    """Register the decorated function as the one rule for `code`."""
+    if code not in CODES:
+        raise ValueError(f"unknown finding code '{code}' (add it to CODES first)")
+    if stage not in STAGES:
+        raise ValueError(f"rule stage must be one of {STAGES}, got '{stage}'")
+
+    def register(fn: RuleFn) -> RuleFn:
+        if code in RULES:
+            raise ValueError(f"finding code '{code}' already has a rule")
+        RULES[code] = Rule(code, stage, fn)
+        return fn
+
+    return register
+
+
+def ordered_rules(stage: Stage | None = None) -> list[Rule]:
+    """Rules in run order: data before training, then the order of `CODES`."""
+    position = {code: i for i, code in enumerate(CODES)}
+    chosen = [r for r in RULES.values() if stage is None or r.stage == stage]
+    return sorted(chosen, key=lambda r: (STAGES.index(r.stage), position[r.code]))
+
+
+def run_rules(ctx: RuleContext, stage: Stage | None = None) -> list[Finding]:
+    """Every finding for `ctx`, most severe first (ties: data first, then `CODES` order).
+
+    `stage="data"` runs only the data rules (before training), `"training"` only the others.
+    """
+    if stage is not None and stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES} or None, got '{stage}'")
+    findings = [f for r in ordered_rules(stage) if (f := r(ctx)) is not None]
+    raised = {f.code for f in findings}
+    kept = [f for f in findings if not raised.intersection(EXPLAINED_BY.get(f.code, ()))]
+    return sorted(kept, key=lambda f: -SEVERITY_ORDER[f.severity])
+
+
+# The rule modules register themselves on import.
+from layerwise.diagnose.rules import activations, curves, data, gradients  # noqa: E402
+
+__all__ = [
+    "EXPLAINED_BY",
+    "RULES",
+    "Rule",
+    "RuleContext",
+    "activations",
+    "curves",
+    "data",
+    "fmt",
+    "gradients",
+    "ordered_rules",
+    "persistent",
+    "rule",
+    "run_rules",
+    "trailing",
+]

@@ -1,0 +1,596 @@
+"""Rules on the loss curves: overfitting, underfitting, a plateau, an oscillating or NaN loss, and a
+learning rate that is too high or too low.
+
+They read the per-epoch history (epoch means, so batch noise is already averaged out) and, where
+it sharpens the picture, the probes' sampled step losses. Losses are judged against two levels
+that hold for any classifier: the chance level ln(K) where an untrained model starts, and the
+floor (0, or the entropy of label-smoothed targets) below which no loss can go. Each rule waits
+for a trend over several epochs, so a one-cycle warm-up, dropout, label smoothing or a noisy small
+validation set do not raise anything.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from typing import Any
+
+from layerwise.diagnose.findings import Finding
+from layerwise.diagnose.rules import RuleContext, finite, fmt, median, number, rule
+from layerwise.diagnose.rules import fixes as fx
+
+# overfitting
+OVERFIT_SMOOTH = 3  # val loss is read as running medians of 3 epochs (small val sets are noisy)
+OVERFIT_EPOCHS_AFTER_MIN = 3  # the latest median must come 3+ epochs after the lowest one ...
+OVERFIT_REL_RISE = 0.25  # ... and be 25% above it (measured above the loss floor) ...
+OVERFIT_ABS_RISE = 0.01  # ... and higher by at least 1% of the chance level (first val loss)
+OVERFIT_ACC_GAP = 0.15  # or train accuracy beats val accuracy by 15 points ...
+OVERFIT_GAP_EPOCHS = 3  # ... in the median of the last 3 epochs
+# underfitting (final diagnosis only)
+UNDERFIT_LEVEL = 0.5  # final train loss still above half the chance level (above the floor)
+# learning rate too high
+LR_HIGH_FIRST_EPOCH = 1.15  # epoch 1 averaged 15% above the loss before training (probed) ...
+LR_HIGH_FIRST_EPOCH_LOOSE = 1.5  # ... 50% above the chance level without probes, or above the
+# first sampled batch's loss for regression (one batch's squared error varies a lot)
+LR_HIGH_SPIKE = 3.0  # a sampled step loss 3x the loss before training (10x for regression)
+LR_HIGH_SPIKE_REGRESSION = 10.0
+LR_HIGH_DIVERGE = 1.5  # an epoch loss 1.5x the best before it ...
+LR_HIGH_MIN_RISE = 0.1  # ... and higher by at least 10% of the first epoch's loss
+# learning rate too low
+LOW_LR_MIN_EPOCHS = 4
+LOW_LR_PROGRESS = 0.3  # less than 30% of the reducible loss of epoch 1 removed ...
+LOW_LR_LEVEL = 0.5  # ... the loss still above half the chance level ...
+LOW_LR_STEADY = 0.3  # ... and still falling at >= 30% of its average pace (not converging) ...
+LOW_LR_MAX_UPDATE = 3e-4  # ... with updates under 3e-4 of the weights' norm (when probed)
+# plateau
+PLATEAU_EPOCHS = 4  # no real gain for 4 epochs ...
+PLATEAU_MIN_GAIN = 0.01  # ... (less than 1% of the loss above the floor) ...
+PLATEAU_LEVEL = 0.5  # ... while the loss is above half the chance level
+# oscillation
+OSC_MIN_EPOCHS = 6
+OSC_WINDOW = 8  # any 8 consecutive epochs
+OSC_MOVE = 0.1  # an epoch-to-epoch change of >= 10% of the loss ...
+OSC_MIN_SWING = 0.1  # ... and >= 10% of the range the loss has covered so far counts as a move
+OSC_MIN_RISES = 2
+OSC_MIN_REVERSALS = 3
+
+
+def _reference(ctx: RuleContext, first_loss: float) -> float:
+    """The loss scale absolute guards are measured in: chance level, else the first epoch loss."""
+    return ctx.chance_loss if ctx.chance_loss is not None else abs(first_loss)
+
+
+def _level(ctx: RuleContext, loss: float, first_loss: float) -> float:
+    """Share of the reducible loss still left: 1 at chance level (or at epoch 1), 0 at the floor."""
+    floor = ctx.loss_floor
+    top = ctx.chance_loss if ctx.chance_loss is not None else first_loss
+    return (loss - floor) / (top - floor) if top > floor else 0.0
+
+
+def _lr_rising(ctx: RuleContext, span: int) -> bool:
+    """True while a warm-up still raises the rate (over the last epoch or `span` epochs): a curve
+    cannot be judged as slow or flat before the rate has reached its working value."""
+    lrs = ctx.values("lr")
+    if len(lrs) < 2:
+        return False
+    return lrs[-1] > lrs[-2] * 1.01 or (len(lrs) > span and lrs[-1] > lrs[-1 - span] * 1.05)
+
+
+def _lr_text(ctx: RuleContext) -> str:
+    lr = fx.lr(ctx)
+    return f"; lr {fmt(lr)}" if lr is not None else ""
+
+
+# ---------------------------------------------------------------------------- loss_nan
+@rule("loss_nan", "training")
+def loss_nan(ctx: RuleContext) -> Finding | None:
+    bad_step = next((s for s in ctx.steps if _nonfinite(s.get("loss"))), None)
+    bad_epoch = next(
+        (
+            (int(r.get("epoch", i)), key, number(r.get(key)))
+            for i, r in enumerate(ctx.history, start=1)
+            for key in ("loss", "val_loss")
+            if _nonfinite(r.get(key))
+        ),
+        None,
+    )
+    if bad_step is None and bad_epoch is None:
+        return None
+    evidence: dict[str, Any] = {}
+    if bad_step is not None and (bad_epoch is None or int(bad_step["epoch"]) <= bad_epoch[0]):
+        epoch, key, value = int(bad_step["epoch"]), "loss", number(bad_step["loss"])
+        evidence["step"] = bad_step.get("step")
+        before = [s for s in ctx.steps if finite(s.get("loss")) and s["step"] < bad_step["step"]]
+        where = f"at step {bad_step.get('step')} (epoch {epoch})"
+        if before:
+            evidence.update(
+                last_finite_loss=before[-1]["loss"], last_finite_step=before[-1]["step"]
+            )
+            if finite(before[-1].get("grad_norm")):
+                evidence["last_finite_grad_norm"] = before[-1]["grad_norm"]
+            where += f"; last finite loss {fmt(before[-1]['loss'])} at step {before[-1]['step']}"
+    else:
+        epoch, key, value = bad_epoch
+        previous = [(e, v) for e, v in ctx.series(key) if e < epoch]
+        where = f"at epoch {epoch}"
+        if previous:
+            evidence.update(last_finite_loss=previous[-1][1], last_finite_epoch=previous[-1][0])
+            where += f"; last finite {fmt(previous[-1][1])} at epoch {previous[-1][0]}"
+    evidence.update(key=key, value=str(value), lr=fx.lr(ctx))
+    name = "validation loss" if key == "val_loss" else "training loss"
+    bad_inputs = _nonfinite_inputs(ctx)
+    causes = [
+        "the learning rate is too high: the weights diverged to inf and then NaN",
+        "exploding gradients with no gradient clipping",
+        "a numerically unsafe loss or layer (log of 0, division by 0) or fp16 overflow",
+    ]
+    if bad_inputs or key == "val_loss":
+        causes.insert(0, f"the {bad_inputs or 'validation'} inputs contain NaN or infinite values")
+    if bad_inputs and not ctx.get("data.impute"):
+        patch = {"data.impute": "median"} if fx.has_recipe(ctx) else {}
+    else:
+        patch = fx.merge(fx.scale_lr(ctx, 0.1), fx.grad_clip(ctx, 1.0))
+    return Finding(
+        code="loss_nan",
+        severity="fatal",
+        message=f"the {name} became {fmt(value)} {where}{_lr_text(ctx)}",
+        evidence=evidence,
+        epoch=epoch,
+        causes=causes,
+        remedies=[
+            "lower the learning rate 10x (or run `layerwise lr-find` to pick one)",
+            "clip the gradient norm (train.grad_clip: 1.0)",
+            "check the inputs for NaN/inf and impute them (data.impute: median)",
+        ],
+        patch=patch,
+    )
+
+
+def _nonfinite(value: Any) -> bool:
+    """A logged number that is NaN or infinite (a missing value is not)."""
+    return number(value) is not None and not finite(value)
+
+
+def _nonfinite_inputs(ctx: RuleContext) -> str:
+    """Which splits of the data profile hold NaN/inf values ('' when none or unknown)."""
+    splits = ((ctx.data or {}).get("nonfinite") or {}).items()
+    return ", ".join(name for name, info in splits if (info or {}).get("rows"))
+
+
+# ---------------------------------------------------------------------------- lr_too_high
+def _step_losses(ctx: RuleContext) -> list[tuple[dict[str, Any], float]]:
+    """(record, loss) of the sampled steps with a finite loss, oldest first."""
+    out = []
+    for record in ctx.steps:
+        loss = number(record.get("loss"))
+        if loss is not None and math.isfinite(loss):
+            out.append((record, loss))
+    return out
+
+
+def lr_too_high_signal(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | None:
+    """(epoch, message, evidence) of the earliest sign that updates overshoot, or None."""
+    if not ctx.supervised:
+        return None
+    losses = ctx.series("loss")
+    steps = _step_losses(ctx)
+    chance = ctx.chance_loss
+    signs: list[tuple[int, str, dict[str, Any]]] = []
+    start = steps[0][1] if steps else None
+    base = max(start, chance or 0.0) if start is not None else chance
+    # 1. the first epoch, on average, was worse than the model before any update
+    if losses and base and (losses[0][0] == 1 or (steps and steps[0][0].get("epoch") == 1)):
+        epoch, first = losses[0]
+        strict = start is not None and chance is not None
+        factor = LR_HIGH_FIRST_EPOCH if strict else LR_HIGH_FIRST_EPOCH_LOOSE
+        if first >= factor * base:
+            what = "the loss before training" if start is not None else "the chance level"
+            message = (
+                f"epoch {epoch} averaged a loss of {fmt(first)}, "
+                f"{fmt(first / base)}x {what} ({fmt(base)})"
+            )
+            signs.append((epoch, message, {"first_epoch_loss": first, "baseline": base}))
+    # 2. a sampled step far above where training started
+    if start is not None and len(steps) > 1 and base:
+        spike, loss = max(steps[1:], key=lambda p: p[1])
+        factor = LR_HIGH_SPIKE if chance is not None else LR_HIGH_SPIKE_REGRESSION
+        if loss >= factor * base:
+            message = (
+                f"the loss jumped to {fmt(loss)} at step {spike.get('step')}, "
+                f"{loss / base:.3g}x the loss before training ({fmt(base)})"
+            )
+            evidence = {"spike_loss": loss, "spike_step": spike.get("step"), "baseline": base}
+            signs.append((int(spike.get("epoch", 1)), message, evidence))
+    # 3. the epoch loss climbs well above its best so far
+    for i in range(1, len(losses)):
+        epoch, value = losses[i]
+        best_epoch, best = min(losses[:i], key=lambda p: p[1])
+        if value >= LR_HIGH_DIVERGE * best and value - best >= LR_HIGH_MIN_RISE * losses[0][1]:
+            signs.append(
+                (
+                    epoch,
+                    f"the training loss rose from {fmt(best)} (epoch {best_epoch}) "
+                    f"to {fmt(value)} (epoch {epoch})",
+                    {"best_loss": best, "best_epoch": best_epoch, "risen_loss": value},
+                )
+            )
+            break
+    return min(signs, key=lambda s: s[0]) if signs else None
+
+
+@rule("lr_too_high", "training")
+def lr_too_high(ctx: RuleContext) -> Finding | None:
+    signal = lr_too_high_signal(ctx)
+    if signal is None:
+        return None
+    epoch, message, evidence = signal
+    return Finding(
+        code="lr_too_high",
+        severity="error",
+        message=message + _lr_text(ctx),
+        evidence={**evidence, "lr": fx.lr(ctx)},
+        epoch=epoch,
+        causes=[
+            "the learning rate is too high for this model and batch size: updates overshoot",
+            "a warm-up is missing, so the first large updates wreck the initial weights",
+        ],
+        remedies=[
+            "lower the learning rate 10x, or run `layerwise lr-find RECIPE` to pick one",
+            "warm the rate up (train.schedule: onecycle) and clip gradients (train.grad_clip)",
+        ],
+        patch=fx.scale_lr(ctx, 0.1),
+    )
+
+
+# ---------------------------------------------------------------------------- lr_too_low
+def lr_too_low_signal(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | None:
+    """A loss that falls slowly but steadily while still far from fitted, or None."""
+    losses = ctx.series("loss")
+    n = len(losses)
+    if not ctx.supervised or n < LOW_LR_MIN_EPOCHS or _lr_rising(ctx, 1):
+        return None
+    values = [v for _, v in losses]
+    first, last = values[0], values[-1]
+    floor = ctx.loss_floor
+    progress = (first - last) / (first - floor) if first > floor else 1.0
+    level = _level(ctx, last, first)
+    recent_pace = (values[-3] - values[-1]) / 2
+    average_pace = (first - last) / (n - 1)
+    steady = values[-3] > values[-2] > values[-1] and recent_pace >= LOW_LR_STEADY * average_pace
+    if not (progress < LOW_LR_PROGRESS and level >= LOW_LR_LEVEL and steady):
+        return None
+    ratio = _update_ratio(ctx)
+    if ratio is not None and ratio >= LOW_LR_MAX_UPDATE:
+        return None  # the weights do move: a slow loss has another cause (a tiny model, …)
+    ref = f"the chance level {fmt(ctx.chance_loss)}" if ctx.chance_loss else "its first epoch"
+    message = (
+        f"the loss fell only {progress:.1%} of the way in {n} epochs ({fmt(first)} -> "
+        f"{fmt(last)}), steadily, and is still {level:.0%} of {ref}"
+    )
+    evidence: dict[str, Any] = {
+        "first_loss": first,
+        "last_loss": last,
+        "progress": progress,
+        "level": level,
+        "recent_pace": recent_pace,
+    }
+    if ratio is not None:
+        evidence["median_update_ratio"] = ratio
+        message += f"; median update/weight ratio {ratio:.1e}"
+    return losses[-1][0], message, evidence
+
+
+def _update_ratio(ctx: RuleContext) -> float | None:
+    """Median update-to-weight ratio of the weight layers over the latest probed epoch."""
+    per_epoch = ctx.layer_epoch_medians("update_ratio", role="param")
+    if not per_epoch:
+        return None
+    return median(per_epoch[max(per_epoch)].values())
+
+
+@rule("lr_too_low", "training")
+def lr_too_low(ctx: RuleContext) -> Finding | None:
+    signal = lr_too_low_signal(ctx)
+    if signal is None:
+        return None
+    epoch, message, evidence = signal
+    return Finding(
+        code="lr_too_low",
+        severity="warning",
+        message=message + _lr_text(ctx),
+        evidence={**evidence, "lr": fx.lr(ctx)},
+        epoch=epoch,
+        causes=["the learning rate is too low: each update moves the weights very little"],
+        remedies=[
+            "raise the learning rate 10x, or run `layerwise lr-find RECIPE` to pick one",
+            "use a one-cycle schedule (train.schedule: onecycle) to reach a high rate safely",
+        ],
+        patch=fx.scale_lr(ctx, 10.0),
+    )
+
+
+# ---------------------------------------------------------------------------- loss_plateau
+@rule("loss_plateau", "training")
+def loss_plateau(ctx: RuleContext) -> Finding | None:
+    losses = ctx.series("loss")
+    if not ctx.supervised or len(losses) <= PLATEAU_EPOCHS or _lr_rising(ctx, PLATEAU_EPOCHS):
+        return None
+    before, recent = losses[:-PLATEAU_EPOCHS], losses[-PLATEAU_EPOCHS:]
+    best = min(v for _, v in before)
+    recent_best = min(v for _, v in recent)
+    floor = ctx.loss_floor
+    if best <= floor:
+        return None
+    gain = (best - recent_best) / (best - floor)
+    level = _level(ctx, recent_best, losses[0][1])
+    if gain >= PLATEAU_MIN_GAIN or level < PLATEAU_LEVEL:
+        return None
+    # Where the flat stretch began: the first epoch already within the gain margin of the best.
+    lowest = min(v for _, v in losses)
+    since = next(e for e, v in losses if v - lowest <= PLATEAU_MIN_GAIN * (v - floor))
+    ref = f"the chance level {fmt(ctx.chance_loss)}" if ctx.chance_loss else "its first epoch"
+    return Finding(
+        code="loss_plateau",
+        severity="warning",
+        message=(
+            f"the loss has stayed within {PLATEAU_MIN_GAIN:.0%} of {fmt(lowest)} since epoch "
+            f"{since} ({losses[-1][0] - since + 1} epochs) and is still {level:.0%} of {ref}"
+        ),
+        evidence={
+            "since_epoch": since,
+            "lowest_loss": lowest,
+            "best_before_window": best,
+            "best_in_window": recent_best,
+            "gain": gain,
+            "level": level,
+            "window": PLATEAU_EPOCHS,
+        },
+        epoch=since,
+        causes=[
+            "the learning rate is too high to settle into a minimum (or too low to leave one)",
+            "the model is too small, or held back by strong weight decay",
+            "the labels carry little signal (label noise) or the inputs are badly scaled",
+        ],
+        remedies=[
+            "lower the rate when the loss stalls (train.schedule: plateau) or use onecycle",
+            "run `layerwise lr-find RECIPE` to check the learning rate",
+            "try a larger model; check the data with `layerwise doctor`",
+        ],
+        patch=fx.merge(
+            fx.reduce_on_plateau(ctx)
+            if ctx.get("train.schedule.name", "constant") in (None, "constant")
+            else fx.schedule(ctx, "onecycle"),
+            fx.less_weight_decay(ctx),
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------- oscillating_loss
+@rule("oscillating_loss", "training")
+def oscillating_loss(ctx: RuleContext) -> Finding | None:
+    losses = ctx.series("loss")
+    if not ctx.supervised or len(losses) < OSC_MIN_EPOCHS:
+        return None
+    # Every window ending at epoch OSC_MIN_EPOCHS or later: a run that swung for ten epochs
+    # and calmed down at the end still oscillated.
+    found = next(
+        (
+            sign
+            for end in range(OSC_MIN_EPOCHS, len(losses) + 1)
+            if (sign := _swings(losses[max(0, end - OSC_WINDOW) : end], losses[:end]))
+        ),
+        None,
+    )
+    if found is None:
+        return None
+    window, rises, reversals = found
+    shown = ", ".join(fmt(v) for _, v in window)
+    return Finding(
+        code="oscillating_loss",
+        severity="warning",
+        message=(
+            f"the training loss went up {len(rises)} times in {len(window)} epochs "
+            f"(epochs {window[0][0]}-{window[-1][0]}: {shown}){_lr_text(ctx)}"
+        ),
+        evidence={
+            "losses": [v for _, v in window],
+            "epochs": [e for e, _ in window],
+            "rises": len(rises),
+            "reversals": reversals,
+        },
+        epoch=rises[0],
+        causes=[
+            "the learning rate is a little too high: updates jump across the minimum",
+            "batches too small or too uneven (a noisy gradient estimate)",
+        ],
+        remedies=[
+            "lower the learning rate about 3x",
+            "anneal the rate (train.schedule: cosine or onecycle); use larger batches",
+        ],
+        patch=fx.merge(
+            fx.scale_lr(ctx, 0.3),
+            fx.schedule(ctx, "cosine")
+            if ctx.get("train.schedule.name", "constant") in (None, "constant")
+            else {},
+        ),
+    )
+
+
+def _swings(
+    window: list[tuple[int, float]], so_far: list[tuple[int, float]]
+) -> tuple[list[tuple[int, float]], list[int], int] | None:
+    """(window, epochs that rose, direction changes) when the window swings, else None.
+
+    A change counts as a move when it is OSC_MOVE of the loss and OSC_MIN_SWING of the range the
+    loss has covered so far (first epoch to lowest), so the epoch-to-epoch noise of a small data
+    set with dropout, or of a converged run's tiny losses, does not count."""
+    values = [v for _, v in so_far]
+    guard = OSC_MIN_SWING * (max(values) - min(values))
+    moves: list[tuple[int, int]] = []  # (epoch, +1 up / -1 down)
+    for (_, prev), (epoch, value) in pairwise(window):
+        change = value - prev
+        if abs(change) >= OSC_MOVE * abs(prev) and abs(change) >= guard:
+            moves.append((epoch, 1 if change > 0 else -1))
+    rises = [e for e, sign in moves if sign > 0]
+    reversals = sum(1 for a, b in pairwise(moves) if a[1] != b[1])
+    if len(rises) < OSC_MIN_RISES or reversals < OSC_MIN_REVERSALS:
+        return None
+    return window, rises, reversals
+
+
+# ---------------------------------------------------------------------------- overfitting
+@rule("overfitting", "training")
+def overfitting(ctx: RuleContext) -> Finding | None:
+    if not ctx.supervised:
+        return None
+    sign = _val_loss_rise(ctx) or _accuracy_gap(ctx)
+    if sign is None:
+        return None
+    epoch, message, evidence = sign
+    return Finding(
+        code="overfitting",
+        severity="warning",
+        message=message,
+        evidence=evidence,
+        epoch=epoch,
+        causes=[
+            "the model memorises the training set: too much capacity for this much data",
+            "too little regularisation (weight decay, dropout, augmentation)",
+            "training runs long after the validation loss stopped improving",
+        ],
+        remedies=[
+            "stop at the best validation loss (train.early_stopping)",
+            "add weight decay and dropout; augment image data",
+            "get more data, or use a smaller model",
+        ],
+        patch=fx.merge(
+            fx.early_stopping(ctx), fx.more_weight_decay(ctx), fx.more_dropout(ctx), fx.augment(ctx)
+        ),
+    )
+
+
+def _val_loss_rise(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | None:
+    """Val loss clearly up from its lowest point for several epochs while the train loss fell.
+
+    Both ends are running medians of 3 epochs, so one lucky or unlucky epoch of a small
+    validation set moves neither."""
+    val = ctx.series("val_loss")
+    train = dict(ctx.series("loss"))
+    half = OVERFIT_SMOOTH // 2
+    smooth = [
+        (val[i][0], median(v for _, v in val[i - half : i + half + 1]))
+        for i in range(half, len(val) - half)
+    ]
+    if len(smooth) <= OVERFIT_EPOCHS_AFTER_MIN:
+        return None
+    min_epoch, low = min(smooth, key=lambda p: p[1])
+    last_epoch, recent = smooth[-1]
+    if last_epoch - min_epoch < OVERFIT_EPOCHS_AFTER_MIN:
+        return None
+    rise = recent - low
+    guard = OVERFIT_ABS_RISE * _reference(ctx, val[0][1])
+    if rise < OVERFIT_REL_RISE * max(low - ctx.loss_floor, 0.0) or rise < guard:
+        return None
+    train_then, train_now = train.get(min_epoch), train.get(val[-1][0])
+    if train_then is None or train_now is None or train_now > train_then:
+        return None  # both rising is divergence, not overfitting
+    message = (
+        f"val loss rose from {fmt(low)} (epoch {min_epoch}) to {fmt(recent)} (epoch "
+        f"{last_epoch}; medians of 3 epochs) while the train loss fell from {fmt(train_then)} "
+        f"to {fmt(train_now)}"
+    )
+    evidence = {
+        "val_loss_min": low,
+        "val_loss_min_epoch": min_epoch,
+        "val_loss_recent": recent,
+        "train_loss_at_min": train_then,
+        "train_loss_last": train_now,
+    }
+    gap = _gap_now(ctx)
+    if gap is not None:
+        evidence["accuracy_gap"] = gap
+    return min_epoch + 1, message, evidence
+
+
+def _gap_now(ctx: RuleContext) -> float | None:
+    train, val = dict(ctx.series("accuracy")), dict(ctx.series("val_accuracy"))
+    gaps = [train[e] - val[e] for e in sorted(set(train) & set(val))]
+    return median(gaps[-OVERFIT_GAP_EPOCHS:]) if gaps else None
+
+
+def _accuracy_gap(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | None:
+    """Train accuracy far above val accuracy over the last epochs."""
+    train, val = dict(ctx.series("accuracy")), dict(ctx.series("val_accuracy"))
+    epochs = sorted(set(train) & set(val))
+    if len(epochs) < OVERFIT_GAP_EPOCHS or _lr_rising(ctx, OVERFIT_GAP_EPOCHS):
+        return None
+    gaps = [(e, train[e] - val[e]) for e in epochs]
+    gap = median(g for _, g in gaps[-OVERFIT_GAP_EPOCHS:])
+    if gap is None or gap < OVERFIT_ACC_GAP:
+        return None
+    start = epochs[-1]
+    for e, g in reversed(gaps):
+        if g < OVERFIT_ACC_GAP:
+            break
+        start = e
+    last = epochs[-1]
+    message = (
+        f"train accuracy {train[last]:.3f} vs val accuracy {val[last]:.3f} at epoch {last} "
+        f"(gap {gap:.3f}, median of the last {OVERFIT_GAP_EPOCHS} epochs)"
+    )
+    return (
+        start,
+        message,
+        {
+            "accuracy_gap": gap,
+            "train_accuracy": train[last],
+            "val_accuracy": val[last],
+            "since_epoch": start,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------- underfitting
+@rule("underfitting", "training")
+def underfitting(ctx: RuleContext) -> Finding | None:
+    losses = ctx.series("loss")
+    if not ctx.final or not ctx.classification or not losses:
+        return None
+    epoch, last = losses[-1]
+    level = _level(ctx, last, losses[0][1])
+    if level < UNDERFIT_LEVEL:
+        return None
+    still_falling = len(losses) >= 3 and losses[-3][1] - last > 0.01 * abs(losses[-3][1])
+    accuracy = ctx.values("accuracy")
+    acc_text = f", train accuracy {accuracy[-1]:.3f}" if accuracy else ""
+    return Finding(
+        code="underfitting",
+        severity="warning",
+        message=(
+            f"after {len(losses)} epochs the train loss is {fmt(last)}, {level:.0%} of the chance "
+            f"level {fmt(ctx.chance_loss)}{acc_text}"
+        ),
+        evidence={
+            "final_loss": last,
+            "chance_loss": ctx.chance_loss,
+            "level": level,
+            "still_falling": still_falling,
+            "final_accuracy": accuracy[-1] if accuracy else None,
+        },
+        epoch=epoch,
+        causes=[
+            "the model is too small or too regularised for the task",
+            "training stopped too early" if still_falling else "the learning rate is off",
+            "the inputs carry little signal about the labels (check the data)",
+        ],
+        remedies=[
+            "use a wider or deeper model; reduce dropout and weight decay",
+            "train for more epochs" if still_falling else "run `layerwise lr-find RECIPE`",
+        ],
+        patch=fx.merge(
+            fx.wider(ctx),
+            fx.more_epochs(ctx) if still_falling else {},
+            fx.less_dropout(ctx),
+            fx.less_weight_decay(ctx),
+        ),
+    )

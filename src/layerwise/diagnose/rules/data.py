@@ -1,0 +1,406 @@
+"""Rules on the data profile, checked before training: they read `ctx.data` only.
+
+`profile_data` measures the data (class counts, duplicates, overlaps between splits, NaN/inf,
+value scales, constant features, a label-noise estimate, sizes); these rules decide what is a
+problem. Healthy data sets have a little of everything (MNIST has constant border pixels, digits a
+few near-duplicates, any real labelling a few percent of doubtful labels), so each threshold sits
+well above what a healthy set shows.
+
+The profile describes the data as the model will see it, after the recipe's data fixes
+(`data.standardize`, `data.impute`, … applied by `layerwise.data.clean`), so a finding means the
+problem is still there; its patch then leaves out what the recipe already sets, and an empty
+patch tells auto-fix it has nothing more to try. The one fix that does not change the data,
+`train.loss.class_weights`, silences `class_imbalance`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from layerwise.diagnose.findings import Finding
+from layerwise.diagnose.rules import RuleContext, number, rule
+from layerwise.diagnose.rules import fixes as fx
+
+IMBALANCE_RATIO = 5.0  # largest class / smallest class in the training split
+LABEL_NOISE_FRACTION = 0.12  # estimated share of wrong labels (healthy sets: a few percent) ...
+LABEL_NOISE_MIN_PER_CLASS = 20  # ... judged only with 20+ training rows per class
+LEAK_EXACT_FRACTION = 0.01  # 1% of a val/test split copied exactly from train ...
+LEAK_ANY_FRACTION = 0.05  # ... or 5% exact or near copies ...
+LEAK_MIN_ROWS = 3  # ... and at least 3 rows either way
+DUPLICATE_FRACTION = 0.05  # 5% of the training rows repeat an earlier row
+UNSCALED_MEAN_STD = 5.0  # overall |mean| or std above 5 ...
+UNSCALED_FEATURE_MEAN = 10.0  # ... or a feature whose mean is above 10 in magnitude
+TINY_INPUTS = 0.01  # every value within ±0.01
+FEATURE_STD_RATIO = 100.0  # tabular features whose spreads differ 100-fold
+TOO_SMALL_ROWS = 100  # fewer training rows than this ...
+TOO_SMALL_PER_CLASS = 10  # ... or fewer than 10 rows per class on average ...
+PARAMS_PER_ROW = 1000  # ... or over 1,000 parameters per training row (not pretrained)
+PRETRAINED_ARGS = ("pretrained", "weights", "checkpoint")
+
+
+def _count(n: Any) -> str:
+    return f"{int(n):,}"
+
+
+def _token_inputs(data: dict[str, Any]) -> bool:
+    """Integer inputs are token ids feeding an embedding: their scale and constant padding
+    positions mean nothing (`profile_data` reports the inputs' `dtype`)."""
+    dtype = str(data.get("dtype", "")).lower()
+    return dtype.startswith(("int", "uint", "long")) or str(data.get("modality", "")) == "text"
+
+
+# ---------------------------------------------------------------------------- class_imbalance
+@rule("class_imbalance", "data")
+def class_imbalance(ctx: RuleContext) -> Finding | None:
+    counts = [int(c) for c in ((ctx.data or {}).get("class_counts") or {}).get("train") or []]
+    if not ctx.classification or len(counts) < 2:
+        return None
+    if ctx.get("train.loss.class_weights"):
+        return None  # the loss already compensates; the data itself stays skewed
+    rare = min(range(len(counts)), key=lambda i: counts[i])
+    common = max(range(len(counts)), key=lambda i: counts[i])
+    ratio = counts[common] / counts[rare] if counts[rare] else math.inf
+    if ratio < IMBALANCE_RATIO:
+        return None
+    if counts[rare]:
+        message = (
+            f"class {rare} has {_count(counts[rare])} training rows, class {common} has "
+            f"{_count(counts[common])} ({ratio:.3g}x as many)"
+        )
+    else:
+        message = f"class {rare} has no training rows (class {common} has {_count(counts[common])})"
+    total = sum(counts)
+    if fx.uses_cross_entropy(ctx):
+        patch = {"train.loss.class_weights": "balanced"}
+    else:
+        patch = {} if ctx.get("data.balance") else {"data.balance": "oversample"}
+    return Finding(
+        code="class_imbalance",
+        severity="warning",
+        message=message,
+        evidence={
+            "class_counts": counts,
+            "ratio": ratio if math.isfinite(ratio) else "inf",
+            "rarest_class": rare,
+            "largest_class": common,
+            "rarest_share": counts[rare] / total if total else 0.0,
+        },
+        causes=[
+            "the data set is skewed: the model can score well by predicting the common classes",
+        ],
+        remedies=[
+            "weight the loss by inverse class frequency (train.loss.class_weights: balanced)",
+            "or oversample the rare classes (data.balance: oversample)",
+            "judge the model by balanced metrics (f1, per-class recall), not accuracy",
+        ],
+        patch=patch if fx.has_recipe(ctx) else {},
+    )
+
+
+# ---------------------------------------------------------------------------- label_noise
+@rule("label_noise", "data")
+def label_noise(ctx: RuleContext) -> Finding | None:
+    info = (ctx.data or {}).get("label_noise")
+    if not info or not ctx.classification:
+        return None
+    fraction = number(info.get("estimated_fraction"))
+    size = ((ctx.data or {}).get("sizes") or {}).get("train")
+    if fraction is None or fraction < LABEL_NOISE_FRACTION:
+        return None
+    if size and ctx.classes and size / ctx.classes < LABEL_NOISE_MIN_PER_CLASS:
+        return None  # a quick model on a handful of rows per class misjudges most of them
+    flagged = info.get("flagged")
+    accuracy = number(info.get("cv_accuracy"))
+    detail = []
+    if flagged is not None:
+        detail.append(f"{_count(flagged)}{f' of {_count(size)}' if size else ''} rows flagged")
+    if accuracy is not None:
+        detail.append(f"the quick model's cross-validated accuracy is {accuracy:.3f}")
+    return Finding(
+        code="label_noise",
+        severity="warning",
+        message=(
+            f"about {fraction:.0%} of the training labels look wrong"
+            + (f" ({'; '.join(detail)})" if detail else "")
+        ),
+        evidence={
+            "estimated_fraction": fraction,
+            "flagged": flagged,
+            "cv_accuracy": accuracy,
+            "method": info.get("method"),
+            "example_indices": list(info.get("indices") or [])[:20],
+        },
+        causes=[
+            "labelling mistakes in the data set",
+            "ambiguous samples that belong to more than one class",
+            "labels shifted against their samples (a join or sort on the wrong key)",
+        ],
+        remedies=[
+            "inspect the flagged rows (evidence.example_indices) and fix or drop them",
+            "drop the flagged rows (data.drop_noisy: true)",
+            "soften the targets (train.loss.label_smoothing: 0.1)",
+        ],
+        patch=fx.merge(fx.recipe_flag(ctx, "data.drop_noisy"), fx.label_smoothing(ctx, 0.1)),
+    )
+
+
+# ---------------------------------------------------------------------------- train_test_leakage
+@rule("train_test_leakage", "data")
+def train_test_leakage(ctx: RuleContext) -> Finding | None:
+    data = ctx.data or {}
+    leaks = {}
+    for split in ("val", "test"):
+        info = (data.get("overlap") or {}).get(split)
+        size = number((data.get("sizes") or {}).get(split))
+        if not isinstance(info, dict) or not size:
+            continue
+        # `near` counts rows with an exact or near copy in train (exact ones included).
+        exact, near = int(info.get("exact") or 0), int(info.get("near") or 0)
+        rows = max(exact, near)
+        fraction = number(info.get("fraction"))
+        if fraction is None:
+            fraction = rows / size
+        if (exact / size >= LEAK_EXACT_FRACTION and exact >= LEAK_MIN_ROWS) or (
+            fraction >= LEAK_ANY_FRACTION and rows >= LEAK_MIN_ROWS
+        ):
+            leaks[split] = {
+                "exact": exact,
+                "near": near,
+                "fraction": fraction,
+                "rows": rows,
+                "size": int(size),
+            }
+    if not leaks:
+        return None
+    split = max(leaks, key=lambda s: leaks[s]["fraction"])
+    worst = leaks[split]
+    others = [f"{s} {v['fraction']:.1%}" for s, v in leaks.items() if s != split]
+    return Finding(
+        code="train_test_leakage",
+        severity="error",
+        message=(
+            f"{_count(worst['rows'])} of {_count(worst['size'])} {split} rows "
+            f"({worst['fraction']:.1%}) also appear in the training data ({_count(worst['exact'])} "
+            f"as exact copies)" + (f"; also {', '.join(others)}" if others else "")
+        ),
+        evidence={"split": split, "splits": leaks},
+        causes=[
+            "the splits were made after duplicating or augmenting the data",
+            "the same sample (or the same source, e.g. one patient) appears in several splits",
+            "val/test were carved from data that train also contains",
+        ],
+        remedies=[
+            "remove from train every row that also appears in val/test "
+            "(data.drop_duplicates: true)",
+            "split by source (group) before any augmentation or oversampling",
+            "until then, validation and test scores are optimistic",
+        ],
+        patch=fx.recipe_flag(ctx, "data.drop_duplicates"),
+    )
+
+
+# ---------------------------------------------------------------------------- duplicate_samples
+@rule("duplicate_samples", "data")
+def duplicate_samples(ctx: RuleContext) -> Finding | None:
+    data = ctx.data or {}
+    info = data.get("duplicates") or {}
+    rows = int(info.get("rows") or 0)
+    size = number((data.get("sizes") or {}).get("train"))
+    fraction = number(info.get("fraction"))
+    if fraction is None:
+        fraction = rows / size if size else 0.0
+    if fraction < DUPLICATE_FRACTION:
+        return None
+    conflicting = int(info.get("conflicting_labels") or 0)
+    return Finding(
+        code="duplicate_samples",
+        severity="warning",
+        message=(
+            f"{_count(rows)}{f' of {_count(size)}' if size else ''} training rows "
+            f"({fraction:.1%}) repeat an earlier row"
+            + (f"; {_count(conflicting)} of them with a different label" if conflicting else "")
+        ),
+        evidence={"rows": rows, "fraction": fraction, "conflicting_labels": conflicting},
+        causes=[
+            "the data was concatenated or oversampled twice",
+            "a collection or export step repeated records",
+        ],
+        remedies=[
+            "drop the repeats (data.drop_duplicates: true)",
+            "repeats weigh some samples more than others and inflate validation scores when "
+            "they cross splits",
+        ],
+        patch=fx.recipe_flag(ctx, "data.drop_duplicates"),
+    )
+
+
+# ---------------------------------------------------------------------------- missing_values
+@rule("missing_values", "data")
+def missing_values(ctx: RuleContext) -> Finding | None:
+    bad = {}
+    for split, info in ((ctx.data or {}).get("nonfinite") or {}).items():
+        info = info or {}
+        nan, inf = int(info.get("nan") or 0), int(info.get("inf") or 0)
+        if nan or inf or info.get("rows"):
+            columns = info.get("columns")
+            count = info.get("column_count")
+            if count is None:
+                count = len(columns) if isinstance(columns, list | tuple) else columns
+            bad[split] = {
+                "nan": nan,
+                "inf": inf,
+                "rows": int(info.get("rows") or 0),
+                "columns": int(count or 0),
+                "column_indices": list(columns) if isinstance(columns, list | tuple) else [],
+            }
+    if not bad:
+        return None
+    parts = []
+    for split, info in bad.items():
+        where = f"{_count(info['rows'])} rows" + (
+            f", {_count(info['columns'])} columns" if info["columns"] else ""
+        )
+        parts.append(f"{split}: {_count(info['nan'])} NaN and {_count(info['inf'])} inf in {where}")
+    return Finding(
+        code="missing_values",
+        severity="fatal",
+        message="inputs contain NaN or infinite values (" + "; ".join(parts) + ")",
+        evidence={"splits": bad},
+        causes=[
+            "missing entries in the source data (empty cells read as NaN)",
+            "a division by zero or log of 0 in feature engineering",
+        ],
+        remedies=[
+            "impute the missing values (data.impute: median) or drop the rows",
+            "fix the feature computation that produced inf",
+        ],
+        patch={"data.impute": "median"}
+        if fx.has_recipe(ctx) and not ctx.get("data.impute")
+        else {},
+    )
+
+
+# ---------------------------------------------------------------------------- unscaled_inputs
+def unscaled_reason(data: dict[str, Any], image: bool) -> str | None:
+    """Why the inputs' scale is off (one phrase with the numbers), or None when it is fine."""
+    scale = data.get("scale") or {}
+    lo, hi = number(scale.get("min")), number(scale.get("max"))
+    mean, std = number(scale.get("mean")), number(scale.get("std"))
+    feature_mean = number(scale.get("max_abs_feature_mean"))
+    ratio = number(scale.get("feature_std_ratio"))
+    span = f"values span [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else "values"
+    if (mean is not None and abs(mean) > UNSCALED_MEAN_STD) or (
+        std is not None and std > UNSCALED_MEAN_STD
+    ):
+        return f"{span} with mean {mean:.3g} and std {std:.3g}"
+    if feature_mean is not None and feature_mean > UNSCALED_FEATURE_MEAN:
+        return f"{span}; one feature averages {feature_mean:.3g}"
+    if lo is not None and hi is not None and hi > lo and max(abs(lo), abs(hi)) < TINY_INPUTS:
+        return f"all values lie within ±{max(abs(lo), abs(hi)):.2g}"
+    if not image and ratio is not None and ratio >= FEATURE_STD_RATIO:
+        return f"feature standard deviations differ {ratio:.3g}-fold"
+    return None
+
+
+@rule("unscaled_inputs", "data")
+def unscaled_inputs(ctx: RuleContext) -> Finding | None:
+    data = ctx.data or {}
+    if _token_inputs(data):
+        return None
+    reason = unscaled_reason(data, fx.is_image(ctx))
+    if reason is None:
+        return None
+    return Finding(
+        code="unscaled_inputs",
+        severity="warning",
+        message=f"{reason}; networks train best on inputs with mean ~0 and std ~1",
+        evidence={"scale": data.get("scale"), "reason": reason},
+        causes=[
+            "raw values were fed to the network (pixels in 0-255, amounts in thousands)",
+            "features measured in different units were left side by side",
+        ],
+        remedies=[
+            "standardise each feature with the training split's mean and std "
+            "(data.standardize: true)",
+            "for images: divide by 255 and normalise with the data set's mean and std",
+        ],
+        patch=fx.standardize(ctx),
+    )
+
+
+# ---------------------------------------------------------------------------- constant_feature
+@rule("constant_feature", "data")
+def constant_feature(ctx: RuleContext) -> Finding | None:
+    data = ctx.data or {}
+    info = data.get("constant_features") or {}
+    count = int(info.get("count") or 0)
+    # Image borders are constant in many data sets (MNIST) and do no harm to a CNN.
+    if count < 1 or fx.is_image(ctx) or _token_inputs(data):
+        return None
+    fraction = number(info.get("fraction"))
+    indices = list(info.get("indices") or [])
+    shown = ", ".join(str(i) for i in indices[:10]) + (", …" if len(indices) > 10 else "")
+    total = round(count / fraction) if fraction else None
+    return Finding(
+        code="constant_feature",
+        severity="info",
+        message=(
+            f"{_count(count)}{f' of {_count(total)}' if total else ''} input features "
+            f"{f'({fraction:.0%}) ' if fraction else ''}never change in the training data"
+            + (f" (columns {shown})" if shown else "")
+        ),
+        evidence={"count": count, "fraction": fraction, "indices": indices},
+        causes=["a column that is constant in this data set (an id prefix, a unit, a flag)"],
+        remedies=[
+            "drop the constant columns (data.drop_constant: true): they carry no information "
+            "and break per-feature standardisation",
+        ],
+        patch=fx.recipe_flag(ctx, "data.drop_constant"),
+    )
+
+
+# ---------------------------------------------------------------------------- data_too_small
+@rule("data_too_small", "data")
+def data_too_small(ctx: RuleContext) -> Finding | None:
+    data = ctx.data or {}
+    rows = number((data.get("sizes") or {}).get("train"))
+    if not rows:
+        return None
+    params = number(data.get("num_params"))
+    classes = ctx.classes if ctx.classification else None
+    pretrained = any(ctx.get(f"model.args.{key}") for key in PRETRAINED_ARGS)
+    reasons = []
+    if rows < TOO_SMALL_ROWS:
+        reasons.append(f"only {_count(rows)} training rows")
+    if classes and rows / classes < TOO_SMALL_PER_CLASS:
+        reasons.append(f"{rows / classes:.3g} rows per class")
+    if params and not pretrained and params / rows > PARAMS_PER_ROW:
+        reasons.append(
+            f"{_count(rows)} rows for a model with {params:,.0f} parameters "
+            f"({params / rows:,.0f} per row)"
+        )
+    if not reasons:
+        return None
+    if fx.is_image(ctx):
+        patch = fx.augment(ctx)
+    else:
+        patch = fx.merge(fx.more_weight_decay(ctx), fx.more_dropout(ctx), fx.early_stopping(ctx))
+    return Finding(
+        code="data_too_small",
+        severity="warning",
+        message="; ".join(reasons),
+        evidence={
+            "train_rows": int(rows),
+            "num_params": params,
+            "params_per_row": params / rows if params else None,
+            "rows_per_class": rows / classes if classes else None,
+        },
+        causes=["too few examples for a model of this size: it can memorise them all"],
+        remedies=[
+            "augment image data (data.augment) or collect more data",
+            "regularise: weight decay, dropout, early stopping; or use a smaller model",
+            "start from a pretrained model (transfer learning)",
+        ],
+        patch=patch,
+    )
