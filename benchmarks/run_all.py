@@ -18,6 +18,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = {
     "overhead": "Trainer.fit against a hand-written loop and a DataLoader loop (~20 min)",
     "mnist_accuracy": "the MNIST recipes: test accuracy and wall time (~4 min)",
+    "probe_overhead": "probes on / off: time per training step on the MNIST MLP and CNN",
+    "lr_finder": "lr-find suggestion against a grid search on three recipes (~25 min)",
+    "doctor": "detection table, false alarms and auto-fix on the broken-setup library (~15 min)",
 }
 
 

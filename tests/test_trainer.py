@@ -122,7 +122,7 @@ def test_train_step_can_be_overridden():
     assert CountingTrainer.calls == 12
 
 
-def _count_host_syncs(monkeypatch, steps_per_epoch: int) -> int:
+def _count_host_syncs(monkeypatch, steps_per_epoch: int, doctor: bool = False) -> int:
     calls = {"n": 0}
     for name in ("item", "tolist", "cpu", "__float__", "__bool__", "numpy"):
         original = getattr(torch.Tensor, name)
@@ -133,7 +133,9 @@ def _count_host_syncs(monkeypatch, steps_per_epoch: int) -> int:
 
         monkeypatch.setattr(torch.Tensor, name, counting)
     x, y = blobs(n=16 * steps_per_epoch)
-    trainer = Trainer(small_mlp(), optimizer="sgd", lr=0.1, metrics=["accuracy"], device="cpu")
+    trainer = Trainer(
+        small_mlp(), optimizer="sgd", lr=0.1, metrics=["accuracy"], device="cpu", doctor=doctor
+    )
     calls["n"] = 0
     trainer.fit((x, y), epochs=2, batch_size=16)
     count = calls["n"]
@@ -145,6 +147,13 @@ def test_no_host_sync_per_step(monkeypatch):
     few = _count_host_syncs(monkeypatch, steps_per_epoch=4)
     many = _count_host_syncs(monkeypatch, steps_per_epoch=40)
     assert few == many, f"host syncs grow with steps: {few} for 8 steps, {many} for 80"
+
+
+def test_the_doctors_host_syncs_are_per_sample_not_per_step(monkeypatch):
+    # With probe_every="auto" an epoch has ~9 sampled steps however long it is.
+    shorter = _count_host_syncs(monkeypatch, steps_per_epoch=90, doctor=True)
+    longer = _count_host_syncs(monkeypatch, steps_per_epoch=360, doctor=True)
+    assert shorter == longer, f"{shorter} host syncs for 180 steps, {longer} for 720"
 
 
 def test_grad_clip_bounds_the_gradient_norm():

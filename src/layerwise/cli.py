@@ -96,6 +96,7 @@ def train(
         err.print(f"interrupted; continue with: layerwise train --resume {escape(name)}")
         raise typer.Exit(130) from None
     _print_outcome(run, test_metrics)
+    _print_doctor_summary(run)
 
 
 @app.command()
@@ -110,6 +111,113 @@ def quickstart(runs_dir: RunsDir = Path("runs"), debug: Debug = False) -> None:
     recipe = load_recipe(_bundled_recipe("digits_cnn.yaml"))
     run, test_metrics = experiment.train(recipe, runs_dir)
     _print_outcome(run, test_metrics)
+    _print_doctor_summary(run)
+
+
+@app.command()
+def doctor(
+    target: Annotated[str, typer.Argument(help="A run (name or folder), or a recipe YAML file.")],
+    auto_fix: Annotated[
+        bool, typer.Option("--auto-fix", help="Train, fix the recipe, retrain (recipe only).")
+    ] = False,
+    rounds: Annotated[int, typer.Option(help="Fix rounds after the first training.")] = 3,
+    data_only: Annotated[
+        bool, typer.Option("--data-only", help="Only check the data; do not train.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a field: key.path=value.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Where --auto-fix writes the fixed recipe.")
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Diagnose a finished run, or check and train a recipe, or auto-fix a recipe.
+
+    A run's diagnosis is printed and written to its diagnosis.json. With a recipe, the data is
+    checked, the recipe trained with the doctor watching, and the diagnosis printed; --auto-fix
+    then applies the findings' patches and retrains, and writes a fixed copy of the recipe (the
+    original file is never changed).
+
+    Examples: layerwise doctor digits_cnn;
+    layerwise doctor recipes/broken/lr_too_high.yaml --auto-fix --rounds 2
+    """
+    from layerwise import experiment
+    from layerwise.diagnose.doctor import check_data, diagnose_run
+    from layerwise.diagnose.findings import Diagnosis
+    from layerwise.errors import DataError
+    from layerwise.recipe import load_recipe
+    from layerwise.runs import Run
+
+    is_recipe = target.endswith((".yaml", ".yml")) or Path(target).is_file()
+    if not is_recipe:
+        if auto_fix or data_only or set_:
+            raise LayerwiseError(
+                f"'{target}' is a run; --auto-fix, --data-only and --set need a recipe file",
+                hint="give a recipe: layerwise doctor recipes/<name>.yaml --auto-fix",
+            )
+        found = Run.open(target, root=runs_dir)
+        out.print(diagnose_run(found).render(), markup=False)
+        out.print(f"diagnosis: {found.diagnosis_path}")
+        return
+    if auto_fix:
+        from layerwise.diagnose.autofix import auto_fix as run_auto_fix
+
+        result = run_auto_fix(
+            target, rounds=rounds, runs_root=runs_dir, overrides=set_, output=output, echo=out.print
+        )
+        _print_auto_fix(result)
+        return
+    recipe = load_recipe(target, set_)
+    if data_only:
+        built = experiment.build(recipe)
+        num_params = sum(p.numel() for p in built.model.parameters())
+        diagnosis = check_data(
+            built.data, num_params=num_params, recipe=recipe.model_dump(mode="json")
+        )
+        out.print(diagnosis.render(), markup=False)
+        return
+    try:
+        run, test_metrics = experiment.train(recipe, runs_dir, progress=False)
+    except DataError as exc:
+        if getattr(exc, "diagnosis", None) is not None:
+            out.print(exc.diagnosis.render(), markup=False)
+        raise
+    _print_outcome(run, test_metrics)
+    out.print(Diagnosis.from_dict(run.read_diagnosis() or {}).render(), markup=False)
+
+
+@app.command("lr-find")
+def lr_find(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a field: key.path=value.")
+    ] = None,
+    start_lr: Annotated[float, typer.Option(help="Lowest learning rate tried.")] = 1e-7,
+    end_lr: Annotated[float, typer.Option(help="Highest learning rate tried.")] = 10.0,
+    steps: Annotated[int, typer.Option(help="Mini-batches in the sweep.")] = 100,
+    plot: Annotated[Path | None, typer.Option(help="Where to write the plot (PNG).")] = None,
+    debug: Debug = False,
+) -> None:
+    """Run the learning-rate range test on a recipe and suggest a learning rate.
+
+    Example: layerwise lr-find recipes/mnist_mlp.yaml --plot lr_find.png
+    """
+    from layerwise.diagnose.lr_finder import lr_find as run_lr_find
+    from layerwise.diagnose.lr_finder import plot_lr_find
+    from layerwise.experiment import build
+    from layerwise.recipe import load_recipe
+
+    parsed = load_recipe(recipe, set_)
+    result = run_lr_find(build(parsed), start_lr=start_lr, end_lr=end_lr, num_steps=steps)
+    path = plot_lr_find(result, plot or Path(f"{parsed.name}.lr_find.png"))
+    out.print(f"suggested learning rate: {result.suggestion:.3g}  ({result.rule})")
+    out.print(
+        f"lowest loss at lr {result.min_loss_lr:.3g}; recipe has {parsed.train.optimizer.lr:g}"
+    )
+    out.print(f"use it: layerwise train {recipe} --set train.optimizer.lr={result.suggestion:.3g}")
+    out.print(f"plot: {path}")
 
 
 @app.command()
@@ -282,6 +390,49 @@ def _print_outcome(run, test_metrics: dict[str, float]) -> None:
         out.print(f"test: {_fmt(test_metrics)}")
     out.print(f"run folder: {run.path}")
     out.print(f"report: {run.report_path}")
+
+
+def _print_doctor_summary(run) -> None:
+    """One line per finding after training; a halted run is an error with the doctor's reason."""
+    diagnosis = run.read_diagnosis() or {}
+    findings = diagnosis.get("findings", [])
+    info = run.info()
+    if info.get("status") == "halted":
+        fatal = next((f for f in findings if f["severity"] == "fatal"), None)
+        reason = fatal["message"] if fatal else "a fatal problem"
+        raise LayerwiseError(
+            f"the doctor stopped training: {fatal['code'] if fatal else ''} {reason}".strip(),
+            hint=(fatal["remedies"][0] if fatal and fatal["remedies"] else "see the report")
+            + f"; the last good checkpoint is in {run.checkpoints_dir}; "
+            f"details: layerwise doctor {run.name}",
+        )
+    if not findings:
+        out.print("doctor: no problems found")
+        return
+    out.print(f"doctor: {len(findings)} finding(s); details: layerwise doctor {run.name}")
+    for finding in findings:
+        out.print(
+            f"  [{finding['severity']}] {escape(finding['code'])}: {escape(finding['message'])}"
+        )
+
+
+def _print_auto_fix(result) -> None:
+    table = Table("round", "applied", "findings", "status", "test")
+    for r in result.rounds:
+        applied = "\n".join(f"{k}={v!r}" for k, v in r.applied.items()) or "(as given)"
+        table.add_row(
+            str(r.round),
+            escape(applied),
+            escape(", ".join(r.codes) or "none"),
+            r.status,
+            _fmt(r.test_metrics) or "-",
+        )
+    out.print(table)
+    if result.fixed_recipe:
+        out.print(f"fixed recipe (round {result.best_round}): {result.fixed_recipe}")
+    else:
+        out.print("no change improved on the recipe as given; nothing written")
+    out.print(f"log: {result.log_path}")
 
 
 def _write_predictions(path: Path, names: list[str], rows: list[list[tuple[str, float]]]) -> None:

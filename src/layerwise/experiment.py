@@ -7,6 +7,7 @@ with a recipe. Every run is a folder (see `layerwise.runs.Run`).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,19 @@ import torch
 import yaml
 from torch import nn
 
-from layerwise.data import DatasetBundle, load_dataset, split
-from layerwise.errors import CheckpointError, RecipeError, did_you_mean
+from layerwise.data import DatasetBundle, check_finite, clean_bundle, load_dataset, split
+from layerwise.diagnose.findings import Diagnosis
+from layerwise.errors import CheckpointError, DataError, RecipeError, did_you_mean
 from layerwise.models import create_model
 from layerwise.nn import init_weights, materialize, summary
 from layerwise.recipe import Recipe, parse_recipe
-from layerwise.report import plot_confusion_matrix, plot_curves, plot_samples, write_report
+from layerwise.report import (
+    findings_html,
+    plot_confusion_matrix,
+    plot_curves,
+    plot_samples,
+    write_report,
+)
 from layerwise.runs import Run, load_weights
 from layerwise.train import (
     OPTIMIZERS,
@@ -47,7 +55,8 @@ class Experiment:
 
 
 def build_data(recipe: Recipe) -> DatasetBundle:
-    """Load the recipe's dataset; carve out a validation split when asked and none exists."""
+    """Load the recipe's dataset, carve out a validation split when asked and none exists, then
+    apply the recipe's data fixes (`data.impute`, `data.standardize`, …; see `data.clean`)."""
     bundle = load_dataset(recipe.data.name, **recipe.data.args)
     if recipe.data.val_fraction and bundle.val is None:
         x, y = bundle.train
@@ -56,7 +65,8 @@ def build_data(recipe: Recipe) -> DatasetBundle:
             x, y, recipe.data.val_fraction, seed=recipe.seed, stratify=stratify
         )
         bundle.train, bundle.val = (x_train, y_train), val
-    return bundle
+    cleaned, _ = clean_bundle(bundle, recipe.data, seed=recipe.seed)
+    return cleaned
 
 
 def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
@@ -168,15 +178,55 @@ def train(
     runs_root: str | Path = "runs",
     *,
     progress: bool = True,
+    echo: Callable[[str], None] | None = print,
 ) -> tuple[Run, dict[str, float]]:
     """Train `recipe` into a new run folder; returns the run and its test metrics.
 
-    Data, model and Trainer are built before the folder is made, so a recipe that cannot be
-    built (unknown name, missing file, bad data) leaves no half-made run behind.
+    Data, model and Trainer are built, and the data checked by the doctor, before the folder is
+    made, so a recipe that cannot be built or data that cannot be trained on (unknown name,
+    missing file, NaN inputs) leaves no half-made run behind. A run the doctor had to stop (a NaN
+    loss) ends with status `halted`, its last good checkpoint and its diagnosis.
     """
+    from layerwise.diagnose.doctor import write_data_profile
+
     experiment = build(recipe)
+    data_diagnosis = check_experiment_data(experiment, echo=echo)
     run = Run.create(runs_root, recipe.name, recipe.to_yaml())
-    return _fit_and_report(run, experiment, resume=False, progress=progress)
+    if data_diagnosis is not None:
+        write_data_profile(run, data_diagnosis.data_profile)
+    return _fit_and_report(run, experiment, resume=False, progress=progress, echo=echo)
+
+
+def check_experiment_data(
+    experiment: Experiment, echo: Callable[[str], None] | None = print
+) -> Diagnosis | None:
+    """Run the doctor's data checks (if the recipe asks); refuse data no model can train on."""
+    from layerwise.diagnose.doctor import check_data
+
+    recipe = experiment.recipe
+    if not recipe.doctor.data_checks:
+        check_finite(experiment.data)  # no model can learn from NaN inputs, doctor or not
+        return None
+    diagnosis = check_data(
+        experiment.data,
+        num_params=sum(p.numel() for p in experiment.model.parameters()),
+        recipe=recipe.model_dump(mode="json"),
+        seed=recipe.seed,
+        label_noise=recipe.doctor.label_noise,
+    )
+    fatal = [f for f in diagnosis.findings if f.severity == "fatal"]
+    if fatal:
+        error = DataError(
+            f"dataset '{experiment.data.name}' cannot be trained on: {fatal[0].headline()}",
+            hint=(fatal[0].remedies or ["fix the data"])[0]
+            + " (or let `layerwise doctor RECIPE --auto-fix` do it)",
+        )
+        error.diagnosis = diagnosis
+        raise error
+    if echo is not None:
+        for finding in diagnosis.findings:
+            echo(f"doctor: {finding.headline()}")
+    return diagnosis
 
 
 def resume(
@@ -185,6 +235,7 @@ def resume(
     *,
     recipe: Recipe | None = None,
     progress: bool = True,
+    echo: Callable[[str], None] | None = print,
 ) -> tuple[Run, dict[str, float]]:
     """Continue a run from its last checkpoint, bit for bit; refuse if the recipe changed."""
     run = Run.open(run_ref, root=runs_root)
@@ -199,15 +250,22 @@ def resume(
     info = run.info()
     if info.get("status") == "finished":
         return run, info.get("test_metrics") or {}
-    return _fit_and_report(run, build(saved), resume=True, progress=progress)
+    return _fit_and_report(run, build(saved), resume=True, progress=progress, echo=echo)
 
 
 def _fit_and_report(
-    run: Run, experiment: Experiment, *, resume: bool, progress: bool
+    run: Run,
+    experiment: Experiment,
+    *,
+    resume: bool,
+    progress: bool,
+    echo: Callable[[str], None] | None = print,
 ) -> tuple[Run, dict[str, float]]:
     recipe = experiment.recipe
-    # After any callbacks the recipe adds (early stopping), as `build(recipe, callbacks)` would.
+    # After any callbacks the recipe adds (early stopping), as `build(recipe, callbacks)` would;
+    # the doctor comes before the checkpoint, which must not save once the doctor halted the run.
     experiment.trainer.callbacks += [
+        *_doctor_callbacks(run, experiment, echo),
         MetricsLogger(run),
         ModelCheckpoint(
             run, monitor=recipe.train.monitor, every_steps=recipe.train.checkpoint_every_steps
@@ -237,8 +295,34 @@ def _fit_and_report(
     except BaseException:
         run.set_status("failed")
         raise
+    if trainer.halted is not None and run.has_checkpoint("last"):
+        weights, _ = run.load_checkpoint("last")  # the last good weights, not the diverged ones
+        _load_weights(experiment.model, weights, run.last_path)
     test_metrics = finish_run(run, experiment)
     return run, test_metrics
+
+
+def _doctor_callbacks(
+    run: Run, experiment: Experiment, echo: Callable[[str], None] | None
+) -> list[Any]:
+    from layerwise.diagnose.doctor import PROBES_FILE, Doctor, read_data_profile
+    from layerwise.diagnose.probes import Probes
+
+    spec, data = experiment.recipe.doctor, experiment.data
+    if not spec.probes:
+        experiment.trainer.doctor = False  # keep the Trainer from adding its own
+        return []
+    probes = Probes(every=spec.probe_every, path=run.path / PROBES_FILE)
+    doctor = Doctor(
+        probes,
+        data_profile=read_data_profile(run),
+        recipe=experiment.recipe.model_dump(mode="json"),
+        task=data.task,
+        num_classes=data.num_classes,
+        echo=echo if spec.live else None,
+        stop_on_fatal=spec.stop_on_fatal,
+    )
+    return [probes, doctor]
 
 
 def _restore(run: Run, experiment: Experiment) -> None:
@@ -278,7 +362,9 @@ def _augmentations(recipe: Recipe) -> Any:
 
 
 def finish_run(run: Run, experiment: Experiment) -> dict[str, float]:
-    """Evaluate on the test split, draw the plots, write the report and close the run."""
+    """Evaluate on the test split, diagnose, draw the plots, write the report, close the run."""
+    from layerwise.diagnose.doctor import diagnose_run, write_doctor_plots
+
     trainer, data = experiment.trainer, experiment.data
     test_metrics: dict[str, float] = {}
     if data.test is not None:
@@ -288,8 +374,17 @@ def finish_run(run: Run, experiment: Experiment) -> dict[str, float]:
             _classification_plots(run, trainer, data)
     plot_curves(run.read_metrics(), run.plots_dir / "curves.png")
     model_summary = summary(experiment.model, (1, *data.input_shape))
-    run.set_status("finished", test_metrics=test_metrics, epochs_done=trainer.state.epoch)
-    write_report(run, summary_text=str(model_summary))
+    status = "halted" if trainer.halted is not None else "finished"
+    diagnosis = diagnose_run(run)
+    run.set_status(
+        status,
+        test_metrics=test_metrics,
+        epochs_done=trainer.state.epoch,
+        findings=diagnosis.codes,
+    )
+    write_doctor_plots(run)
+    sections = [("Doctor", findings_html(diagnosis))]
+    write_report(run, summary_text=str(model_summary), extra_sections=sections)
     return test_metrics
 
 

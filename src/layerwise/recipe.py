@@ -110,8 +110,19 @@ class TrainSpec(Strict):
     checkpoint_every_steps: int | None = Field(None, ge=1)
 
 
+class DoctorSpec(Strict):
+    probes: bool = Field(True, description="record per-layer statistics while training")
+    probe_every: int | Literal["auto"] = Field(
+        "auto", description="sample every N steps; auto: ~8 samples per epoch, at most every 50"
+    )
+    data_checks: bool = Field(True, description="check the data before training")
+    label_noise: bool = Field(True, description="estimate label noise with a quick model")
+    live: bool = Field(True, description="print findings as they appear during training")
+    stop_on_fatal: bool = Field(True, description="stop training on a fatal finding (NaN loss)")
+
+
 class Recipe(Strict):
-    """A whole run: what data, which model, how to train it."""
+    """A whole run: what data, which model, how to train it, and what the doctor watches."""
 
     name: str = Field(..., description="run name; the run folder is runs/<name>")
     seed: int = 0
@@ -119,6 +130,7 @@ class Recipe(Strict):
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
+    doctor: DoctorSpec = Field(default_factory=DoctorSpec)
 
     def to_yaml(self) -> str:
         """The fully resolved recipe, defaults included, as written to the run folder."""

@@ -1,6 +1,14 @@
 """Plots (matplotlib, no pyplot) and the single-file HTML report of a run."""
 
+from layerwise.report.findings import findings_html
 from layerwise.report.html import write_report
 from layerwise.report.plots import plot_confusion_matrix, plot_curves, plot_lr, plot_samples
 
-__all__ = ["plot_confusion_matrix", "plot_curves", "plot_lr", "plot_samples", "write_report"]
+__all__ = [
+    "findings_html",
+    "plot_confusion_matrix",
+    "plot_curves",
+    "plot_lr",
+    "plot_samples",
+    "write_report",
+]

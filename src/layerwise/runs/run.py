@@ -43,7 +43,7 @@ from layerwise.runs.index import RunIndex
 
 __all__ = ["NOT_METRICS", "STATUSES", "Run"]
 
-STATUSES = ("running", "finished", "failed", "stopped")
+STATUSES = ("running", "finished", "halted", "failed", "stopped")
 NOT_METRICS = frozenset({"epoch", "step", "split", "lr", "time", "eval"})
 """Keys of a metrics record that describe it rather than measure the model."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -214,7 +214,11 @@ class Run:
             ) from exc
 
     def set_status(self, status: str, **fields: Any) -> dict[str, Any]:
-        """Set the status (running/finished/failed/stopped) and any other `run.json` fields."""
+        """Set the status (see `STATUSES`) and any other `run.json` fields.
+
+        `halted` means the doctor stopped training (e.g. a NaN loss); the last good checkpoint
+        is kept.
+        """
         if status not in STATUSES:
             raise RunError(f"unknown run status '{status}'", hint=did_you_mean(status, STATUSES))
         if status != "running" and "final_metrics" not in fields:

@@ -67,6 +67,9 @@ class Trainer:
         grad_clip: clip the global gradient norm to this value.
         l1, l2: penalties on weights (not biases or norm layers) added to the loss.
         seed: seeds Python, NumPy and PyTorch at `fit`; also seeds the shuffle order.
+        doctor: watch training with `Probes` and a `Doctor` (unless `callbacks` already has them):
+            findings print as they appear, a NaN loss stops training (`trainer.halted`), and
+            `trainer.diagnose()` gives the diagnosis after `fit`.
 
     Example:
         >>> from layerwise.models import create_model
@@ -98,6 +101,7 @@ class Trainer:
         seed: int = 0,
         num_classes: int | None = None,
         train_metrics: bool = True,
+        doctor: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model
@@ -127,6 +131,10 @@ class Trainer:
         self.stop_training = False
         self.train_data = None
         self.running_loss = MeanMetric()
+        self.last_loss: torch.Tensor | None = None  # what train_step returned (read by Probes)
+        self.doctor = doctor
+        self.halted = None  # the fatal Finding that made the doctor stop training, if any
+        self.num_classes = num_classes
         self._pending_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ fit
@@ -162,7 +170,7 @@ class Trainer:
         self.epoch_start_time = time.perf_counter()
         self.train_data.set_epoch(self.state.epoch)
         for batch in self.train_data.iter_from(self.state.batch_in_epoch):
-            self.train_step(self._to_device(batch))
+            self.last_loss = self.train_step(self._to_device(batch))
             self.state.step += 1
             self.state.batch_in_epoch += 1
             self._emit("on_batch_end")
@@ -344,6 +352,8 @@ class Trainer:
                 return
             self.optimizer = self._make_optimizer()
             self.schedule = self._make_schedule(len(batcher))
+            if self.doctor:
+                self._add_doctor()
             if self.schedule is not None:
                 self.callbacks.insert(0, LRScheduler(self.schedule))
             if self.precision == "fp16" and self.device.type == "cuda":
@@ -352,6 +362,27 @@ class Trainer:
                 self.regularizer = Regularizer(self.model, l1=self.l1, l2=self.l2)
         if self._pending_state is not None and for_training:
             self._apply_pending_state()
+
+    def _add_doctor(self) -> None:
+        """Probes and a Doctor first in line (after the schedule), unless the caller has them."""
+        from layerwise.diagnose.doctor import Doctor
+        from layerwise.diagnose.probes import Probes
+
+        if any(isinstance(c, Probes | Doctor) for c in self.callbacks):
+            return
+        probes = Probes()
+        self.callbacks[:0] = [probes, Doctor(probes, num_classes=self.num_classes)]
+
+    def diagnose(self) -> Any:
+        """The doctor's `Diagnosis` of the training so far (needs `doctor=True` or a `Doctor`)."""
+        from layerwise.diagnose.doctor import Doctor
+
+        doctor = next((c for c in self.callbacks if isinstance(c, Doctor)), None)
+        if doctor is None:
+            raise LayerwiseError(
+                "this Trainer has no doctor", hint="create it with Trainer(..., doctor=True)"
+            )
+        return doctor.diagnose(self.history)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         if isinstance(self.optimizer_spec, str):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from layerwise.train.callbacks.base import Callback
 from layerwise.train.callbacks.early_stopping import improved, resolve_mode
 
@@ -15,7 +17,8 @@ if TYPE_CHECKING:
 class ModelCheckpoint(Callback):
     """Write `checkpoints/last.safetensors` + `state.pt` after every epoch (and every
     `every_steps` optimizer steps, so a long epoch killed midway loses little), and
-    `best.safetensors` whenever `monitor` improves.
+    `best.safetensors` whenever `monitor` improves. Weights that are NaN or infinite (or a run the
+    doctor halted) are never saved, so the last good checkpoint survives a diverged run.
 
     Args:
         run: the `layerwise.runs.Run` to write into.
@@ -55,6 +58,8 @@ class ModelCheckpoint(Callback):
 
     def _save(self, trainer: Trainer, best: bool) -> None:
         weights = {k: v.detach() for k, v in trainer.model.state_dict().items()}
+        if getattr(trainer, "halted", None) is not None or not _all_finite(weights):
+            return  # keep the last good checkpoint rather than overwrite it with a diverged one
         self.run.save_checkpoint(weights, trainer.state_dict(), best=best)
 
     def state_dict(self) -> dict[str, Any]:
@@ -62,3 +67,11 @@ class ModelCheckpoint(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = state["best"]
+
+
+def _all_finite(weights: dict[str, torch.Tensor]) -> bool:
+    floats = [w for w in weights.values() if w.is_floating_point()]
+    if not floats:
+        return True
+    # One sum per tensor and a single host read: NaN or inf anywhere makes the total non-finite.
+    return bool(torch.isfinite(torch.stack([w.float().sum() for w in floats]).sum()))

@@ -1,0 +1,202 @@
+"""Auto-fix: train, diagnose, apply the findings' recipe patches, retrain; repeat.
+
+Data problems are fixed first (they cause training symptoms), training problems after.
+
+The user's recipe file is never changed: the fixed recipe is written as a copy next to it
+(`<name>.fixed.yaml`) together with `<name>.autofix.json`, which records every round: the findings,
+the patch that was applied and the metrics before and after. The copy is the recipe of the round
+with the fewest and least severe findings left; validation scores only break ties, because with
+leaked or duplicated data the broken round's validation score is the inflated one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from layerwise.diagnose.findings import Diagnosis, apply_patch, get_path
+from layerwise.errors import DataError, RecipeError
+from layerwise.recipe import apply_override, parse_recipe, validate_recipe
+from layerwise.runs.atomic import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class FixRound:
+    """One round: the recipe trained (as a patch on the original), what it gave, what was found."""
+
+    round: int
+    run: str | None
+    applied: dict[str, Any]
+    codes: list[str]
+    severities: list[str]
+    status: str
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AutoFixResult:
+    rounds: list[FixRound]
+    best_round: int
+    fixed_recipe: Path | None
+    log_path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rounds": [asdict(r) for r in self.rounds],
+            "best_round": self.best_round,
+            "fixed_recipe": str(self.fixed_recipe) if self.fixed_recipe else None,
+        }
+
+
+def auto_fix(
+    recipe_path: str | Path,
+    *,
+    rounds: int = 3,
+    runs_root: str | Path = "runs",
+    overrides: list[str] | None = None,
+    output: str | Path | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> AutoFixResult:
+    """Train the recipe, then up to `rounds` more times, each with the previous round's fixes.
+
+    Args:
+        recipe_path: the user's recipe file (read only).
+        rounds: how many fix rounds at most after the first training.
+        runs_root: where the runs of each round go (`<name>-fix<k>`).
+        overrides: `key.path=value` strings applied before the first round (like `--set`).
+        output: where to write the fixed recipe (default: `<recipe>.fixed.yaml` beside it).
+        echo: where progress lines go (None: silent).
+    """
+    from layerwise.experiment import train
+
+    if rounds < 1:
+        raise RecipeError(f"--rounds must be at least 1, got {rounds}", hint="e.g. --rounds 3")
+    recipe_path = Path(recipe_path)
+    base = parse_recipe(_read(recipe_path), str(recipe_path), overrides)  # validates up front
+    raw = yaml.safe_load(_read(recipe_path))
+    for override in overrides or []:
+        apply_override(raw, override)
+    say = echo or (lambda _: None)
+    applied: dict[str, Any] = {}
+    history: list[FixRound] = []
+    raws: list[dict[str, Any]] = []
+    for k in range(rounds + 1):
+        current = apply_patch(raw, applied)
+        current["name"] = base.name if k == 0 else f"{base.name}-fix{k}"
+        recipe = validate_recipe(current, f"{recipe_path} (round {k})")
+        say(f"auto-fix round {k}: " + (_describe(applied) if applied else "the recipe as given"))
+        try:
+            run, test_metrics = train(recipe, runs_root, progress=False, echo=None)
+        except DataError as exc:
+            diagnosis = getattr(exc, "diagnosis", None)
+            if diagnosis is None:
+                raise
+            history.append(
+                FixRound(k, None, dict(applied), diagnosis.codes, _sev(diagnosis), "refused")
+            )
+        else:
+            diagnosis = Diagnosis.from_dict(run.read_diagnosis() or {})
+            info = run.info()
+            val = {
+                key[4:]: value
+                for key, value in info.get("final_metrics", {}).items()
+                if key.startswith("val_")
+            }
+            history.append(
+                FixRound(
+                    k,
+                    run.name,
+                    dict(applied),
+                    diagnosis.codes,
+                    _sev(diagnosis),
+                    info["status"],
+                    val,
+                    test_metrics,
+                )
+            )
+        raws.append(current)
+        say(f"  found: {', '.join(diagnosis.codes) or 'nothing'}; test {_fmt(history[-1])}")
+        patch = _next_patch(diagnosis, current)
+        if not patch or k == rounds:
+            break
+        applied = {**applied, **patch}
+
+    best = _best_round(history, base.train.monitor)
+    stem = recipe_path.name.removesuffix(".yaml").removesuffix(".yml")
+    fixed_path = Path(output) if output else recipe_path.with_name(f"{stem}.fixed.yaml")
+    fixed: Path | None = None
+    if history[best].applied:
+        fixed_raw = dict(raws[best], name=f"{base.name}-fixed")
+        header = (
+            f"# Written by `layerwise doctor --auto-fix` from {recipe_path.name} "
+            f"(round {best}): {_describe(history[best].applied)}\n"
+        )
+        fixed = atomic_write_text(fixed_path, header + yaml.safe_dump(fixed_raw, sort_keys=False))
+    log_path = (
+        recipe_path.with_name(f"{stem}.autofix.json")
+        if not output
+        else (Path(output).with_suffix(".autofix.json"))
+    )
+    result = AutoFixResult(history, best, fixed, log_path)
+    atomic_write_json(log_path, result.to_dict())
+    return result
+
+
+def _best_round(history: list[FixRound], monitor: str) -> int:
+    """The trained round with the least severe findings left; among equals the best validation
+    score (the recipe's monitor), then the later round."""
+    weight = {"info": 1, "warning": 10, "error": 100, "fatal": 1000}
+    key = monitor.removeprefix("val_")
+    sign = -1.0 if any(word in key for word in ("loss", "mae", "rmse", "error")) else 1.0
+
+    def rank(i: int) -> tuple[float, float, int]:
+        r = history[i]
+        if r.status != "finished":
+            return (math.inf, math.inf, -i)
+        value = r.val_metrics.get(key)
+        score = sign * value if value is not None and math.isfinite(value) else -math.inf
+        return (sum(weight[s] for s in r.severities), -score, -i)
+
+    return min(range(len(history)), key=rank)
+
+
+def _next_patch(diagnosis: Diagnosis, current: dict[str, Any]) -> dict[str, Any]:
+    """The changes to try next: the data's fixes first, if any, else the training fixes.
+
+    Broken data causes training symptoms (unscaled inputs make the learning rate look too high),
+    so fixing the data first and diagnosing again avoids treating a symptom twice.
+    """
+    from layerwise.diagnose.rules import RULES
+
+    data_side = Diagnosis([f for f in diagnosis.findings if RULES[f.code].stage == "data"])
+    for candidate in (data_side, diagnosis):
+        patch = {k: v for k, v in candidate.patch().items() if get_path(current, k) != v}
+        if patch:
+            return patch
+    return {}
+
+
+def _sev(diagnosis: Diagnosis) -> list[str]:
+    return [f.severity for f in diagnosis.findings]
+
+
+def _describe(patch: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in patch.items())
+
+
+def _fmt(r: FixRound) -> str:
+    if not r.test_metrics:
+        return "not trained"
+    return " ".join(f"{k} {v:.4f}" for k, v in r.test_metrics.items() if isinstance(v, float))
+
+
+def _read(path: Path) -> str:
+    if not path.is_file():
+        raise RecipeError(f"recipe file '{path}' not found", hint="give the path of a .yaml recipe")
+    return path.read_text(encoding="utf-8")

@@ -1,0 +1,226 @@
+"""The doctor at work: check the data before training, watch training live, diagnose after.
+
+The pieces it joins only meet through plain data: `profile_data` numbers, the `Probes` log and
+the epoch history. Rules turn them into findings; this module decides when to run them, prints
+what is new, stops a run that cannot recover, and stores the diagnosis in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from layerwise.diagnose.findings import Diagnosis, Finding
+from layerwise.diagnose.probes import ProbeLog, Probes
+from layerwise.diagnose.rules import RuleContext, run_rules
+from layerwise.train.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from layerwise.data import DatasetBundle
+    from layerwise.runs import Run
+    from layerwise.train.trainer import Trainer
+
+PROBES_FILE = "probes.jsonl"
+DATA_PROFILE_FILE = "data_profile.json"
+
+
+class Doctor(Callback):
+    """Run the training rules as the run goes; print each new finding once; stop on a fatal one.
+
+    Put it after `Probes` in the callback list (it reads the probe log the probes just wrote) and
+    before `ModelCheckpoint`, which then skips saving once `trainer.halted` is set, so the last
+    good checkpoint survives a NaN loss.
+
+    Args:
+        probes: the run's `Probes`, or None to watch the epoch history only.
+        data_profile: the `profile_data` numbers, so training rules can use data facts.
+        recipe: the raw recipe dict, from which findings compute their patches.
+        task, num_classes: what the model predicts (chance-level loss depends on it).
+        echo: where a new finding's headline goes (None: stay silent).
+        stop_on_fatal: stop training on a fatal finding (a NaN loss).
+
+    Example:
+        >>> probes = Probes()
+        >>> trainer = Trainer(model, callbacks=[probes, Doctor(probes)])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        probes: Probes | None = None,
+        *,
+        data_profile: dict[str, Any] | None = None,
+        recipe: dict[str, Any] | None = None,
+        task: str = "classification",
+        num_classes: int | None = None,
+        echo: Callable[[str], None] | None = print,
+        stop_on_fatal: bool = True,
+    ) -> None:
+        self.probes = probes
+        self.data_profile = data_profile
+        self.recipe = recipe
+        self.task = task
+        self.num_classes = num_classes
+        self.echo = echo
+        self.stop_on_fatal = stop_on_fatal
+        self.reported: dict[str, Finding] = {}
+        self._records_seen = 0
+
+    @property
+    def findings(self) -> list[Finding]:
+        return list(self.reported.values())
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        trainer.halted = None
+        self._records_seen = len(self.probes.log.steps) if self.probes else 0
+
+    def on_batch_end(self, trainer: Trainer) -> None:
+        # A NaN loss is checked at every sampled step, so a diverged run stops within k steps.
+        if self.probes is None or len(self.probes.log.steps) == self._records_seen:
+            return
+        self._records_seen = len(self.probes.log.steps)
+        loss = self.probes.log.steps[-1].get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self._check(trainer, only=("loss_nan",))
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        if getattr(trainer, "halted", None) is None:
+            self._check(trainer)
+
+    def context(self, history: list[dict[str, Any]], final: bool) -> RuleContext:
+        return RuleContext(
+            history=history,
+            probes=self.probes.log if self.probes else None,
+            data=self.data_profile,
+            recipe=self.recipe,
+            task=self.task,
+            num_classes=self.num_classes,
+            final=final,
+        )
+
+    def diagnose(self, history: list[dict[str, Any]]) -> Diagnosis:
+        """All rules on the whole history (training and, with a data profile, data findings)."""
+        findings = run_rules(self.context(history, final=True))
+        codes = {f.code for f in findings}
+        # A fatal live finding (a NaN loss) stays in the diagnosis even if the logs end clean.
+        findings += [f for f in self.findings if f.severity == "fatal" and f.code not in codes]
+        return Diagnosis(findings, self.data_profile)
+
+    def _check(self, trainer: Trainer, only: tuple[str, ...] | None = None) -> None:
+        for finding in run_rules(self.context(trainer.history, final=False), stage="training"):
+            if (only and finding.code not in only) or finding.code in self.reported:
+                continue
+            self.reported[finding.code] = finding
+            if self.echo is not None:
+                self.echo(f"doctor: {finding.headline()}")
+            if finding.severity == "fatal" and self.stop_on_fatal:
+                trainer.stop_training = True
+                trainer.halted = finding
+                return
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"reported": [f.to_dict() for f in self.reported.values()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reported = {f["code"]: Finding.from_dict(f) for f in state.get("reported", [])}
+
+
+def check_data(
+    data: DatasetBundle,
+    *,
+    num_params: int | None = None,
+    recipe: dict[str, Any] | None = None,
+    seed: int = 0,
+    label_noise: bool = True,
+) -> Diagnosis:
+    """Profile the data set and run the data rules: the checks done before any training."""
+    from layerwise.diagnose.data_checks import profile_data
+
+    profile = profile_data(data, num_params, seed=seed, label_noise=label_noise)
+    context = RuleContext(
+        history=[],
+        probes=None,
+        data=profile,
+        recipe=recipe,
+        task=data.task,
+        num_classes=data.num_classes,
+        final=True,
+    )
+    return Diagnosis(run_rules(context, stage="data"), profile)
+
+
+def epoch_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-epoch flat logs (`loss`, `val_loss`, …) from `metrics.jsonl`'s per-split records."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for record in records:
+        split, epoch = record.get("split", "train"), record.get("epoch")
+        if split not in ("train", "val") or epoch is None or "eval" in record:
+            continue
+        row = by_epoch.setdefault(int(epoch), {"epoch": int(epoch)})
+        prefix = "" if split == "train" else "val_"
+        for key, value in record.items():
+            if key in ("split", "epoch"):
+                continue
+            row[key if split == "train" or key == "step" else prefix + key] = value
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def diagnose_run(run: Run, *, save: bool = True) -> Diagnosis:
+    """Diagnose a run from its folder alone (metrics, probe log, data profile, recipe)."""
+    probes_path = run.path / PROBES_FILE
+    probes = ProbeLog.load(probes_path) if probes_path.exists() else None
+    profile = read_data_profile(run)
+    recipe = yaml.safe_load(run.read_recipe())
+    findings_data: list[Finding] = []
+    context = RuleContext(
+        history=epoch_history(run.read_metrics()),
+        probes=probes,
+        data=profile,
+        recipe=recipe,
+        task=(profile or {}).get("task", "classification"),
+        num_classes=(profile or {}).get("num_classes"),
+        final=True,
+    )
+    findings_data = run_rules(context)
+    diagnosis = Diagnosis(findings_data, profile)
+    if save:
+        run.write_diagnosis(diagnosis.to_dict())
+    return diagnosis
+
+
+def write_data_profile(run: Run, profile: dict[str, Any]) -> Path:
+    from layerwise.runs.atomic import atomic_write_json
+
+    return atomic_write_json(run.path / DATA_PROFILE_FILE, profile)
+
+
+def read_data_profile(run: Run) -> dict[str, Any] | None:
+    path = run.path / DATA_PROFILE_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_doctor_plots(run: Run) -> list[Path]:
+    """Gradient flow, update ratios and activation histograms from the run's probe log."""
+    from layerwise.report.doctor_plots import (
+        plot_activation_histograms,
+        plot_gradient_flow,
+        plot_update_ratios,
+    )
+
+    path = run.path / PROBES_FILE
+    if not path.exists():
+        return []
+    log = ProbeLog.load(path)
+    if not log.steps:
+        return []
+    return [
+        plot_gradient_flow(log, run.plots_dir / "gradient_flow.png"),
+        plot_update_ratios(log, run.plots_dir / "update_ratios.png"),
+        plot_activation_histograms(log, run.plots_dir / "activation_histograms.png"),
+    ]

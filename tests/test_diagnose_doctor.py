@@ -1,0 +1,137 @@
+"""The doctor wired into training: live findings, a clean stop on NaN, diagnosis after the run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+import yaml
+
+from layerwise.data import load_dataset
+from layerwise.diagnose.doctor import Doctor, diagnose_run, epoch_history
+from layerwise.diagnose.findings import Diagnosis
+from layerwise.diagnose.probes import Probes
+from layerwise.experiment import train
+from layerwise.models import create_model
+from layerwise.recipe import parse_recipe
+from layerwise.train import Callback, Trainer
+
+DIVERGING = """
+name: diverging
+data: {name: digits, batch_size: 32}
+model: {name: mlp, args: {hidden: [64]}}
+train:
+  epochs: 4
+  optimizer: {name: adam, lr: 0.002}
+  monitor: val_accuracy
+doctor: {probe_every: 1}
+"""
+
+
+def test_epoch_history_joins_train_and_val_records():
+    records = [
+        {"epoch": 1, "step": 10, "split": "train", "loss": 1.0, "accuracy": 0.5, "lr": 0.1},
+        {"epoch": 1, "step": 10, "split": "val", "loss": 1.2, "accuracy": 0.4},
+        {"epoch": 2, "step": 20, "split": "train", "loss": 0.5, "accuracy": 0.8, "lr": 0.1},
+        {"epoch": 2, "split": "test", "loss": 0.7, "accuracy": 0.7},
+        {"split": "val", "eval": "last", "loss": 0.6},
+    ]
+    assert epoch_history(records) == [
+        {
+            "epoch": 1,
+            "step": 10,
+            "loss": 1.0,
+            "accuracy": 0.5,
+            "lr": 0.1,
+            "val_loss": 1.2,
+            "val_accuracy": 0.4,
+        },
+        {"epoch": 2, "step": 20, "loss": 0.5, "accuracy": 0.8, "lr": 0.1},
+    ]
+
+
+class PoisonWeights(Callback):
+    """Turn the first weight into NaN after `step` optimizer steps: a deterministic divergence."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_batch_end(self, trainer):
+        if trainer.state.step == self.step:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+
+def test_doctor_stops_a_diverging_trainer_and_reports_once():
+    data = load_dataset("digits", subset=400)
+    model = create_model("mlp", num_classes=10, hidden=[64])
+    probes = Probes(every=1)
+    lines: list[str] = []
+    doctor = Doctor(probes, echo=lines.append, num_classes=10)
+    callbacks = [PoisonWeights(step=5), probes, doctor]
+    trainer = Trainer(model, optimizer="adam", lr=1e-3, callbacks=callbacks)
+    history = trainer.fit(data.train, data.val, epochs=5, batch_size=32)
+    assert trainer.halted is not None and trainer.halted.code == "loss_nan"
+    assert trainer.halted.severity == "fatal"
+    assert trainer.state.step == 6  # the step after the poison, the first with a NaN loss
+    assert history == []  # stopped inside the first epoch
+    assert [line for line in lines if "loss_nan" in line] == [
+        f"doctor: {trainer.halted.headline()}"
+    ]
+
+
+def test_a_nan_run_is_halted_and_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
+    import layerwise.experiment as experiment
+
+    original = experiment.build
+
+    def build_with_poison(recipe, callbacks=None):
+        built = original(recipe, callbacks)
+        steps_per_epoch = -(-len(built.data.train[0]) // recipe.data.batch_size)
+        built.trainer.callbacks.insert(0, PoisonWeights(step=2 * steps_per_epoch + 3))
+        return built
+
+    monkeypatch.setattr(experiment, "build", build_with_poison)
+    run, test = train(parse_recipe(DIVERGING), tmp_path, progress=False, echo=None)
+    info = run.info()
+    assert info["status"] == "halted"
+    assert "loss_nan" in info["findings"]
+    weights, state = run.load_checkpoint("last")
+    assert state["train_state"]["epoch"] == 2  # the checkpoint of the last good epoch
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert math.isfinite(test["loss"]) and test["accuracy"] > 0.5  # measured on the good weights
+    diagnosis = run.read_diagnosis()
+    fatal = [f for f in diagnosis["findings"] if f["severity"] == "fatal"]
+    assert fatal and fatal[0]["code"] == "loss_nan"
+    assert "train.optimizer.lr" in fatal[0]["patch"]
+
+
+def test_a_healthy_run_has_probes_a_clean_diagnosis_and_doctor_plots(tmp_path):
+    recipe = parse_recipe(HEALTHY)
+    run, _ = train(recipe, tmp_path, progress=False, echo=None)
+    assert (run.path / "probes.jsonl").is_file()
+    assert (run.path / "data_profile.json").is_file()
+    stored = Diagnosis.from_dict(json.loads(run.diagnosis_path.read_text()))
+    assert stored.codes == [], stored.render()
+    assert diagnose_run(run, save=False).codes == stored.codes
+    for name in ("gradient_flow.png", "activation_histograms.png", "update_ratios.png"):
+        assert (run.plots_dir / name).stat().st_size > 1000, name
+    report = run.report_path.read_text()
+    assert 'id="extra-0">Doctor' in report
+    assert "found no problems" in report
+
+
+HEALTHY = yaml.safe_dump(
+    {
+        "name": "healthy",
+        "data": {"name": "digits", "batch_size": 32},
+        "model": {"name": "cnn", "args": {"variant": "lenet"}},
+        "train": {
+            "epochs": 8,
+            "optimizer": {"name": "adam", "lr": 0.002},
+            "schedule": {"name": "onecycle"},
+            "monitor": "val_accuracy",
+        },
+    }
+)
