@@ -7,9 +7,11 @@ Five lines for the common case:
     trainer = Trainer(create_model("cnn", num_classes=10), optimizer="adam", lr=2e-3)
     trainer.fit(data.train, data.val, epochs=20)
     print(trainer.evaluate(data.test))
+    print(trainer.diagnose().render())   # the doctor watched every layer while it trained
 """
 
 from layerwise.data import DatasetBundle, load_dataset, make_batcher
+from layerwise.diagnose import Doctor, Probes, auto_fix, diagnose_run, lr_find
 from layerwise.errors import (
     CheckpointError,
     DataError,
@@ -40,9 +42,11 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "DatasetBundle",
+    "Doctor",
     "EarlyStopping",
     "LayerwiseError",
     "ModelCheckpoint",
+    "Probes",
     "Recipe",
     "RecipeError",
     "Run",
@@ -50,14 +54,17 @@ __all__ = [
     "Sequential",
     "ShapeError",
     "Trainer",
+    "auto_fix",
     "create_loss",
     "create_metric",
     "create_model",
     "create_optimizer",
     "create_schedule",
+    "diagnose_run",
     "init_weights",
     "load_dataset",
     "load_recipe",
+    "lr_find",
     "make_batcher",
     "summary",
 ]
