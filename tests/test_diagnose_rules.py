@@ -682,7 +682,7 @@ def test_underfitting_only_after_training_with_patch() -> None:
     assert finding.evidence["final_accuracy"] == 0.51
     assert "1.5, 65% of the chance level 2.3" in finding.message
     assert finding.patch == {
-        "model.args.hidden": [16],
+        "model.args.hidden": [64],
         "train.epochs": 60,
         "model.args.dropout": 0.25,
     }

@@ -1,6 +1,8 @@
 """Auto-fix: train, diagnose, apply the findings' recipe patches, retrain; repeat.
 
-Data problems are fixed first (they cause training symptoms), training problems after.
+Data problems are fixed first (they cause training symptoms), training problems after. When a
+fix changes the learning rate, the new rate is measured with the LR range test on the patched
+recipe rather than guessed.
 
 The user's recipe file is never changed: the fixed recipe is written as a copy next to it
 (`<name>.fixed.yaml`) together with `<name>.autofix.json`, which records every round: the findings,
@@ -20,7 +22,7 @@ from typing import Any
 import yaml
 
 from layerwise.diagnose.findings import Diagnosis, apply_patch, get_path
-from layerwise.errors import DataError, RecipeError
+from layerwise.errors import DataError, LayerwiseError, RecipeError
 from layerwise.recipe import apply_override, parse_recipe, validate_recipe
 from layerwise.runs.atomic import atomic_write_json, atomic_write_text
 
@@ -123,6 +125,8 @@ def auto_fix(
         raws.append(current)
         say(f"  found: {', '.join(diagnosis.codes) or 'nothing'}; test {_fmt(history[-1])}")
         patch = _next_patch(diagnosis, current)
+        if "train.optimizer.lr" in patch:
+            patch["train.optimizer.lr"] = _measured_lr(current, patch, say)
         if not patch or k == rounds:
             break
         applied = {**applied, **patch}
@@ -180,6 +184,24 @@ def _next_patch(diagnosis: Diagnosis, current: dict[str, Any]) -> dict[str, Any]
         if patch:
             return patch
     return {}
+
+
+def _measured_lr(current: dict[str, Any], patch: dict[str, Any], say: Callable) -> float:
+    """Replace a rule's guessed learning rate (x0.1, x10) by the range test's suggestion for the
+    patched recipe; keep the guess if the test cannot suggest one."""
+    from layerwise.diagnose.lr_finder import lr_find
+    from layerwise.experiment import build
+
+    guess = patch["train.optimizer.lr"]
+    try:
+        result = lr_find(build(validate_recipe(apply_patch(current, patch))))
+    except LayerwiseError:
+        return guess
+    if not math.isfinite(result.suggestion) or result.suggestion <= 0:
+        return guess
+    suggestion = float(f"{result.suggestion:.2g}")
+    say(f"  lr-find on the patched recipe suggests {suggestion:g} (the rule guessed {guess:g})")
+    return suggestion
 
 
 def _sev(diagnosis: Diagnosis) -> list[str]:

@@ -198,13 +198,15 @@ def he_init(ctx: RuleContext) -> Patch:
     return {"model.init": "he"} if effective != "he" else {}
 
 
-def wider(ctx: RuleContext, factor: int = 2) -> Patch:
+def wider(ctx: RuleContext, factor: int = 4, at_least: int = 64) -> Patch:
+    """Hidden layers `factor` times wider and at least `at_least` units: doubling a 2-unit
+    bottleneck takes rounds that auto-fix does not have."""
     if not takes_model_args(ctx):
         return {}
     hidden = model_arg(ctx, "hidden")
     if not hidden:
         return {}
-    return {"model.args.hidden": [int(w) * factor for w in hidden]}
+    return {"model.args.hidden": [max(int(w) * factor, at_least) for w in hidden]}
 
 
 def more_epochs(ctx: RuleContext, factor: int = 2) -> Patch:
