@@ -412,7 +412,7 @@ def _print_doctor_summary(run) -> None:
     out.print(f"doctor: {len(findings)} finding(s); details: layerwise doctor {run.name}")
     for finding in findings:
         out.print(
-            f"  [{finding['severity']}] {escape(finding['code'])}: {escape(finding['message'])}"
+            f"  [{finding['severity']}] {finding['code']}: {finding['message']}", markup=False
         )
 
 
