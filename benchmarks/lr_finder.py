@@ -31,6 +31,7 @@ import json
 import math
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -312,7 +313,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="take grid runs (same recipe, epochs, seeds) from this earlier result file",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "lr_finder.json")
+    parser.add_argument(
+        "--quick", action="store_true", help="digits_cnn only, 3 epochs, a small grid; no JSON"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.recipes, args.epochs, args.find_seeds, args.points = "digits_cnn", ["3"], 2, 4
+        args.out = Path(tempfile.mkdtemp()) / "lr_finder.json"
     torch.set_num_threads(args.threads)
     epochs = per_recipe(args.epochs, DEFAULT_EPOCHS)
     seeds = per_recipe(args.seeds, DEFAULT_SEEDS)
