@@ -7,7 +7,7 @@ from sklearn.datasets import load_digits
 
 from layerwise.data.bundle import DatasetBundle
 from layerwise.data.registry import DATASETS
-from layerwise.data.split import split
+from layerwise.data.split import train_val_test
 
 
 @DATASETS.register("digits")
@@ -26,12 +26,7 @@ def digits(
     raw = load_digits()
     x = torch.from_numpy(raw.images).float().div_(16.0).unsqueeze(1)
     y = torch.from_numpy(raw.target).long()
-    if subset is not None:
-        x, y = x[:subset], y[:subset]
-    train, test = split(x, y, test_fraction, seed=seed)
-    val = None
-    if val_fraction:
-        train, val = split(*train, val_fraction, seed=seed)
+    train, val, test = train_val_test(x, y, test_fraction, val_fraction, seed, subset)
     return DatasetBundle(
         name="digits",
         train=train,

@@ -12,6 +12,25 @@ from layerwise.errors import DataError
 Pair = tuple[Tensor, Tensor | None]
 
 
+def train_val_test(
+    x: Tensor,
+    y: Tensor,
+    test_fraction: float,
+    val_fraction: float,
+    seed: int = 0,
+    subset: int | None = None,
+) -> tuple[Pair, Pair | None, Pair]:
+    """The bundled data sets' splits: keep the first `subset` rows, carve a stratified test
+    split, then a validation split (`val_fraction` of the rest; 0 for none), fixed by `seed`."""
+    if subset is not None:
+        x, y = x[:subset], y[:subset]
+    train, test = split(x, y, test_fraction, seed=seed)
+    val = None
+    if val_fraction:
+        train, val = split(*train, val_fraction, seed=seed)
+    return train, val, test
+
+
 def split(
     x: Tensor, y: Tensor | None, fraction: float, seed: int = 0, stratify: bool = True
 ) -> tuple[Pair, Pair]:

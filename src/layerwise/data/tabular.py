@@ -14,7 +14,7 @@ from sklearn.datasets import load_breast_cancer, load_wine
 
 from layerwise.data.bundle import DatasetBundle
 from layerwise.data.registry import DATASETS
-from layerwise.data.split import split
+from layerwise.data.split import train_val_test
 
 
 @DATASETS.register("breast_cancer")
@@ -60,12 +60,7 @@ def _sklearn_table(
     raw = loader()
     x = torch.from_numpy(raw.data).float()
     y = torch.from_numpy(raw.target).long()
-    if subset is not None:
-        x, y = x[:subset], y[:subset]
-    train, test = split(x, y, test_fraction, seed=seed)
-    val = None
-    if val_fraction:
-        train, val = split(*train, val_fraction, seed=seed)
+    train, val, test = train_val_test(x, y, test_fraction, val_fraction, seed, subset)
     return DatasetBundle(
         name=name,
         train=train,
