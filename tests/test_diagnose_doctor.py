@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 import yaml
 
@@ -135,3 +136,19 @@ HEALTHY = yaml.safe_dump(
         },
     }
 )
+
+
+def test_corrupt_doctor_files_in_a_run_are_run_errors_with_a_hint(tmp_path):
+    from layerwise.diagnose.doctor import DATA_PROFILE_FILE, read_data_profile
+    from layerwise.errors import RunError
+    from layerwise.runs import Run
+
+    run = Run.create(tmp_path, "damaged", HEALTHY)
+    (run.path / DATA_PROFILE_FILE).write_text("{not json")
+    run.diagnosis_path.write_text("[1, 2")
+    with pytest.raises(RunError, match=DATA_PROFILE_FILE) as raised:
+        read_data_profile(run)
+    assert "delete it" in raised.value.hint
+    with pytest.raises(RunError, match=r"diagnosis\.json") as raised:
+        run.read_diagnosis()
+    assert "layerwise doctor damaged" in raised.value.hint

@@ -144,7 +144,7 @@ def doctor(
     layerwise doctor recipes/broken/lr_too_high.yaml --auto-fix --rounds 2
     """
     from layerwise import experiment
-    from layerwise.diagnose.doctor import check_data, diagnose_run
+    from layerwise.diagnose.doctor import diagnose_run
     from layerwise.diagnose.findings import Diagnosis
     from layerwise.errors import DataError
     from layerwise.recipe import load_recipe
@@ -171,10 +171,11 @@ def doctor(
         return
     recipe = load_recipe(target, set_)
     if data_only:
-        built = experiment.build(recipe)
-        num_params = sum(p.numel() for p in built.model.parameters())
-        diagnosis = check_data(
-            built.data, num_params=num_params, recipe=recipe.model_dump(mode="json")
+        recipe = recipe.model_copy(
+            update={"doctor": recipe.doctor.model_copy(update={"data_checks": True})}
+        )
+        diagnosis = experiment.check_experiment_data(
+            experiment.build(recipe), echo=None, refuse_fatal=False
         )
         out.print(diagnosis.render(), markup=False)
         return

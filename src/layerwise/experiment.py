@@ -198,9 +198,13 @@ def train(
 
 
 def check_experiment_data(
-    experiment: Experiment, echo: Callable[[str], None] | None = print
+    experiment: Experiment,
+    echo: Callable[[str], None] | None = print,
+    *,
+    refuse_fatal: bool = True,
 ) -> Diagnosis | None:
-    """Run the doctor's data checks (if the recipe asks); refuse data no model can train on."""
+    """Run the doctor's data checks (if the recipe asks); refuse data no model can train on
+    (unless `refuse_fatal` is False, as for `layerwise doctor --data-only`, which only reports)."""
     from layerwise.diagnose.doctor import check_data
 
     recipe = experiment.recipe
@@ -215,7 +219,7 @@ def check_experiment_data(
         label_noise=recipe.doctor.label_noise,
     )
     fatal = [f for f in diagnosis.findings if f.severity == "fatal"]
-    if fatal:
+    if fatal and refuse_fatal:
         error = DataError(
             f"dataset '{experiment.data.name}' cannot be trained on: {fatal[0].headline()}",
             hint=(fatal[0].remedies or ["fix the data"])[0]

@@ -18,6 +18,7 @@ import yaml
 from layerwise.diagnose.findings import Diagnosis, Finding
 from layerwise.diagnose.probes import ProbeLog, Probes
 from layerwise.diagnose.rules import RuleContext, run_rules
+from layerwise.errors import RunError
 from layerwise.train.callbacks.base import Callback
 
 if TYPE_CHECKING:
@@ -175,7 +176,6 @@ def diagnose_run(run: Run, *, save: bool = True) -> Diagnosis:
     probes = ProbeLog.load(probes_path) if probes_path.exists() else None
     profile = read_data_profile(run)
     recipe = yaml.safe_load(run.read_recipe())
-    findings_data: list[Finding] = []
     context = RuleContext(
         history=epoch_history(run.read_metrics()),
         probes=probes,
@@ -185,8 +185,7 @@ def diagnose_run(run: Run, *, save: bool = True) -> Diagnosis:
         num_classes=(profile or {}).get("num_classes"),
         final=True,
     )
-    findings_data = run_rules(context)
-    diagnosis = Diagnosis(findings_data, profile)
+    diagnosis = Diagnosis(run_rules(context), profile)
     if save:
         run.write_diagnosis(diagnosis.to_dict())
     return diagnosis
@@ -202,7 +201,13 @@ def read_data_profile(run: Run) -> dict[str, Any] | None:
     path = run.path / DATA_PROFILE_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(
+            f"cannot read '{path}': {exc}",
+            hint="delete it: the diagnosis then leaves out the data findings",
+        ) from exc
 
 
 def write_doctor_plots(run: Run) -> list[Path]:

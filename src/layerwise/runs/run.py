@@ -240,7 +240,13 @@ class Run:
         """The doctor's findings, or None when the run has not been diagnosed."""
         if not self.diagnosis_path.exists():
             return None
-        return json.loads(self.diagnosis_path.read_text(encoding="utf-8"))
+        try:
+            return json.loads(self.diagnosis_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunError(
+                f"cannot read '{self.diagnosis_path}': {exc}",
+                hint=f"delete it and run `layerwise doctor {self.name}` to write it again",
+            ) from exc
 
     # ------------------------------------------------------------------ metrics
     def append_metrics(self, record: dict[str, Any]) -> None:
