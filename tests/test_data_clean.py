@@ -55,7 +55,7 @@ def spec(**fields) -> DataSpec:
 
 @pytest.fixture
 def fake_noise_check(monkeypatch):
-    """Stands in for layerwise.diagnose.data_checks.noisy_label_indices, recording its calls."""
+    """Stands in for layerwise.data.label_noise.noisy_label_indices, recording its calls."""
     calls = []
     flagged: list[int] = []
 
@@ -63,9 +63,9 @@ def fake_noise_check(monkeypatch):
         calls.append((x.clone(), y.clone(), num_classes, seed))
         return list(flagged)
 
-    module = types.ModuleType("layerwise.diagnose.data_checks")
+    module = types.ModuleType("layerwise.data.label_noise")
     module.noisy_label_indices = noisy_label_indices
-    monkeypatch.setitem(sys.modules, "layerwise.diagnose.data_checks", module)
+    monkeypatch.setitem(sys.modules, "layerwise.data.label_noise", module)
     return calls, flagged
 
 

@@ -1,10 +1,11 @@
 """Data for layerwise: conversion, splits, batchers, augmentation and the dataset registry.
 
 Importing this package registers the built-in datasets (`digits`, `mnist`, `breast_cancer`,
-`wine`, `npz`, `csv`, and `faulty` from `layerwise.diagnose.faults`).
+`wine`, `npz`, `csv`, and `faulty`, which injects known faults into any of them).
 """
 
 from layerwise.data import digits as _digits  # noqa: F401  (registers "digits")
+from layerwise.data import faulty as _faulty  # noqa: F401  (registers "faulty")
 from layerwise.data import files as _files  # noqa: F401  (registers "npz", "csv")
 from layerwise.data import mnist as _mnist  # noqa: F401  (registers "mnist")
 from layerwise.data import tabular as _tabular  # noqa: F401  (registers "breast_cancer", "wine")
@@ -40,6 +41,3 @@ __all__ = [
     "split",
     "to_tensors",
 ]
-
-# Last, because faults.py imports from this package: registers "faulty".
-from layerwise.diagnose import faults as _faults  # noqa: F401

@@ -158,7 +158,7 @@ def drop_duplicates(bundle: DatasetBundle) -> tuple[DatasetBundle, Report]:
 
 def drop_noisy(bundle: DatasetBundle, seed: int = 0) -> tuple[DatasetBundle, Report]:
     """Drop the training rows the label-noise check flags as probably mislabelled."""
-    from layerwise.diagnose.data_checks import noisy_label_indices
+    from layerwise.data.label_noise import noisy_label_indices
 
     _require_classification(bundle, "data.drop_noisy")
     x, y = _train(bundle)

@@ -28,7 +28,7 @@ from sklearn.decomposition import PCA
 from torch import Tensor
 
 from layerwise.data.bundle import DatasetBundle
-from layerwise.diagnose.label_noise import (
+from layerwise.data.label_noise import (
     estimate_label_noise,
     noisy_label_indices,
     one_thread,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from layerwise.data import DatasetBundle, clean_bundle, load_dataset
-from layerwise.diagnose.faults import inject_faults
+from layerwise.data.faulty import inject_faults
 from layerwise.errors import RecipeError
 from layerwise.recipe import DataSpec
 
