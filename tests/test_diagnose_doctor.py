@@ -73,12 +73,14 @@ def test_doctor_stops_a_diverging_trainer_and_reports_once():
     callbacks = [PoisonWeights(step=5), probes, doctor]
     trainer = Trainer(model, optimizer="adam", lr=1e-3, callbacks=callbacks)
     history = trainer.fit(data.train, data.val, epochs=5, batch_size=32)
-    assert trainer.halted is not None and trainer.halted.code == "loss_nan"
-    assert trainer.halted.severity == "fatal"
+    reason = trainer.stop_reason
+    assert reason is not None and reason.fatal and reason.source == "doctor"
+    finding = reason.detail
+    assert finding.code == "loss_nan" and finding.severity == "fatal"
     assert trainer.state.step == 6  # the step after the poison, the first with a NaN loss
     assert history == []  # stopped inside the first epoch
     assert [line for line in lines if "loss_nan" in line] == [
-        f"doctor: {trainer.halted.headline()}"
+        f"doctor: {finding.headline()}"
     ]
 
 

@@ -239,7 +239,7 @@ def test_recurrent_outputs_unused_layers_and_custom_train_steps():
     assert layers["rnn"]["grad_norm"] > 0
     assert "act_mean" not in layers["unused"] and "grad_norm" not in layers["unused"]
     assert layers["unused"]["weight_norm"] > 0
-    assert probes.log.steps[0]["loss"] == pytest.approx(trainer.last_loss.item())
+    assert probes.log.steps[0]["loss"] == pytest.approx(trainer.last_logs["loss"].item())
 
 
 def test_no_watched_layers_bf16_autocast_and_no_loss():

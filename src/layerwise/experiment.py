@@ -299,7 +299,8 @@ def _fit_and_report(
     except BaseException:
         run.set_status("failed")
         raise
-    if trainer.halted is not None and run.has_checkpoint("last"):
+    halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
+    if halted and run.has_checkpoint("last"):
         weights, _ = run.load_checkpoint("last")  # the last good weights, not the diverged ones
         _load_weights(experiment.model, weights, run.last_path)
     test_metrics = finish_run(run, experiment)
@@ -378,7 +379,8 @@ def finish_run(run: Run, experiment: Experiment) -> dict[str, float]:
             _classification_plots(run, trainer, data)
     plot_curves(run.read_metrics(), run.plots_dir / "curves.png")
     model_summary = summary(experiment.model, (1, *data.input_shape))
-    status = "halted" if trainer.halted is not None else "finished"
+    halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
+    status = "halted" if halted else "finished"
     diagnosis = diagnose_run(run)
     run.set_status(
         status,

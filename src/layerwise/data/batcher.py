@@ -16,14 +16,24 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator, Mapping, Sized
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
+from layerwise.data.batch import tensors_of, tree_map
 from layerwise.data.convert import to_tensors
 from layerwise.errors import DataError, RecipeError
 
@@ -50,17 +60,20 @@ class InMemoryBatcher:
     """Batches tensors already in memory by slicing (no shuffle) or permutation indexing.
 
     Args:
-        x, y: tensors with the same first dimension; `y` may be `None` (batches yield `None`).
+        x: the inputs, a tensor; or a nested structure of tensors with the same first dimension
+            (e.g. `{"tokens": ids, "lengths": lengths, "label": labels}`), whose batches then
+            have that structure.
+        y: labels for a tensor `x`, or `None` (batches yield `(x, None)`).
         batch_size: rows per batch; the last batch is smaller unless `drop_last`.
         shuffle: draw a new permutation per epoch from `(seed, epoch)`.
         device: where batches are yielded. Without a transform the data is moved there once.
-        transform: a per-sample callable (e.g. from `augmentations`), run on CPU for every sample
-            of a batch before the batch is moved (through pinned memory on CUDA).
+        transform: a per-sample callable (e.g. from `augmentations`) on a tensor `x`, run on CPU
+            for every sample of a batch before the batch is moved (through pinned memory on CUDA).
     """
 
     def __init__(
         self,
-        x: Tensor,
+        x: Any,
         y: Tensor | None = None,
         batch_size: int = 32,
         shuffle: bool = True,
@@ -69,9 +82,17 @@ class InMemoryBatcher:
         drop_last: bool = False,
         transform: Transform | None = None,
     ) -> None:
-        if y is not None and len(y) != len(x):
+        self.structured = not isinstance(x, Tensor)
+        if self.structured and (y is not None or transform is not None):
             raise DataError(
-                f"inputs have {len(x)} rows but labels have {len(y)}",
+                f"structured inputs ({type(x).__name__}) take neither separate labels nor a "
+                "per-sample transform",
+                hint="put the labels inside the structure (e.g. a 'label' key)",
+            )
+        rows = _rows(x) if self.structured else len(x)
+        if y is not None and len(y) != rows:
+            raise DataError(
+                f"inputs have {rows} rows but labels have {len(y)}",
                 hint="give one label per input row",
             )
         self.batch_size = _check_batch_size(batch_size)
@@ -81,13 +102,14 @@ class InMemoryBatcher:
         self.drop_last = drop_last
         self.transform = transform
         self.epoch = 0
+        self._rows = rows
         home = torch.device("cpu") if transform is not None else self.device
-        self.x = x.to(home)
+        self.x = tree_map(lambda t: t.to(home), x)
         self.y = None if y is None else y.to(home)
 
     @property
     def num_samples(self) -> int:
-        return len(self.x)
+        return self._rows
 
     def __len__(self) -> int:
         return _num_batches(self.num_samples, self.batch_size, self.drop_last)
@@ -102,15 +124,17 @@ class InMemoryBatcher:
             return None
         return torch.randperm(self.num_samples, generator=epoch_generator(self.seed, self.epoch))
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Any]:
         return self.iter_from(0)
 
-    def iter_from(self, batch_index: int) -> Iterator[Batch]:
+    def iter_from(self, batch_index: int) -> Iterator[Any]:
         """Yield the current epoch's batches starting at `batch_index` (0 = the whole epoch)."""
         _check_batch_index(batch_index, len(self))
         perm = self.order()
         if perm is not None and self.transform is None:
             perm = perm.to(self.device)
+        if self.structured:
+            return self._structured_batches(perm, batch_index)
         return self._batches(perm, batch_index)
 
     def _batches(self, perm: Tensor | None, start: int) -> Iterator[Batch]:
@@ -127,6 +151,33 @@ class InMemoryBatcher:
                 xb = torch.stack([self.transform(sample) for sample in xb])
                 xb, yb = _to_device(xb, self.device), _to_device(yb, self.device)
             yield xb, yb
+
+    def _structured_batches(self, perm: Tensor | None, start: int) -> Iterator[Any]:
+        size, n = self.batch_size, self.num_samples
+        for b in range(start, len(self)):
+            lo, hi = b * size, min((b + 1) * size, n)
+            if perm is None:
+                yield tree_map(lambda t, lo=lo, hi=hi: t[lo:hi], self.x)
+            else:
+                index = perm[lo:hi]
+                yield tree_map(lambda t, index=index: t.index_select(0, index), self.x)
+
+
+def _rows(tree: Any) -> int:
+    """The common first dimension of every tensor in a structure (a `DataError` if they differ)."""
+    tensors = tensors_of(tree)
+    if not tensors:
+        raise DataError(
+            f"the data ({type(tree).__name__}) holds no tensors",
+            hint="give tensors or arrays, e.g. {'tokens': ids, 'label': labels}",
+        )
+    rows = {len(t) if t.dim() else 0 for t in tensors}
+    if len(rows) > 1:
+        raise DataError(
+            f"the tensors of the data have different numbers of rows: {sorted(rows)}",
+            hint="every entry needs one row per sample (pad variable-length parts first)",
+        )
+    return rows.pop()
 
 
 class _EpochSampler(Sampler[int]):
@@ -226,7 +277,9 @@ class LoaderBatcher:
         )
         return (self._finish(batch) for batch in loader)
 
-    def _finish(self, batch: Any) -> Batch:
+    def _finish(self, batch: Any) -> Any:
+        if not _is_pair(batch):
+            return batch  # a structure of its own (dicts, lists of boxes): moved by the Trainer
         xb, yb = _parts(batch)
         xb = _to_device(torch.as_tensor(xb), self.device)
         if xb.dtype != torch.int64:
@@ -249,20 +302,28 @@ def make_batcher(
 ) -> InMemoryBatcher | LoaderBatcher:
     """Pick the fastest batcher for `data`.
 
-    `data` is `x`, `(x,)` or `(x, y)` in any form `to_tensors` accepts, a map-style torch
-    `Dataset`, or a batcher (returned as is). A Dataset is read into tensors once when its
-    estimated float32 size (one sample times its length) is at most `max_in_memory_bytes`;
-    larger ones are streamed through a `LoaderBatcher`.
+    `data` is `x`, `(x,)` or `(x, y)` in any form `to_tensors` accepts; a dict of equally long
+    tensors or arrays (batches are dicts); a map-style torch `Dataset`; a `DataLoader` (its
+    dataset, batch size, sampling and `collate_fn` are kept, in a replayable order); or a batcher
+    (returned as is). A Dataset of `(x, y)` items is read into tensors once when its estimated
+    float32 size (one sample times its length) is at most `max_in_memory_bytes`; larger ones, and
+    Datasets of other items (dicts, variable-size tensors), are streamed through a
+    `LoaderBatcher`.
     """
     if isinstance(data, InMemoryBatcher | LoaderBatcher):
         return data
+    if isinstance(data, DataLoader):
+        return _from_loader(data, seed=seed, device=device, transform=transform)
+    if isinstance(data, Mapping):
+        if transform is not None:
+            raise DataError(
+                "a per-sample transform needs (x, y) data, not a dict",
+                hint="apply the transform in a Dataset's __getitem__",
+            )
+        tree = {key: _leaf_tensor(value, str(key)) for key, value in data.items()}
+        return InMemoryBatcher(tree, None, **options_of(batch_size, shuffle, seed, device))
     options = dict(
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        device=device,
-        drop_last=drop_last,
-        transform=transform,
+        **options_of(batch_size, shuffle, seed, device), drop_last=drop_last, transform=transform
     )
     if isinstance(data, IterableDataset):
         raise DataError(
@@ -291,7 +352,10 @@ def materialise(dataset: Dataset, max_bytes: int = 2**31) -> Batch | None:
             f"dataset {type(dataset).__name__} is empty or has no length",
             hint="a map-style Dataset needs __len__ and __getitem__",
         )
-    x0, y0 = _parts(dataset[0])
+    first = dataset[0]
+    if not _is_pair(first) and not isinstance(first, Tensor | np.ndarray):
+        return None  # dicts or ragged items: the DataLoader collates them batch by batch
+    x0, y0 = _parts(first)
     per_sample = 4 * torch.as_tensor(np.asarray(x0)).numel() + (0 if y0 is None else 8)
     if per_sample * len(dataset) > max_bytes:
         return None
@@ -307,6 +371,58 @@ def materialise(dataset: Dataset, max_bytes: int = 2**31) -> Batch | None:
     x = torch.cat([torch.as_tensor(p[0]) for p in parts])
     y = None if y0 is None else torch.cat([torch.as_tensor(p[1]) for p in parts])
     return to_tensors(x, y)
+
+
+def options_of(batch_size: int, shuffle: bool, seed: int, device: Any) -> dict[str, Any]:
+    return {"batch_size": batch_size, "shuffle": shuffle, "seed": seed, "device": device}
+
+
+def _from_loader(
+    loader: DataLoader, *, seed: int, device: Any, transform: Transform | None
+) -> LoaderBatcher:
+    """A `LoaderBatcher` doing what `loader` does, in an order replayable from `(seed, epoch)`."""
+    sampler, batches = loader.sampler, loader.batch_sampler
+    plain = isinstance(sampler, SequentialSampler | RandomSampler) and (
+        type(batches) is BatchSampler
+    )
+    if not plain or loader.batch_size is None:
+        raise DataError(
+            f"this DataLoader samples with {type(batches or sampler).__name__}, whose order "
+            "cannot be replayed, so a resumed run could not continue where it stopped",
+            hint="pass the Dataset (with batch_size and collate_fn to make_batcher/LoaderBatcher), "
+            "or a batcher with set_epoch and iter_from",
+        )
+    return LoaderBatcher(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        shuffle=isinstance(sampler, RandomSampler),
+        seed=seed,
+        device=device,
+        drop_last=loader.drop_last,
+        transform=transform,
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        collate_fn=loader.collate_fn,
+    )
+
+
+def _leaf_tensor(value: Any, name: str) -> Tensor:
+    """One entry of dict data as a tensor: integers int64 (token ids), floats float32."""
+    tensor = value.detach() if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+    if tensor.is_floating_point():
+        tensor = tensor.float()
+        if not bool(torch.isfinite(tensor).all()):
+            raise DataError(f"'{name}' holds NaN or inf values", hint="clean or impute them first")
+    elif tensor.dtype != torch.bool:
+        tensor = tensor.long()
+    return tensor
+
+
+def _is_pair(item: Any) -> bool:
+    """`x`-or-`(x, y)` data whose parts are tensors or arrays, not structures of their own."""
+    if not isinstance(item, tuple | list) or len(item) not in (1, 2):
+        return False
+    return all(isinstance(part, Tensor | np.ndarray | int | float) for part in item)
 
 
 def _parts(item: Any) -> tuple[Any, Any]:

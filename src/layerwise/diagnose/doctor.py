@@ -33,9 +33,10 @@ DATA_PROFILE_FILE = "data_profile.json"
 class Doctor(Callback):
     """Run the training rules as the run goes; print each new finding once; stop on a fatal one.
 
-    Put it after `Probes` in the callback list (it reads the probe log the probes just wrote) and
-    before `ModelCheckpoint`, which then skips saving once `trainer.halted` is set, so the last
-    good checkpoint survives a NaN loss.
+    It runs after `Probes` (its `order` is higher: it reads the probe log the probes just wrote)
+    and before `ModelCheckpoint`, which skips saving once the doctor has stopped training for a
+    fatal reason (`trainer.stop_reason.fatal`), so the last good checkpoint survives a NaN loss.
+    `doctor_callbacks()` makes the pair.
 
     Args:
         probes: the run's `Probes`, or None to watch the epoch history only.
@@ -49,6 +50,8 @@ class Doctor(Callback):
         >>> probes = Probes()
         >>> trainer = Trainer(model, callbacks=[probes, Doctor(probes)])  # doctest: +SKIP
     """
+
+    order = -5
 
     def __init__(
         self,
@@ -76,7 +79,6 @@ class Doctor(Callback):
         return list(self.reported.values())
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        trainer.halted = None
         self._records_seen = len(self.probes.log.steps) if self.probes else 0
 
     def on_batch_end(self, trainer: Trainer) -> None:
@@ -89,7 +91,7 @@ class Doctor(Callback):
             self._check(trainer, only=("loss_nan",))
 
     def on_epoch_end(self, trainer: Trainer) -> None:
-        if getattr(trainer, "halted", None) is None:
+        if trainer.stop_reason is None or not trainer.stop_reason.fatal:
             self._check(trainer)
 
     def context(self, history: list[dict[str, Any]], final: bool) -> RuleContext:
@@ -119,8 +121,9 @@ class Doctor(Callback):
             if self.echo is not None:
                 self.echo(f"doctor: {finding.headline()}")
             if finding.severity == "fatal" and self.stop_on_fatal:
-                trainer.stop_training = True
-                trainer.halted = finding
+                trainer.stop(
+                    f"doctor: {finding.headline()}", source="doctor", fatal=True, detail=finding
+                )
                 return
 
     def state_dict(self) -> dict[str, Any]:
@@ -128,6 +131,47 @@ class Doctor(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reported = {f["code"]: Finding.from_dict(f) for f in state.get("reported", [])}
+
+
+def doctor_callbacks(
+    *,
+    every: int | str = "auto",
+    path: str | Path | None = None,
+    data_profile: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
+    task: str = "classification",
+    num_classes: int | None = None,
+    echo: Callable[[str], None] | None = print,
+    stop_on_fatal: bool = True,
+) -> list[Callback]:
+    """The doctor as callbacks: `[Probes, Doctor]`, for a Trainer's `callbacks=`.
+
+    The one place the pair is made: `Trainer(doctor=True)` (through `default_doctor`) and the
+    recipe runs of `layerwise.experiment` both call it. Arguments are those of `Probes` (`every`,
+    `path`) and `Doctor` (the rest).
+
+    Example:
+        >>> trainer = Trainer(model, doctor=False, callbacks=doctor_callbacks(every=10))
+    """
+    probes = Probes(every=every, path=path)
+    doctor = Doctor(
+        probes,
+        data_profile=data_profile,
+        recipe=recipe,
+        task=task,
+        num_classes=num_classes,
+        echo=echo,
+        stop_on_fatal=stop_on_fatal,
+    )
+    return [probes, doctor]
+
+
+def default_doctor(trainer: Trainer) -> list[Callback]:
+    """The doctor `Trainer(doctor=True)` attaches (an entry point in pyproject.toml), unless its
+    callbacks already hold one."""
+    if any(isinstance(c, Probes | Doctor) for c in trainer.callbacks):
+        return []
+    return doctor_callbacks(num_classes=trainer.num_classes)
 
 
 def check_data(

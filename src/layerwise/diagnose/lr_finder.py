@@ -35,7 +35,6 @@ import torch
 
 from layerwise.errors import LayerwiseError
 from layerwise.train.device import rng_state, set_rng_state
-from layerwise.train.metrics import MeanMetric
 
 if TYPE_CHECKING:
     from layerwise.experiment import Experiment
@@ -169,7 +168,8 @@ def _range_test(
     for step, (lr, batch) in enumerate(zip(lrs, _cycle(batcher), strict=False)):
         for group in trainer.optimizer.param_groups:
             group["lr"] = lr
-        losses[step] = trainer.train_step(trainer._to_device(batch)).detach().float()
+        logs = trainer.train_step(trainer.to_device(batch))
+        losses[step] = logs["loss"].detach().float()
         if (step + 1) % _CHECK_EVERY and step + 1 < len(lrs):
             continue
         for value in losses[len(raw) : step + 1].tolist():
@@ -324,14 +324,14 @@ def _borrowed(trainer: Trainer) -> Iterator[None]:
         else None
     )
     given_state = copy.deepcopy(given.state_dict()) if given is not None else None
-    trainer.optimizer = trainer.schedule = trainer.scaler = trainer.regularizer = None
+    trainer.optimizers, trainer.schedules = {}, {}
+    trainer.scaler = trainer.regularizer = None
     trainer.schedule_spec = None
     trainer._pending_state = None
     trainer.callbacks = []
     trainer.doctor = False  # `_setup` would add Probes and a Doctor
     trainer.metrics = []
     trainer.train_metrics = False
-    trainer.running_loss = MeanMetric()
     try:
         yield
     finally:

@@ -138,8 +138,9 @@ class Probes(Callback):
 
     A `train_step` override keeps working: outputs come from forward hooks, gradients are read
     in `after_backward` (so the override must call `self.backward(loss)` for gradient norms),
-    and the loss is whatever `train_step` returned. When a module runs several times in one
-    step, its first call (with gradients enabled) counts.
+    and the loss is the `loss` log `train_step` returned (or its first log when it has no
+    `loss`, e.g. a GAN's `d_loss`). When a module runs several times in one step, its first call
+    (with gradients enabled) counts.
 
     Example:
         >>> probes = Probes(every=10)
@@ -148,6 +149,8 @@ class Probes(Callback):
         >>> probes.log.series("fc1", "grad_norm")  # doctest: +SKIP
         ([0, 10, 20], [0.52, 0.31, 0.29])
     """
+
+    order = -10
 
     def __init__(
         self, every: int | str = "auto", path: str | Path | None = None, histogram_bins: int = 40
@@ -291,7 +294,8 @@ class Probes(Callback):
             "grad_norm": None,
             "layers": {},
         }
-        loss = getattr(trainer, "last_loss", None)
+        logs = trainer.last_logs
+        loss = logs.get("loss", next(iter(logs.values()), None))
         if isinstance(loss, Tensor) and loss.numel() > 0:
             reader.add(loss.detach().float().mean(), record, ["loss"])
         elif isinstance(loss, int | float):

@@ -20,6 +20,7 @@ from layerwise.nn.activations import (
     activation,
 )
 from layerwise.nn.build import (
+    call_model,
     check_input,
     expected_input_shape,
     explain_shape_error,
@@ -82,6 +83,7 @@ __all__ = [
     "Softplus",
     "Tanh",
     "activation",
+    "call_model",
     "check_input",
     "expected_input_shape",
     "explain_shape_error",

@@ -42,6 +42,13 @@ def _as_call(example_input: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (example_input,), {}
 
 
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """`model(inputs)`, where a tuple of inputs is several positional arguments and a dict is
+    keyword arguments (`forward(self, tokens, lengths)` takes `{"tokens": ..., "lengths": ...}`)."""
+    args, kwargs = _as_call(inputs)
+    return model(*args, **kwargs)
+
+
 def _shape(x: Any) -> str:
     if isinstance(x, Tensor):
         return "(" + ", ".join(str(d) for d in x.shape) + ")"

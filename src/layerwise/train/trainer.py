@@ -1,25 +1,50 @@
 """The Trainer: fit, evaluate and predict any `nn.Module`, with no framework tax.
 
-The loop is short on purpose. Everything a step does lives in `train_step`, the one method to
-override for a GAN, an RL agent or anything unusual; logging, checkpoints, progress and the doctor
-are callbacks on named events and keep working. Numbers are accumulated on the device and read
-once per epoch, so the loop never waits for the device between steps.
+The loop is short on purpose. What one step does lives in three methods a subclass can override,
+as in Keras: `train_step(batch) -> dict of logs`, `eval_step(batch) -> dict of logs` and
+`predict_step(batch) -> outputs`. A batch may be any nested structure (tuple, dict, dataclass,
+lists of tensors of different sizes); it is moved to the device by one tree map. The scalar logs a
+step returns are averaged per epoch on the device and read once, so the loop never waits for the
+device between steps. Logging, checkpoints, progress and the doctor are callbacks on named events
+and keep working whatever the step does.
+
+A GAN needs two optimizers and its own step:
+
+    class GANTrainer(Trainer):
+        def train_step(self, batch):
+            real, _ = batch
+            fake = self.model.generator(torch.randn(len(real), 16, device=real.device))
+            d_loss = bce(self.model.critic(real), 1) + bce(self.model.critic(fake.detach()), 0)
+            self.backward(d_loss, "critic")
+            self.optimizer_step("critic")
+            g_loss = bce(self.model.critic(fake), 1)
+            self.backward(g_loss, "generator")
+            self.optimizer_step("generator")
+            return {"d_loss": d_loss, "g_loss": g_loss}
+
+    trainer = GANTrainer(gan, loss=None, metrics=(), optimizer={
+        "critic": lambda m: torch.optim.Adam(m.critic.parameters(), 2e-4),
+        "generator": lambda m: torch.optim.Adam(m.generator.parameters(), 2e-4),
+    })
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from layerwise.data import make_batcher
-from layerwise.errors import LayerwiseError, RecipeError
-from layerwise.nn import materialize
+from layerwise.data.batch import batch_size, split_batch, to_device
+from layerwise.errors import CheckpointError, LayerwiseError, RecipeError
+from layerwise.nn import call_model, materialize
 from layerwise.train.callbacks.base import Callback
 from layerwise.train.callbacks.lr_scheduler import LRScheduler
 from layerwise.train.device import (
@@ -29,13 +54,18 @@ from layerwise.train.device import (
     seed_everything,
     set_rng_state,
 )
+from layerwise.train.logs import StepLogs
 from layerwise.train.losses import create_loss
-from layerwise.train.metrics import MeanMetric, Metric, create_metric
+from layerwise.train.metrics import Metric, create_metric
 from layerwise.train.optimizers import create_optimizer
+from layerwise.train.plugins import default_callbacks
 from layerwise.train.regularization import Regularizer
 from layerwise.train.schedules import Schedule, create_schedule
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+MAIN = "main"  # the name of the optimizer (and schedule) when there is only one
+
+OptimizerSpec = str | torch.optim.Optimizer | Callable[..., torch.optim.Optimizer]
 
 
 @dataclass
@@ -47,29 +77,51 @@ class TrainState:
     batch_in_epoch: int = 0
 
 
+@dataclass(frozen=True)
+class StopReason:
+    """Why training stopped before its last epoch.
+
+    Attributes:
+        source: who stopped it (`EarlyStopping`, `doctor`, …).
+        message: one line for people.
+        fatal: training broke (a NaN loss): the weights are not worth saving, so checkpoints keep
+            the last good ones and the run ends `halted`.
+        detail: what the source wants to keep with it (the doctor's `Finding`).
+    """
+
+    source: str
+    message: str
+    fatal: bool = False
+    detail: Any = None
+
+
 class Trainer:
     """Train, evaluate and predict with a PyTorch model.
 
     Args:
         model: any `nn.Module`; lazy layers are materialised on the first batch.
-        loss: a registered loss name (`cross_entropy`, `bce`, `mse`, `mae`, `huber`), or a module
-            or callable `(output, target) -> loss`.
-        optimizer: a registered name (`sgd`, `adam`, `adamw`, `rmsprop`), or a function
-            `params -> torch.optim.Optimizer`.
+        loss: a registered loss name (`cross_entropy`, `bce`, `mse`, `mae`, `huber`), a module or
+            callable `(output, target) -> loss`, or None when a custom step computes its own.
+        optimizer: a registered name (`sgd`, `adam`, `adamw`, `rmsprop`), an optimizer, or a
+            function `params -> optimizer`; or several, as a dict `{name: optimizer or function
+            model -> optimizer}`, which steps then address by name (see `configure_optimizers`).
         lr, weight_decay, optimizer_args: passed to the optimizer when it is given by name
             (weight_decay None keeps the optimizer's own default, e.g. 0.01 for AdamW).
-        metrics: metric names or `Metric` objects, tracked on train (if `train_metrics`) and val.
-        schedule: a schedule name, a `{"name": ..., **args}` dict, or None for a constant rate.
-        callbacks: `Callback` objects, called in order on each event.
+        metrics: metric names or `Metric` objects, updated by the steps (`update_metrics`).
+        schedule: a schedule name, a `{"name": ..., **args}` dict, a `Schedule`, or None for a
+            constant rate; with several optimizers, a dict `{optimizer name: schedule}`.
+        callbacks: `Callback` objects, called on each event in the order of their `order`.
         device: `auto` (CUDA, then MPS, then CPU), or any torch device.
         precision: `fp32`, `bf16` (autocast) or `fp16` (autocast with a gradient scaler).
         channels_last: move 4-D inputs and the model to channels-last memory format.
-        grad_clip: clip the global gradient norm to this value.
-        l1, l2: penalties on weights (not biases or norm layers) added to the loss.
+        grad_clip: clip the global gradient norm of each optimizer's parameters to this value.
+        l1, l2: penalties on weights (not biases or norm layers) added by `compute_loss`.
         seed: seeds Python, NumPy and PyTorch at `fit`; also seeds the shuffle order.
-        doctor: watch training with `Probes` and a `Doctor` (unless `callbacks` already has them):
-            findings print as they appear, a NaN loss stops training (`trainer.halted`), and
-            `trainer.diagnose()` gives the diagnosis after `fit`.
+        num_classes: for metrics that need it before they see an output.
+        train_metrics: also update the metrics on training batches.
+        doctor: attach the troubleshooting doctor (probes and live findings; installed as the
+            `doctor` default callbacks, see `layerwise.train.plugins`) unless `callbacks` already
+            hold it; `trainer.diagnose()` then gives its diagnosis.
 
     Example:
         >>> from layerwise.models import create_model
@@ -82,15 +134,15 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        loss: str | Callable[..., torch.Tensor] = "cross_entropy",
-        optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
+        loss: str | Callable[..., torch.Tensor] | None = "cross_entropy",
+        optimizer: OptimizerSpec | Mapping[str, OptimizerSpec] = "adam",
         *,
         lr: float = 1e-3,
         weight_decay: float | None = None,
         optimizer_args: dict[str, Any] | None = None,
         loss_args: dict[str, Any] | None = None,
         metrics: Sequence[str | Metric] = ("accuracy",),
-        schedule: str | dict[str, Any] | None = None,
+        schedule: str | dict[str, Any] | Schedule | None = None,
         callbacks: Iterable[Callback] = (),
         device: str | torch.device = "auto",
         precision: str = "fp32",
@@ -119,23 +171,46 @@ class Trainer:
         self.grad_clip = grad_clip
         self.l1, self.l2 = l1, l2
         self.seed = seed
+        self.num_classes = num_classes
         self.train_metrics = train_metrics
+        self.doctor = doctor
         self.autocast = autocast_context(self.device, precision)  # validates precision early
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.schedule: Schedule | None = None
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedules: dict[str, Schedule] = {}
         self.scaler: torch.amp.GradScaler | None = None
         self.regularizer: Regularizer | None = None
         self.state = TrainState()
         self.logs: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
+        self.step_logs = StepLogs()
+        self.last_logs: dict[str, Any] = {}  # what the last train_step returned (device tensors)
         self.stop_training = False
-        self.train_data = None
-        self.running_loss = MeanMetric()
-        self.last_loss: torch.Tensor | None = None  # what train_step returned (read by Probes)
-        self.doctor = doctor
-        self.halted = None  # the fatal Finding that made the doctor stop training, if any
-        self.num_classes = num_classes
+        self.stop_reason: StopReason | None = None
+        self.train_data: Any = None
+        self.val_data: Any = None
+        self.epochs = 0
+        self._metrics_updated = False  # did a step update the metrics this epoch?
+        self._scaler_stepped = False
+        self._built = False
+        self._defaults_added = False
         self._pending_state: dict[str, Any] | None = None
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimizer, when there is exactly one (None before the first `fit`)."""
+        if not self.optimizers:
+            return None
+        if len(self.optimizers) > 1:
+            raise LayerwiseError(
+                f"this Trainer has several optimizers ({', '.join(self.optimizers)})",
+                hint="use trainer.optimizers[name]",
+            )
+        return next(iter(self.optimizers.values()))
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The schedule, when there is exactly one."""
+        return next(iter(self.schedules.values())) if len(self.schedules) == 1 else None
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -149,28 +224,47 @@ class Trainer:
         transform: Callable | None = None,
         eval_batch_size: int | None = None,
     ) -> list[dict[str, float]]:
-        """Train for `epochs` (counting epochs already done when resumed); returns the history."""
+        """Train for `epochs` (counting epochs already done when resumed); returns the history.
+
+        `train` and `val` are anything `layerwise.data.make_batcher` accepts: `(x, y)` tensors or
+        arrays, a dict of equally long tensors, a `Dataset`, a `DataLoader`, or a batcher.
+        """
         self.epochs = epochs
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.train_data = self._batcher(train, batch_size, shuffle=shuffle, transform=transform)
         self.val_data = self._batcher(val, self.eval_batch_size) if val is not None else None
         self._setup(self.train_data)
         self.stop_training = False
+        self.stop_reason = None
         self._emit("on_fit_start")
         while self.state.epoch < epochs and not self.stop_training:
             self._run_epoch()
         self._emit("on_fit_end")
         return self.history
 
+    def stop(
+        self, message: str, *, source: str = "user", fatal: bool = False, detail: Any = None
+    ) -> None:
+        """Stop after the current step, saying why (see `StopReason`); a fatal reason wins."""
+        self.stop_training = True
+        if self.stop_reason is None or (fatal and not self.stop_reason.fatal):
+            self.stop_reason = StopReason(source, message, fatal, detail)
+
     def _run_epoch(self) -> None:
         self._emit("on_epoch_start")
         self.model.train()
         if self.state.batch_in_epoch == 0:
-            self._reset_train_metrics()
+            self._reset_epoch()
         self.epoch_start_time = time.perf_counter()
         self.train_data.set_epoch(self.state.epoch)
         for batch in self.train_data.iter_from(self.state.batch_in_epoch):
-            self.last_loss = self.train_step(self._to_device(batch))
+            batch = self.to_device(batch)
+            logs = _as_logs(self.train_step(batch))
+            if self._scaler_stepped:  # once per iteration, after every optimizer stepped
+                self.scaler.update()
+                self._scaler_stepped = False
+            self.step_logs.update(logs, self.batch_size(batch))
+            self.last_logs = logs
             self.state.step += 1
             self.state.batch_in_epoch += 1
             self._emit("on_batch_end")
@@ -178,60 +272,179 @@ class Trainer:
                 return
         self._finish_epoch()
 
-    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """One optimisation step on one batch: forward, loss, backward, update, metrics.
+    # -------------------------------------------------------------- the steps
+    def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """One optimisation step on one batch; returns its logs (scalar tensors, not read).
 
-        Override this for custom training (GANs, RL); call `self.backward(loss)` and
-        `self.optimizer_step()` to keep mixed precision, clipping and the `after_backward` event.
+        Override it for GANs, RL or anything unusual. Use `self.forward`, `self.compute_loss`,
+        `self.backward(loss)` and `self.optimizer_step()` to keep mixed precision, clipping,
+        penalties and the `after_backward` event, and `self.update_metrics` to feed the metrics.
         """
-        x, y = batch
+        inputs, target = self.unpack(batch)
         with self.autocast:
-            output = self.model(x)
-            loss = self.compute_loss(output, y)
+            output = self.forward(inputs)
+            loss = self.compute_loss(output, target)
         self.backward(loss)
         self.optimizer_step()
-        self.running_loss.update(loss.detach(), x.shape[0])
         if self.train_metrics:
-            detached = output.detach()
-            for metric in self.metrics:
-                metric.update(detached, y)
-        return loss
+            self.update_metrics(output, target)
+        return {"loss": loss}
 
-    def compute_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def eval_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Logs of one batch in evaluation (run under `torch.no_grad()` in eval mode)."""
+        inputs, target = self.unpack(batch)
+        output = self.forward(inputs)
+        if target is None or self.loss_fn is None:
+            return {}
+        self.update_metrics(output, target)
+        return {"loss": self.loss_fn(output, target)}
+
+    def predict_step(self, batch: Any) -> Any:
+        """The model's output for one batch (run under `torch.no_grad()` in eval mode)."""
+        inputs, _ = self.unpack(batch)
+        return self.forward(inputs)
+
+    # --------------------------------------------------- the steps' building blocks
+    def unpack(self, batch: Any) -> tuple[Any, Any]:
+        """`(inputs, target)` of a batch (see `layerwise.train.batch.split_batch`)."""
+        return split_batch(batch)
+
+    def batch_size(self, batch: Any) -> int:
+        """Samples in a batch, the weight of its logs in the epoch average."""
+        return batch_size(batch)
+
+    def to_device(self, batch: Any) -> Any:
+        """The batch with every tensor on the Trainer's device."""
+        return to_device(batch, self.device, self.channels_last)
+
+    def forward(self, inputs: Any) -> Any:
+        """The model on `inputs`: a tuple is several arguments, a dict keyword arguments."""
+        return call_model(self.model, inputs)
+
+    def compute_loss(self, output: Any, target: Any) -> torch.Tensor:
         """The loss plus the L1/L2 penalty when one is set."""
+        if self.loss_fn is None:
+            raise RecipeError(
+                "this Trainer has no loss (loss=None)",
+                hint="give a loss name or function, or override train_step",
+            )
         loss = self.loss_fn(output, target)
         if self.regularizer is not None:
             loss = loss + self.regularizer()
         return loss
 
-    def backward(self, loss: torch.Tensor) -> None:
-        """Backpropagate (scaled under fp16), then fire `after_backward`."""
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+    def backward(self, loss: torch.Tensor, optimizer: str | None = None) -> None:
+        """Backpropagate (scaled under fp16), then fire `after_backward`.
+
+        With an optimizer's name, gradients are accumulated only into that optimizer's
+        parameters (`loss.backward(inputs=...)`): a GAN's generator loss then leaves no stale
+        gradients on the discriminator.
+        """
+        inputs = None if optimizer is None else _trainable(self._optimizer_named(optimizer))
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        scaled.backward(inputs=inputs)
         self._emit("after_backward")
 
-    def optimizer_step(self) -> None:
-        """Clip gradients if asked, step the optimizer and clear gradients."""
-        if self.grad_clip is not None:
+    def optimizer_step(self, name: str | None = None) -> None:
+        """Clip gradients if asked, step the optimizer `name` (default: every one), clear them."""
+        names = list(self.optimizers) if name is None else [name]
+        for key in names:
+            optimizer = self._optimizer_named(key)
+            if self.grad_clip is not None:
+                if self.scaler is not None:
+                    self.scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(_trainable(optimizer), self.grad_clip, foreach=True)
             if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip, foreach=True)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.step(optimizer)
+                self._scaler_stepped = True
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    def update_metrics(self, output: Any, target: Any) -> None:
+        """Feed one batch's output and target to every metric (on the device, no sync)."""
+        if isinstance(output, torch.Tensor):
+            output = output.detach()
+        for metric in self.metrics:
+            metric.update(output, target)
+        self._metrics_updated = True
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers by name, made once the model is built; override for full control."""
+        spec = self.optimizer_spec
+        if isinstance(spec, Mapping):
+            return {name: self._make_optimizer(entry, name) for name, entry in spec.items()}
+        return {MAIN: self._make_optimizer(spec, None)}
+
+    # ------------------------------------------------------------ evaluate
+    def evaluate(self, data: Any, batch_size: int = 256) -> dict[str, float]:
+        """Loss and metrics on `data`, in eval mode without gradients."""
+        batcher = self._batcher(data, batch_size)
+        self._setup(batcher, for_training=False)
+        return self._evaluate_batches(batcher)
+
+    def _evaluate_batches(self, batcher: Any) -> dict[str, float]:
+        logs = StepLogs()
+        with self._fresh_metrics(), self._inference():
+            for batch in batcher.iter_from(0):
+                batch = self.to_device(batch)
+                logs.update(_as_logs(self.eval_step(batch)), self.batch_size(batch))
+            result = logs.compute()
+            if self._metrics_updated:
+                result.update(self._metric_logs())
+        return result
+
+    def predict(self, data: Any, batch_size: int = 256) -> Any:
+        """`predict_step` outputs for every row of `data`, on the CPU, in order.
+
+        Tensors are concatenated (low-precision floats come back as float32); dicts and tuples
+        of tensors are concatenated entry by entry; lists are joined.
+        """
+        batcher = self._batcher(data, batch_size)
+        self._setup(batcher, for_training=False)
+        with self._inference():
+            outputs = [self.predict_step(self.to_device(b)) for b in batcher.iter_from(0)]
+        return _concat(outputs)
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), self.autocast:
+                yield
+        finally:
+            self.model.train(was_training)
+
+    @contextlib.contextmanager
+    def _fresh_metrics(self) -> Iterator[None]:
+        """Evaluate with reset copies of the metrics, leaving the training ones untouched."""
+        saved = self.metrics, self._metrics_updated
+        self.metrics = [copy.deepcopy(m) for m in saved[0]]
+        for metric in self.metrics:
+            metric.reset()
+        self._metrics_updated = False
+        try:
+            yield
+        finally:
+            self.metrics, self._metrics_updated = saved
+
+    # ------------------------------------------------------------- epoch logs
+    def _reset_epoch(self) -> None:
+        self.step_logs.reset()
+        for metric in self.metrics:
+            metric.reset()
+        self._metrics_updated = False
 
     def _finish_epoch(self) -> None:
         logs: dict[str, float] = {"epoch": self.state.epoch + 1, "step": self.state.step}
-        logs["loss"] = self.running_loss.compute()
-        if self.train_metrics:
-            for metric in self.metrics:
-                logs.update(_scalar_logs(metric, prefix=""))
-        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        logs.update(self.step_logs.compute())
+        if self._metrics_updated:
+            logs.update(self._metric_logs())
+        for name, optimizer in self.optimizers.items():
+            logs["lr" if len(self.optimizers) == 1 else f"lr_{name}"] = optimizer.param_groups[0][
+                "lr"
+            ]
         if self.val_data is not None:
             logs.update({f"val_{k}": v for k, v in self._evaluate_batches(self.val_data).items()})
         logs["time"] = time.perf_counter() - self.epoch_start_time
@@ -241,46 +454,11 @@ class Trainer:
         self.history.append(logs)
         self._emit("on_epoch_end")
 
-    # ------------------------------------------------------------ evaluate
-    def evaluate(self, data: Any, batch_size: int = 256) -> dict[str, float]:
-        """Loss and metrics on `data`, in eval mode without gradients."""
-        batcher = self._batcher(data, batch_size)
-        if self.optimizer is None:
-            self._setup(batcher, for_training=False)
-        return self._evaluate_batches(batcher)
-
-    def _evaluate_batches(self, batcher: Any) -> dict[str, float]:
-        metrics = [copy.deepcopy(m) for m in self.metrics]
-        for metric in metrics:
-            metric.reset()
-        mean_loss = MeanMetric()
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad(), self.autocast:
-            for x, y in map(self._to_device, batcher.iter_from(0)):
-                output = self.model(x)
-                mean_loss.update(self.loss_fn(output, y), x.shape[0])
-                for metric in metrics:
-                    metric.update(output, y)
-        self.model.train(was_training)
-        logs = {"loss": mean_loss.compute()}
-        for metric in metrics:
-            logs.update(_scalar_logs(metric, prefix=""))
+    def _metric_logs(self) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        for metric in self.metrics:
+            logs.update(_scalar_logs(metric))
         return logs
-
-    def predict(self, data: Any, batch_size: int = 256) -> torch.Tensor:
-        """Raw model outputs (e.g. logits) for every row of `data`, on the CPU, in order."""
-        batcher = self._batcher(data, batch_size)
-        if self.optimizer is None:
-            self._setup(batcher, for_training=False)
-        outputs = []
-        was_training = self.model.training
-        self.model.eval()
-        with torch.no_grad(), self.autocast:
-            for x, _ in map(self._to_device, batcher.iter_from(0)):
-                outputs.append(self.model(x).float())
-        self.model.train(was_training)
-        return torch.cat(outputs).cpu()
 
     # --------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -288,11 +466,13 @@ class Trainer:
         return {
             "format": STATE_FORMAT,
             "train_state": asdict(self.state),
-            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedules": {name: s.state_dict() for name, s in self.schedules.items()},
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": rng_state(),
-            "running_loss": self.running_loss.state_dict(),
+            "step_logs": self.step_logs.state_dict(),
             "metrics": [m.state_dict() for m in self.metrics],
+            "metrics_updated": self._metrics_updated,
             "callbacks": {key: cb.state_dict() for key, cb in self._keyed_callbacks().items()},
             "history": self.history,
         }
@@ -300,7 +480,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict`; it takes effect in the next `fit`, once the model is built."""
         if state.get("format") != STATE_FORMAT:
-            raise LayerwiseError(
+            raise CheckpointError(
                 f"training state has format {state.get('format')}, expected {STATE_FORMAT}",
                 hint="it was written by another layerwise version; start a new run",
             )
@@ -308,14 +488,22 @@ class Trainer:
 
     def _apply_pending_state(self) -> None:
         state, self._pending_state = self._pending_state, None
+        for kind, mine in (("optimizers", self.optimizers), ("schedules", self.schedules)):
+            if set(state[kind]) != set(mine):
+                raise CheckpointError(
+                    f"the saved state has {kind} {sorted(state[kind])} but this Trainer has "
+                    f"{sorted(mine)}",
+                    hint="resume with the same optimizers and schedules the run was started with",
+                )
+            for name, saved in state[kind].items():
+                mine[name].load_state_dict(saved)
         self.state = TrainState(**state["train_state"])
-        if state["optimizer"] is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
-        self.running_loss.load_state_dict(state["running_loss"])
+        self.step_logs.load_state_dict(state["step_logs"])
         for metric, metric_state in zip(self.metrics, state["metrics"], strict=True):
             metric.load_state_dict(metric_state)
+        self._metrics_updated = state["metrics_updated"]
         for key, callback in self._keyed_callbacks().items():
             if key in state["callbacks"]:
                 callback.load_state_dict(state["callbacks"][key])
@@ -337,92 +525,117 @@ class Trainer:
         )
 
     def _setup(self, batcher: Any, for_training: bool = True) -> None:
-        """Build lazy layers on one batch, then the optimizer, schedule and scaler (once)."""
-        if self.optimizer is None:
+        """Build the model on one batch (once), then the optimizers, schedules, scaler and
+        default callbacks (once), then a pending resumed state."""
+        if not self._built:
             if for_training:
                 seed_everything(self.seed)
-            self.model.to(self.device)
-            if isinstance(self.loss_fn, nn.Module):
-                self.loss_fn.to(self.device)
-            example, _ = self._to_device(next(iter(batcher.iter_from(0))))
-            materialize(self.model, example)
-            if self.channels_last:
-                self.model.to(memory_format=torch.channels_last)
-            if not for_training:
-                return
-            self.optimizer = self._make_optimizer()
-            self.schedule = self._make_schedule(len(batcher))
-            if self.doctor:
-                self._add_doctor()
-            if self.schedule is not None:
-                self.callbacks.insert(0, LRScheduler(self.schedule))
+            self._build_model(batcher)
+        if not for_training:
+            return
+        if not self.optimizers:
+            self.optimizers = self.configure_optimizers()
+            self.schedules = self._make_schedules(len(batcher))
+            if self.schedules:
+                self.callbacks.append(LRScheduler(self.schedules))
             if self.precision == "fp16" and self.device.type == "cuda":
                 self.scaler = torch.amp.GradScaler("cuda")
             if self.l1 or self.l2:
                 self.regularizer = Regularizer(self.model, l1=self.l1, l2=self.l2)
-        if self._pending_state is not None and for_training:
+        if self.doctor and not self._defaults_added:
+            self.callbacks += default_callbacks("doctor", self)
+        self._defaults_added = True
+        self.callbacks.sort(key=lambda callback: getattr(callback, "order", 0))
+        if self._pending_state is not None:
             self._apply_pending_state()
 
-    def _add_doctor(self) -> None:
-        """Probes and a Doctor first in line (after the schedule), unless the caller has them."""
-        from layerwise.diagnose.doctor import Doctor
-        from layerwise.diagnose.probes import Probes
+    def _build_model(self, batcher: Any) -> None:
+        """Move the model to the device and build its lazy layers with one dry forward.
 
-        if any(isinstance(c, Probes | Doctor) for c in self.callbacks):
-            return
-        probes = Probes()
-        self.callbacks[:0] = [probes, Doctor(probes, num_classes=self.num_classes)]
+        The dry forward also checks, before any training, that the data fits the model (a
+        `ShapeError` naming the layer otherwise). A model only a custom step can call (a GAN
+        pair) skips it, unless it has lazy layers to build.
+        """
+        self.model.to(self.device)
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn.to(self.device)
+        lazy = any(is_lazy(p) for p in self.model.parameters())
+        if lazy or type(self).train_step is Trainer.train_step:
+            inputs, _ = self.unpack(self.to_device(next(iter(batcher.iter_from(0)))))
+            materialize(self.model, inputs)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._built = True
 
-    def diagnose(self) -> Any:
-        """The doctor's `Diagnosis` of the training so far (needs `doctor=True` or a `Doctor`)."""
-        from layerwise.diagnose.doctor import Doctor
+    def _make_optimizer(self, spec: Any, name: str | None) -> torch.optim.Optimizer:
+        if isinstance(spec, str):
+            if name is not None:
+                raise RecipeError(
+                    f"optimizer '{name}' is given by name ('{spec}'), which says nothing of "
+                    "which parameters it trains",
+                    hint="give each of several optimizers as a function model -> optimizer",
+                )
+            return create_optimizer(spec, self.model, **self.optimizer_args)
+        if isinstance(spec, torch.optim.Optimizer):
+            return spec
+        if callable(spec):
+            return spec(self.model) if name is not None else spec(self.model.parameters())
+        raise RecipeError(
+            f"bad optimizer {spec!r}", hint="give a name, an optimizer or a function making one"
+        )
 
-        doctor = next((c for c in self.callbacks if isinstance(c, Doctor)), None)
-        if doctor is None:
-            raise LayerwiseError(
-                "this Trainer has no doctor", hint="create it with Trainer(..., doctor=True)"
-            )
-        return doctor.diagnose(self.history)
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        if isinstance(self.optimizer_spec, str):
-            return create_optimizer(self.optimizer_spec, self.model, **self.optimizer_args)
-        if isinstance(self.optimizer_spec, torch.optim.Optimizer):
-            return self.optimizer_spec
-        return self.optimizer_spec(self.model.parameters())
-
-    def _make_schedule(self, steps_per_epoch: int) -> Schedule | None:
+    def _make_schedules(self, steps_per_epoch: int) -> dict[str, Schedule]:
         spec = self.schedule_spec
-        if spec is None or isinstance(spec, Schedule):
+        if spec is None:
+            return {}
+        several = isinstance(spec, Mapping) and "name" not in spec
+        specs = dict(spec) if several else {MAIN: spec}
+        if not several and len(self.optimizers) > 1:
+            raise RecipeError(
+                f"one schedule was given for several optimizers ({', '.join(self.optimizers)})",
+                hint="give a dict {optimizer name: schedule}",
+            )
+        schedules = {}
+        for name, entry in specs.items():
+            optimizer = self._optimizer_named(next(iter(self.optimizers)) if name == MAIN else name)
+            schedules[name] = self._make_schedule(entry, optimizer, steps_per_epoch)
+        return schedules
+
+    def _make_schedule(
+        self, spec: Any, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+    ) -> Schedule:
+        if isinstance(spec, Schedule):
             return spec
         if isinstance(spec, str):
             spec = {"name": spec}
-        if not isinstance(spec, dict) or "name" not in spec:
+        if not isinstance(spec, Mapping) or "name" not in spec:
             raise RecipeError(
                 f"bad schedule {spec!r}", hint="give a name or a dict like {'name': 'cosine'}"
             )
         args = {k: v for k, v in spec.items() if k != "name"}
         return create_schedule(
-            spec["name"],
-            self.optimizer,
-            epochs=self.epochs,
-            steps_per_epoch=steps_per_epoch,
-            **args,
+            spec["name"], optimizer, epochs=self.epochs, steps_per_epoch=steps_per_epoch, **args
         )
 
-    def _to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x, y = batch
-        x = x.to(self.device, non_blocking=True)
-        if y is not None:
-            y = y.to(self.device, non_blocking=True)
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+    def _optimizer_named(self, name: str) -> torch.optim.Optimizer:
+        try:
+            return self.optimizers[name]
+        except KeyError:
+            raise LayerwiseError(
+                f"no optimizer named '{name}' (this Trainer has: {', '.join(self.optimizers)})",
+                hint="name one of the optimizers given to the Trainer",
+            ) from None
 
-    def _reset_train_metrics(self) -> None:
-        self.running_loss.reset()
-        for metric in self.metrics:
-            metric.reset()
+    # ------------------------------------------------------------ callbacks
+    def diagnose(self) -> Any:
+        """The diagnosis of the training so far, from the attached doctor (or any callback
+        with a `diagnose(history)` method)."""
+        doctor = next((c for c in self.callbacks if hasattr(c, "diagnose")), None)
+        if doctor is None:
+            raise LayerwiseError(
+                "this Trainer has no doctor", hint="create it with Trainer(..., doctor=True)"
+            )
+        return doctor.diagnose(self.history)
 
     def _keyed_callbacks(self) -> dict[str, Callback]:
         """Callbacks by class name (`EarlyStopping`, `EarlyStopping_2`…), to match on resume."""
@@ -441,11 +654,46 @@ class Trainer:
             getattr(callback, event)(self)
 
 
-def _scalar_logs(metric: Metric, prefix: str) -> dict[str, float]:
+def _as_logs(result: Any) -> Mapping[str, Any]:
+    """A step's return value as logs: a dict as is, a bare loss tensor as `{"loss": …}`."""
+    if result is None:
+        return {}
+    if isinstance(result, torch.Tensor):
+        return {"loss": result}
+    if isinstance(result, Mapping):
+        return result
+    raise LayerwiseError(
+        f"a step returned a {type(result).__name__}; it must return a dict of logs",
+        hint="return e.g. {'loss': loss} from train_step and eval_step",
+    )
+
+
+def _trainable(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+
+def _scalar_logs(metric: Metric) -> dict[str, float]:
     """A metric's value as log entries; matrix-valued metrics (confusion matrix) are skipped."""
     value = metric.compute()
     if isinstance(value, dict):
-        return {f"{prefix}{k}": float(v) for k, v in value.items()}
+        return {k: float(v) for k, v in value.items()}
     if isinstance(value, float | int):
-        return {f"{prefix}{metric.name}": float(value)}
+        return {metric.name: float(value)}
     return {}
+
+
+def _concat(outputs: list[Any]) -> Any:
+    """Join per-batch outputs: tensors along dim 0 (on the CPU), containers entry by entry."""
+    if not outputs:
+        return torch.empty(0)
+    first = outputs[0]
+    if isinstance(first, torch.Tensor):
+        joined = torch.cat(outputs).cpu()
+        return joined.float() if joined.is_floating_point() else joined
+    if isinstance(first, Mapping):
+        return {key: _concat([o[key] for o in outputs]) for key in first}
+    if isinstance(first, tuple):
+        return tuple(_concat(list(parts)) for parts in zip(*outputs, strict=True))
+    if isinstance(first, list):
+        return [item for output in outputs for item in output]
+    return outputs

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from layerwise.errors import RecipeError
 from layerwise.train.callbacks.base import Callback
-from layerwise.train.callbacks.early_stopping import improved, resolve_mode
+from layerwise.train.monitor import MODES, improved, monitor_mode
 
 if TYPE_CHECKING:
     from layerwise.runs import Run
@@ -17,15 +18,18 @@ if TYPE_CHECKING:
 class ModelCheckpoint(Callback):
     """Write `checkpoints/last.safetensors` + `state.pt` after every epoch (and every
     `every_steps` optimizer steps, so a long epoch killed midway loses little), and
-    `best.safetensors` whenever `monitor` improves. Weights that are NaN or infinite (or a run the
-    doctor halted) are never saved, so the last good checkpoint survives a diverged run.
+    `best.safetensors` whenever `monitor` improves. Weights that are NaN or infinite (or a run
+    stopped for a fatal reason, such as the doctor's NaN loss) are never saved, so the last good
+    checkpoint survives a diverged run.
 
     Args:
         run: the `layerwise.runs.Run` to write into.
         monitor: the epoch-log entry that defines "best" (falls back to `loss` when absent).
-        mode: `min`, `max` or `auto`.
+        mode: `min`, `max` or `auto` (the metric's own direction; losses go down).
         every_steps: also save `last` every this many steps (None: only at epoch ends).
     """
+
+    order = 20
 
     def __init__(
         self,
@@ -36,18 +40,30 @@ class ModelCheckpoint(Callback):
     ) -> None:
         self.run = run
         self.monitor = monitor
-        self.mode = resolve_mode(monitor, mode)
+        if mode not in MODES:
+            raise RecipeError(f"unknown mode '{mode}' for '{monitor}'", hint="use auto, min or max")
+        self.mode = mode
         self.every_steps = every_steps
         self.best: float | None = None
+        self._direction = "min"
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._direction = monitor_mode(self.monitor, trainer.metrics, self.mode)
 
     def on_batch_end(self, trainer: Trainer) -> None:
         if self.every_steps and trainer.state.step % self.every_steps == 0:
             self._save(trainer, best=False)
 
     def on_epoch_end(self, trainer: Trainer) -> None:
+        # Without validation data `val_*` never appears: "best" is then the lowest train loss,
+        # and a step that logs no loss at all (a GAN) has no "best", only `last`.
         monitor = self.monitor if self.monitor in trainer.logs else "loss"
+        direction = self._direction if monitor == self.monitor else "min"
+        if monitor not in trainer.logs:
+            self._save(trainer, best=False)
+            return
         value = trainer.logs[monitor]
-        is_best = improved(value, self.best, resolve_mode(monitor, "auto"), 0.0)
+        is_best = improved(value, self.best, direction, 0.0)
         if is_best:
             self.best = value
         self._save(trainer, best=is_best)
@@ -58,7 +74,8 @@ class ModelCheckpoint(Callback):
 
     def _save(self, trainer: Trainer, best: bool) -> None:
         weights = {k: v.detach() for k, v in trainer.model.state_dict().items()}
-        if getattr(trainer, "halted", None) is not None or not _all_finite(weights):
+        stopped = trainer.stop_reason
+        if (stopped is not None and stopped.fatal) or not _all_finite(weights):
             return  # keep the last good checkpoint rather than overwrite it with a diverged one
         self.run.save_checkpoint(weights, trainer.state_dict(), best=best)
 

@@ -19,6 +19,8 @@ class CSVLogger(Callback):
         >>> trainer = Trainer(model, callbacks=[CSVLogger("history.csv")])  # doctest: +SKIP
     """
 
+    order = 10
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._fields: list[str] | None = None

@@ -7,25 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from layerwise.errors import RecipeError
 from layerwise.train.callbacks.base import Callback
+from layerwise.train.monitor import MODES, improved, monitor_mode
 
 if TYPE_CHECKING:
     from layerwise.train.trainer import Trainer
-
-
-def resolve_mode(monitor: str, mode: str) -> str:
-    """`auto` means minimise losses and errors, maximise everything else."""
-    if mode not in ("auto", "min", "max"):
-        raise RecipeError(f"unknown mode '{mode}' for '{monitor}'", hint="use auto, min or max")
-    if mode != "auto":
-        return mode
-    lowered = monitor.lower()
-    return "min" if any(k in lowered for k in ("loss", "mae", "rmse", "error")) else "max"
-
-
-def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
-    if best is None:
-        return True
-    return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 class EarlyStopping(Callback):
@@ -35,7 +20,7 @@ class EarlyStopping(Callback):
         monitor: an entry of the epoch logs, e.g. `val_loss` or `val_accuracy`.
         patience: epochs without improvement before stopping.
         min_delta: smallest change that counts as an improvement.
-        mode: `min`, `max`, or `auto` (from the name).
+        mode: `min`, `max`, or `auto` (the metric's own direction; losses go down).
         restore_best_weights: at the end, put back the weights of the best epoch.
 
     Example:
@@ -51,16 +36,22 @@ class EarlyStopping(Callback):
         mode: str = "auto",
         restore_best_weights: bool = True,
     ) -> None:
+        if mode not in MODES:
+            raise RecipeError(f"unknown mode '{mode}' for '{monitor}'", hint="use auto, min or max")
         self.monitor = monitor
         self.patience = patience
         self.min_delta = min_delta
-        self.mode = resolve_mode(monitor, mode)
+        self.mode = mode
         self.restore_best_weights = restore_best_weights
         self.best: float | None = None
         self.best_epoch = 0
         self.wait = 0
         self.stopped_epoch: int | None = None
+        self._direction = mode
         self._best_weights: dict[str, Any] | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._direction = monitor_mode(self.monitor, trainer.metrics, self.mode)
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         if self.monitor not in trainer.logs:
@@ -69,7 +60,7 @@ class EarlyStopping(Callback):
                 hint=f"choose one of: {', '.join(sorted(trainer.logs))}",
             )
         value = trainer.logs[self.monitor]
-        if improved(value, self.best, self.mode, self.min_delta):
+        if improved(value, self.best, self._direction, self.min_delta):
             self.best, self.best_epoch, self.wait = value, trainer.state.epoch, 0
             if self.restore_best_weights:
                 self._best_weights = copy.deepcopy(trainer.model.state_dict())
@@ -77,7 +68,13 @@ class EarlyStopping(Callback):
         self.wait += 1
         if self.wait >= self.patience:
             self.stopped_epoch = trainer.state.epoch
-            trainer.stop_training = True
+            restored = " (its weights are restored)" if self.restore_best_weights else ""
+            trainer.stop(
+                f"early stopping at epoch {self.stopped_epoch}: {self.monitor} has not improved "
+                f"for {self.patience} epoch(s); best {self.best:.4g} at epoch "
+                f"{self.best_epoch}{restored}",
+                source="EarlyStopping",
+            )
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.stopped_epoch is not None and self._best_weights is not None:

@@ -18,6 +18,8 @@ class MetricsLogger(Callback):
     which is what the plots and `layerwise runs compare` read.
     """
 
+    order = 10
+
     def __init__(self, run: Run) -> None:
         self.run = run
 

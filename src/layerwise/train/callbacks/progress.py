@@ -35,6 +35,8 @@ class ProgressBar(Callback):
         force_tty: override terminal detection (None: detect).
     """
 
+    order = 30
+
     def __init__(self, stream: TextIO | None = None, force_tty: bool | None = None) -> None:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if force_tty is None else force_tty
@@ -54,7 +56,10 @@ class ProgressBar(Callback):
             transient=True,
         )
         self._progress.start()
-        total = len(trainer.train_data)
+        try:
+            total = len(trainer.train_data)
+        except TypeError:  # a stream of batches without a length
+            total = None
         self._task = self._progress.add_task("train", total=total)
         self._progress.update(self._task, completed=trainer.state.batch_in_epoch)
 
@@ -70,6 +75,9 @@ class ProgressBar(Callback):
 
     def on_fit_end(self, trainer: Trainer) -> None:
         self._stop_bar()
+        reason = trainer.stop_reason
+        if reason is not None and not reason.fatal:  # a fatal one was printed by its source
+            self.console.print(reason.message, soft_wrap=True, markup=False)
 
     def _stop_bar(self) -> None:
         if self._progress is not None:
