@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 REPO = BENCH_DIR.parent
@@ -19,6 +17,8 @@ REPO = BENCH_DIR.parent
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on, so a reader can tell whether they transfer."""
+    import torch  # here, so cli_latency.py can time start-up from a process without torch
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

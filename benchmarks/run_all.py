@@ -21,6 +21,7 @@ BENCHMARKS = {
     "probe_overhead": "probes on / off: time per training step on the MNIST MLP and CNN",
     "lr_finder": "lr-find suggestion against a grid search on three recipes (~25 min)",
     "doctor": "detection table, false alarms and auto-fix on the broken-setup library (~15 min)",
+    "cli_latency": "layerwise --help and runs ls as whole processes against python -c pass (~10 s)",
 }
 
 

@@ -1,23 +1,33 @@
-"""Run folders: atomic writes, metrics, checkpoints (safetensors + weights-only state), index."""
+"""Run folders: atomic writes, metrics, checkpoints (safetensors + weights-only state), index.
 
-from layerwise.runs.atomic import (
-    atomic_save_safetensors,
-    atomic_torch_save,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-)
-from layerwise.runs.checkpoint import (
-    check_state,
-    load_state,
-    load_weights,
-    save_state,
-    save_weights,
-)
-from layerwise.runs.index import RunIndex
-from layerwise.runs.run import NOT_METRICS, STATUSES, Run
+Names are imported on first use (PEP 562), so `layerwise runs ls`, which needs only the SQLite
+index, imports neither torch nor safetensors.
+"""
 
-__all__ = [
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> the submodule of layerwise.runs that defines it.
+_EXPORTS: dict[str, str] = {
+    "NOT_METRICS": "run",
+    "STATUSES": "run",
+    "Run": "run",
+    "RunIndex": "index",
+    "atomic_save_safetensors": "atomic",
+    "atomic_torch_save": "atomic",
+    "atomic_write_bytes": "atomic",
+    "atomic_write_json": "atomic",
+    "atomic_write_text": "atomic",
+    "check_state": "checkpoint",
+    "load_state": "checkpoint",
+    "load_weights": "checkpoint",
+    "save_state": "checkpoint",
+    "save_weights": "checkpoint",
+}
+
+__all__ = [  # a literal, so type checkers and IDEs see the re-exports
     "NOT_METRICS",
     "STATUSES",
     "Run",
@@ -33,3 +43,34 @@ __all__ = [
     "save_state",
     "save_weights",
 ]
+
+if TYPE_CHECKING:
+    from layerwise.runs.atomic import (
+        atomic_save_safetensors,
+        atomic_torch_save,
+        atomic_write_bytes,
+        atomic_write_json,
+        atomic_write_text,
+    )
+    from layerwise.runs.checkpoint import (
+        check_state,
+        load_state,
+        load_weights,
+        save_state,
+        save_weights,
+    )
+    from layerwise.runs.index import RunIndex
+    from layerwise.runs.run import NOT_METRICS, STATUSES, Run
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'layerwise.runs' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"layerwise.runs.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -6,6 +6,9 @@ then replaces the target. A SIGKILL or power cut at any point leaves the previou
 and, at worst, a stray `.<name>.*.tmp` file beside it. An `OSError` (permissions, full disk, a path
 under a regular file) becomes a `RunError` that names the path; any other exception raised by the
 serializer propagates unchanged after the temp file is removed.
+
+torch and safetensors are imported by the two writers that need them, so the text and JSON
+writers stay cheap to import (the CLI's `runs ls` must not pay for torch).
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import contextlib
 import functools
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING, Any
 
 from layerwise.errors import RunError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "atomic_save_safetensors",
@@ -52,6 +56,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """`torch.save(obj, path)`, atomically (argument order follows `torch.save`)."""
+    import torch
+
     with _atomic_target(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
@@ -66,9 +72,19 @@ def atomic_save_safetensors(
     return Path(path)
 
 
+def save_file(
+    tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str] | None = None
+) -> None:
+    """`safetensors.torch.save_file`, imported on first use (it imports torch)."""
+    from safetensors.torch import save_file as save_safetensors
+
+    save_safetensors(tensors, filename, metadata=metadata)
+
+
 def json_default(value: Any) -> Any:
     """`json.dumps` fallback: tensors and NumPy values become plain numbers or lists."""
-    if isinstance(value, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
+    if torch is not None and isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()
     if hasattr(value, "tolist"):  # NumPy arrays and scalars, without importing NumPy here
         return value.tolist()
