@@ -53,7 +53,10 @@ class Weights(StrEnum):
 
 @app.command()
 def train(
-    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML file.")] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Argument(help="Recipe YAML file, or a bundled recipe's name (digits_cnn)."),
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a field: key.path=value.")
     ] = None,
@@ -70,12 +73,13 @@ def train(
     """
     from layerwise import experiment
     from layerwise.recipe import load_recipe, parse_recipe
+    from layerwise.recipes_bundled import resolve_recipe
     from layerwise.runs import Run
 
     if recipe is None and resume is None:
         raise LayerwiseError("no recipe given", hint="layerwise train recipes/digits_cnn.yaml")
     if recipe is not None:
-        parsed = load_recipe(recipe, set_)
+        parsed = load_recipe(resolve_recipe(recipe), set_)
     elif (
         set_
     ):  # --resume RUN --set …: compare the overridden saved recipe, so the change is refused
@@ -107,8 +111,9 @@ def quickstart(runs_dir: RunsDir = Path("runs"), debug: Debug = False) -> None:
     """
     from layerwise import experiment
     from layerwise.recipe import load_recipe
+    from layerwise.recipes_bundled import bundled_recipe
 
-    recipe = load_recipe(_bundled_recipe("digits_cnn.yaml"))
+    recipe = load_recipe(bundled_recipe("digits_cnn"))
     run, test_metrics = experiment.train(recipe, runs_dir)
     _print_outcome(run, test_metrics)
     _print_doctor_summary(run)
@@ -450,17 +455,6 @@ def _write_predictions(path: Path, names: list[str], rows: list[list[tuple[str, 
     buffer = io.StringIO()
     csv.writer(buffer).writerows(lines)
     atomic_write_text(path, buffer.getvalue())
-
-
-def _bundled_recipe(name: str) -> Path:
-    """The recipes/ folder of this source tree, or of the current folder."""
-    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
-        candidate = root / "recipes" / name
-        if candidate.is_file():
-            return candidate
-    raise LayerwiseError(
-        f"bundled recipe {name} not found", hint="run from the layerwise repository"
-    )
 
 
 def _fmt(metrics: dict[str, float]) -> str:
