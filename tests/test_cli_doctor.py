@@ -48,7 +48,7 @@ def test_doctor_data_only_lists_data_findings_without_training(tmp_path: Path):
     result = layerwise("doctor", str(recipe), "--data-only", cwd=tmp_path)
     assert result.code == 0, result.stderr
     assert "[error] train_test_leakage: 108 of 360 test rows (30.0%)" in result.stdout
-    assert "patch: data.drop_duplicates=True" in result.stdout
+    assert "patch: data.drop_leaked=True" in result.stdout
     assert not (tmp_path / "runs").exists()
 
 

@@ -1,5 +1,6 @@
-"""Data fixes (`data.impute`, `drop_constant`, `drop_duplicates`, `drop_noisy`, `standardize`,
-`balance`) on hand-made tensors with known answers, and loaders that keep NaN for them."""
+"""Data fixes (`data.impute`, `drop_constant`, `drop_duplicates`, `drop_leaked`, `drop_noisy`,
+`standardize`, `balance`) on hand-made tensors with known answers, and loaders that keep NaN for
+them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from layerwise.data import DatasetBundle, check_finite, clean_bundle, load_datas
 from layerwise.data.clean import (
     drop_constant,
     drop_duplicates,
+    drop_leaked,
     impute,
     oversample,
     standardize,
@@ -254,15 +256,70 @@ def test_drop_duplicates_drops_repeats_and_rows_leaked_from_val_and_test():
     assert cleaned.val is bundle.val and cleaned.test is bundle.test
 
 
-def test_drop_duplicates_compares_exact_bytes():
-    bundle = make([[0.0, 1.0], [-0.0, 1.0], [0.0, 1.0 + 1e-7]])
-    cleaned, report = drop_duplicates(bundle)
-    assert report == {"repeats": 0, "leaked": 0} and cleaned is bundle
+def test_drop_duplicates_compares_values_exactly():
+    # -0.0 is 0.0 and NaN matches NaN (a copied row with a gap is still a copy); 1 ulp apart is not
+    rows = [[0.0, 1.0], [-0.0, 1.0], [0.0, 1.0 + 1e-7], [NAN, 2.0], [NAN, 2.0], [INF, 2.0]]
+    cleaned, report = drop_duplicates(make(rows))
+    assert report == {"repeats": 2, "leaked": 0}
+    kept = cleaned.train[0]
+    assert len(kept) == 4 and kept[1, 1].item() == pytest.approx(1.0 + 1e-7)
+    assert bool(torch.isinf(kept[3, 0]))
+    unchanged = make([[0.0, 1.0], [0.0, 1.0 + 1e-7]])
+    assert drop_duplicates(unchanged)[0] is unchanged
 
 
 def test_drop_duplicates_refuses_to_empty_train():
     with pytest.raises(DataError, match="every training row"):
         drop_duplicates(make([[1.0], [1.0]], [[1.0]]))
+
+
+# ------------------------------------------------------------------------------- drop_leaked
+def _spread(rows: int, width: int, seed: int) -> torch.Tensor:
+    """Rows far apart from each other: each feature uniform in [0, 1]."""
+    return torch.rand(rows, width, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("width", [4, 30])  # 30 > 12 features: searched in a PCA projection
+def test_drop_leaked_drops_every_train_row_near_or_equal_to_a_val_or_test_row(width):
+    x = _spread(200, width, 0)
+    span = x.max(0).values - x.min(0).values
+    close = torch.where(torch.arange(width) % 2 == 0, 1.0, -1.0) * 0.005 * span  # 0.5% of range
+    far = torch.where(torch.arange(width) % 2 == 0, 1.0, -1.0) * 0.03 * span  # 3% of range
+    test = torch.cat([x[10:11] + close, x[20:21] + far, _spread(5, width, 1)])
+    val = x[30:31].clone()  # an exact copy
+    # Two train rows are near copies of the same test row: both go, not only the nearest.
+    x = torch.cat([x, x[10:11] + 2 * close])
+    bundle = make(
+        (x, torch.arange(201) % 3), (val, torch.tensor([0])), (test, torch.zeros(7).long())
+    )
+    cleaned, report = drop_leaked(bundle)
+    assert report == {"rows": 3, "exact": 1, "near_rms": 0.015}
+    assert len(cleaned.train[0]) == 198
+    kept = {tuple(row.tolist()) for row in cleaned.train[0]}
+    for row in (10, 30, 200):
+        assert tuple(x[row].tolist()) not in kept
+    assert tuple(x[20].tolist()) in kept  # 3% away: a different row
+    assert cleaned.val is bundle.val and cleaned.test is bundle.test
+
+
+def test_drop_leaked_keeps_data_without_copies_and_refuses_to_empty_train():
+    x = _spread(50, 3, 0)
+    bundle = make((x, torch.arange(50) % 3), (_spread(10, 3, 1), torch.zeros(10).long()))
+    assert drop_leaked(bundle)[0] is bundle
+    no_held_out = make((x, torch.arange(50) % 3))
+    assert drop_leaked(no_held_out) == (no_held_out, {"rows": 0, "exact": 0, "near_rms": 0.015})
+    with pytest.raises(DataError, match="every training row"):
+        drop_leaked(make([[1.0, 2.0], [3.0, 4.0]], [[1.0, 2.0]], [[3.0, 4.0]]))
+
+
+def test_drop_leaked_runs_after_drop_duplicates_in_clean_bundle():
+    x = _spread(60, 3, 0)
+    train = torch.cat([x, x[:2], x[5:6] + 0.001])  # 2 repeats, 1 near copy of a test row
+    bundle = make((train, torch.arange(63) % 3), None, (x[5:6], torch.tensor([2])))
+    _, report = clean_bundle(bundle, spec(drop_duplicates=True, drop_leaked=True))
+    assert list(report) == ["drop_duplicates", "drop_leaked"]
+    assert report["drop_duplicates"] == {"repeats": 2, "leaked": 1}
+    assert report["drop_leaked"]["rows"] == 1  # the near copy; the exact one was already gone
 
 
 # -------------------------------------------------------------------------------- drop_noisy
@@ -390,6 +447,7 @@ def test_fields_default_off():
     data = parse_recipe("name: r\nmodel: {name: mlp}\n").data
     assert (data.impute, data.balance) == (None, None)
     assert not (data.standardize or data.drop_duplicates or data.drop_constant or data.drop_noisy)
+    assert not data.drop_leaked
 
 
 @pytest.mark.parametrize(
@@ -400,6 +458,7 @@ def test_fields_default_off():
         "balance: undersample",
         "standardize: maybe",
         "drop_duplicates: [1]",
+        "drop_leaked: maybe",
         "drop_constant: 2",
         "drop_noisy: {a: 1}",
         "drop_nan: true",

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from layerwise.data import DatasetBundle, load_dataset
-from layerwise.diagnose.data_checks import NEAR_RMS, noisy_label_indices, profile_data
+from layerwise.data.label_noise import noisy_label_indices
+from layerwise.data.overlap import NEAR_RMS
+from layerwise.diagnose.data_checks import profile_data
 from layerwise.errors import DataError
 
 
@@ -66,7 +68,13 @@ def test_duplicates_count_repeats_groups_and_conflicting_labels() -> None:
     y_dup = torch.cat([y, torch.stack([y[0] + 1, y[1], y[1], y[7]]) % 3])
     dup = profile_data(table((x_dup, y_dup)), label_noise=False)["duplicates"]
     # Row 1 three times, rows 0 and 7 twice: 4 repeats in 3 groups, and only row 0 changes label.
-    assert dup == {"rows": 4, "fraction": 4 / 104, "groups": 3, "conflicting_labels": 1}
+    assert dup == {
+        "rows": 4,
+        "fraction": 4 / 104,
+        "groups": 3,
+        "conflicting_labels": 1,
+        "indices": [100, 101, 102, 103],
+    }
     clean = profile_data(table((x, y)), label_noise=False)["duplicates"]
     assert (clean["rows"], clean["groups"]) == (0, 0)
 

@@ -57,6 +57,7 @@ ALLOWED_PATCH_KEYS = {
     "data.standardize",
     "data.impute",
     "data.drop_duplicates",
+    "data.drop_leaked",
     "data.drop_constant",
     "data.balance",
     "data.drop_noisy",
@@ -1079,7 +1080,11 @@ def test_train_test_leakage() -> None:
     assert finding.message == (
         "78 of 360 test rows (21.7%) also appear in the training data (70 as exact copies)"
     )
-    assert finding.patch == {"data.drop_duplicates": True}
+    assert finding.patch == {"data.drop_leaked": True}  # near copies too, not only exact ones
+    assert (
+        data_rules.train_test_leakage(ctx(data=leaky, rec=recipe(data__drop_leaked=True))).patch
+        == {}
+    )
     exact_only = digits_profile(overlap={"test": {"exact": 5, "near": 0}})  # 1.4% exact
     assert data_rules.train_test_leakage(ctx(data=exact_only)) is not None
 

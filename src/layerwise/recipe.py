@@ -35,7 +35,8 @@ class DataSpec(Strict):
     )
     augment: dict[str, Any] | None = Field(None, description="torchvision v2 augmentations")
     # Data fixes, applied by layerwise.data.clean in this order: impute, drop_constant,
-    # drop_duplicates, drop_noisy, standardize, balance. Statistics come from train only.
+    # drop_duplicates, drop_leaked, drop_noisy, standardize, balance. Statistics come from train
+    # only.
     impute: Literal["mean", "median"] | None = Field(
         None, description="replace NaN/inf per feature with the train mean or median"
     )
@@ -44,6 +45,9 @@ class DataSpec(Strict):
     )
     drop_duplicates: bool = Field(
         False, description="drop train rows repeating an earlier train row or a val/test row"
+    )
+    drop_leaked: bool = Field(
+        False, description="drop train rows that are exact or near copies of a val/test row"
     )
     drop_noisy: bool = Field(
         False, description="drop train rows the label-noise check flags as mislabelled"

@@ -5,11 +5,15 @@ Each fix is a `data.*` recipe field, so the doctor's remedies are recipe patches
 the training split only and applied to every split, and rows are only ever dropped from or added
 to train, so validation and test numbers stay honest. `clean_bundle` runs the fixes in one order:
 
-    impute -> drop_constant -> drop_duplicates -> drop_noisy -> standardize -> balance
+    impute -> drop_constant -> drop_duplicates -> drop_leaked -> drop_noisy -> standardize
+    -> balance
 
 Filling comes first because every later step compares values; rows are dropped before the
 scaling statistics are fit, so those describe the rows that are kept; oversampling comes last so
-its copies are neither dropped as duplicates nor counted twice in the statistics.
+its copies are neither dropped as duplicates nor counted twice in the statistics. Which rows are
+copies (exact or near) is decided by `layerwise.data.overlap` and which labels look wrong by
+`layerwise.data.label_noise`, the same functions the doctor's data profile uses, so a fix drops
+exactly the rows the doctor's finding counted.
 
 Example:
     >>> spec = DataSpec(impute="median", drop_duplicates=True)
@@ -23,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +36,7 @@ import torch
 from torch import Tensor
 
 from layerwise.data.bundle import DatasetBundle
+from layerwise.data.overlap import NEAR_RMS, find_copies, repeated_rows, row_hashes, split_rows
 from layerwise.errors import DataError, RecipeError
 from layerwise.recipe import DataSpec
 
@@ -55,6 +59,8 @@ def clean_bundle(
         bundle, report["drop_constant"] = drop_constant(bundle)
     if spec.drop_duplicates:
         bundle, report["drop_duplicates"] = drop_duplicates(bundle)
+    if spec.drop_leaked:
+        bundle, report["drop_leaked"] = drop_leaked(bundle, seed)
     if spec.drop_noisy:
         bundle, report["drop_noisy"] = drop_noisy(bundle, seed)
     if spec.standardize:
@@ -129,31 +135,56 @@ def drop_constant(bundle: DatasetBundle) -> tuple[DatasetBundle, Report]:
 def drop_duplicates(bundle: DatasetBundle) -> tuple[DatasetBundle, Report]:
     """Drop training rows whose inputs repeat an earlier training row or equal a val/test row.
 
-    Rows are compared by their exact bytes, inputs only (a repeat with another label is still a
-    repeat: the first one is kept). Val and test rows are never touched. `leaked` counts the
-    training rows found in val/test (all their copies); `repeats` the other dropped rows.
+    Rows are exact copies when their values are equal (`layerwise.data.overlap.row_hashes`:
+    -0.0 equals 0.0, NaN equals NaN), inputs only: a repeat with another label is still a repeat
+    and the first one is kept. Val and test rows are never touched. `leaked` counts the training
+    rows found in val/test (all their copies); `repeats` the other dropped rows.
     """
-    x, _ = _train(bundle)
-    held_out = {d for name, (t, _) in _parts(bundle) if name != "train" for d in _digests(t)}
-    seen: set[bytes] = set()
-    keep, repeats, leaked = [], 0, 0
-    for i, digest in enumerate(_digests(x)):
-        if digest in held_out:
-            leaked += 1
-        elif digest in seen:
-            repeats += 1
-        else:
-            seen.add(digest)
-            keep.append(i)
-    report = {"repeats": repeats, "leaked": leaked}
-    if not keep:
+    hashes = {name: row_hashes(rows) for name, rows in split_rows(bundle).items()}
+    train = hashes.pop("train")
+    held_out = list(hashes.values())
+    leaked = np.isin(train, np.concatenate(held_out)) if held_out else np.zeros(len(train), bool)
+    repeats = repeated_rows(train) & ~leaked
+    keep = np.flatnonzero(~(leaked | repeats))
+    report = {"repeats": int(repeats.sum()), "leaked": int(leaked.sum())}
+    if not len(keep):
         raise DataError(
             f"every training row of '{bundle.name}' also appears in its val/test data",
             hint="the splits are copies of each other; rebuild them before training",
         )
-    if len(keep) == len(x):
+    if len(keep) == len(train):
         return bundle, report
-    return _keep_train(bundle, torch.tensor(keep)), report
+    return _keep_train(bundle, torch.from_numpy(keep)), report
+
+
+def drop_leaked(bundle: DatasetBundle, seed: int = 0) -> tuple[DatasetBundle, Report]:
+    """Drop training rows that are exact or near copies of a val/test row.
+
+    A near copy is within `NEAR_RMS` (1.5%) of the row, as a root-mean-square difference relative
+    to the train range (see `layerwise.data.overlap`): the rows the doctor's `train_test_leakage`
+    finding counts. Every train row within that distance of any val/test row goes, not only the
+    closest one, so the finding cannot come back from a second copy. Val and test rows are never
+    touched. `rows` counts the dropped rows, `exact` those among them that are exact copies.
+    """
+    from layerwise.data.label_noise import one_thread
+
+    x, _ = _train(bundle)
+    rows = split_rows(bundle)
+    report = {"rows": 0, "exact": 0, "near_rms": NEAR_RMS}
+    if len(rows) == 1 or not len(x):
+        return bundle, report
+    with one_thread():
+        copies = find_copies(rows, image=x.dim() >= 3, seed=seed)
+    report["rows"] = int(copies.train_near.sum())
+    report["exact"] = int(copies.train_exact.sum())
+    if not report["rows"]:
+        return bundle, report
+    if report["rows"] == len(x):
+        raise DataError(
+            f"every training row of '{bundle.name}' is a copy or near copy of a val/test row",
+            hint="the splits are copies of each other; rebuild them before training",
+        )
+    return _keep_train(bundle, torch.from_numpy(np.flatnonzero(~copies.train_near))), report
 
 
 def drop_noisy(bundle: DatasetBundle, seed: int = 0) -> tuple[DatasetBundle, Report]:
@@ -330,9 +361,3 @@ def _column_statistic(values: Tensor, missing: Tensor, strategy: str) -> Tensor:
         warnings.simplefilter("ignore", RuntimeWarning)  # "All-NaN slice encountered"
         median = np.nanmedian(values.masked_fill(missing, torch.nan).numpy(), axis=0)
     return torch.from_numpy(np.nan_to_num(median, nan=0.0)).to(values.dtype)
-
-
-def _digests(x: Tensor) -> list[bytes]:
-    """A 16-byte hash of each row's exact bytes (collisions are out of practical reach)."""
-    rows = np.ascontiguousarray(x.reshape(len(x), -1).numpy())
-    return [hashlib.blake2b(row, digest_size=16).digest() for row in rows]

@@ -8,7 +8,7 @@ are copied after labels were flipped and values went missing, so they stay exact
 test rows keep their true labels):
 
     train_size -> imbalance -> label_noise -> scale, shift -> missing -> duplicates -> leakage
-    -> constant_features
+    -> near_leakage -> constant_features
 
 Each fault draws from its own random stream of `seed`, so switching one on does not change
 where another lands. `inject_faults` does the same to a bundle already loaded and also returns
@@ -44,7 +44,17 @@ FAULTS: dict[str, tuple[Any, str]] = {
     "shift": (0.0, "a finite offset added to the inputs, e.g. 50"),
     "constant_features": (0, "a count of constant columns to append, e.g. 3"),
     "train_size": (None, "a number of training rows to keep, e.g. 100"),
+    # Last, so that adding it moved no other fault's random stream (see `_Injector.rng`).
+    "near_leakage": (
+        0.0,
+        "the fraction of test rows copied into train with a little noise, in [0, 1], e.g. 0.1",
+    ),
 }
+
+# A near-leaked row moves each value by up to ±1% of that feature's train range (of the whole
+# train range for images), uniformly: 0.6% of the range as a root-mean-square difference, well
+# inside the 1.5% that `layerwise.data.overlap` calls a near copy, yet never an exact copy.
+NEAR_LEAK_NOISE = 0.01
 
 # The order faults are injected in (see the module docstring for why).
 ORDER = (
@@ -56,6 +66,7 @@ ORDER = (
     "missing",
     "duplicates",
     "leakage",
+    "near_leakage",
     "constant_features",
 )
 
@@ -73,6 +84,7 @@ def faulty(
     shift: float = 0.0,
     constant_features: int = 0,
     train_size: int | None = None,
+    near_leakage: float = 0.0,
     seed: int = 0,
 ) -> DatasetBundle:
     """Load the registered `dataset` (with `args`) and inject faults into it.
@@ -94,6 +106,10 @@ def faulty(
             uniform between shift / 10 and shift.
         constant_features: columns of 1.0 appended to every split (tables only).
         train_size: keep only this many training rows, stratified by class.
+        near_leakage: fraction of test rows copied, with their labels, into train with a little
+            noise (each value moves by up to ±1% of its train range): near copies, which
+            `data.drop_duplicates` does not catch and `data.drop_leaked` does. They are drawn
+            from the test rows that `leakage` did not copy.
         seed: fixes every random choice.
 
     The bundle is named after what was injected, e.g. `faulty(digits: label_noise=0.3)`.
@@ -111,6 +127,7 @@ def faulty(
         "shift": shift,
         "constant_features": constant_features,
         "train_size": train_size,
+        "near_leakage": near_leakage,
     }
     _check_ranges(**faults)  # before a big dataset is loaded for nothing
     bundle, _ = inject_faults(load_dataset(dataset, **(args or {})), seed=seed, **faults)
@@ -124,9 +141,9 @@ def inject_faults(
 
     Returns the faulty bundle and a JSON-able record of what was injected, by fault:
     `label_noise: {rows, count}` (training rows whose label was flipped), `duplicates:
-    {rows, sources}`, `leakage: {rows, test_rows}`, `missing: {train, val, test}` (values),
-    `imbalance: {classes, kept}`, `constant_features: {indices}`, `train_size: {rows}`,
-    `scale: {factors}`, `shift: {offsets}`.
+    {rows, sources}`, `leakage: {rows, test_rows}`, `near_leakage: {rows, test_rows}`,
+    `missing: {train, val, test}` (values), `imbalance: {classes, kept}`, `constant_features:
+    {indices}`, `train_size: {rows}`, `scale: {factors}`, `shift: {offsets}`.
     """
     unknown = sorted(set(faults) - set(FAULTS))
     if unknown:
@@ -275,11 +292,7 @@ class _Injector:
         self.record["duplicates"] = {"rows": int(extra), "sources": int(np.count_nonzero(repeats))}
 
     def leakage(self, fraction: float) -> None:
-        if self.splits["test"] is None:
-            raise RecipeError(
-                f"faulty: leakage needs a test split, but '{self.source.name}' has none",
-                hint="give the dataset a test split (e.g. test_fraction: 0.2 in args)",
-            )
+        self.require_test("leakage")
         (x, y), (xt, yt) = self.train, self.splits["test"]
         rows = np.sort(
             self.rng("leakage").choice(len(xt), round(fraction * len(xt)), replace=False)
@@ -287,6 +300,29 @@ class _Injector:
         index = torch.from_numpy(rows)
         self.splits["train"] = (torch.cat([x, xt[index]]), torch.cat([y, yt[index]]))
         self.record["leakage"] = {"rows": len(rows), "test_rows": rows.tolist()}
+
+    def near_leakage(self, fraction: float) -> None:
+        self.require_test("near_leakage")
+        self.require_float("near_leakage")
+        (x, y), (xt, yt) = self.train, self.splits["test"]
+        taken = set(self.record.get("leakage", {}).get("test_rows", []))
+        free = np.array([i for i in range(len(xt)) if i not in taken], dtype=np.int64)
+        count = round(fraction * len(xt))
+        if count > len(free):
+            raise RecipeError(
+                f"faulty: leakage and near_leakage together ask for more than the "
+                f"{len(xt)} test rows of '{self.source.name}'",
+                hint="keep leakage + near_leakage at most 1",
+            )
+        rng = self.rng("near_leakage")
+        rows = np.sort(rng.choice(free, count, replace=False))
+        copies = xt[torch.from_numpy(rows)]
+        span = _train_range(x)
+        noise = torch.from_numpy(rng.uniform(-1.0, 1.0, tuple(copies.shape))).to(copies.dtype)
+        copies = copies + noise * NEAR_LEAK_NOISE * span
+        index = torch.from_numpy(rows)
+        self.splits["train"] = (torch.cat([x, copies]), torch.cat([y, yt[index]]))
+        self.record["near_leakage"] = {"rows": len(rows), "test_rows": rows.tolist()}
 
     def constant_features(self, count: int) -> None:
         x, _ = self.train
@@ -311,6 +347,13 @@ class _Injector:
                 hint=f"drop {fault}, or start from a classification dataset such as digits",
             )
 
+    def require_test(self, fault: str) -> None:
+        if self.splits["test"] is None:
+            raise RecipeError(
+                f"faulty: {fault} needs a test split, but '{self.source.name}' has none",
+                hint="give the dataset a test split (e.g. test_fraction: 0.2 in args)",
+            )
+
     def require_float(self, fault: str) -> None:
         if not self.train[0].is_floating_point():
             raise RecipeError(
@@ -320,6 +363,20 @@ class _Injector:
             )
 
 
+def _train_range(x: Tensor) -> Tensor:
+    """Each feature's finite range over `x` (tables), or one range for all values (images);
+    a feature with no spread (or no finite value) gets a range of 0."""
+    finite = torch.isfinite(x)
+    low = torch.where(finite, x, torch.inf)
+    high = torch.where(finite, x, -torch.inf)
+    if x.dim() == 2:
+        low, high = low.amin(0), high.amax(0)
+    else:
+        low, high = low.amin(), high.amax()
+    span = high - low
+    return torch.where(torch.isfinite(span), span, 0.0)
+
+
 def _check_ranges(**faults: Any) -> None:
     """Reject values outside each fault's range, naming the argument, before any data loads."""
     for name, value in faults.items():
@@ -327,7 +384,7 @@ def _check_ranges(**faults: Any) -> None:
             continue
         if name in ("label_noise", "imbalance", "missing"):
             ok = 0.0 <= value < 1.0
-        elif name in ("duplicates", "leakage"):
+        elif name in ("duplicates", "leakage", "near_leakage"):
             ok = 0.0 <= value <= 1.0
         elif name == "scale":
             ok = 0.0 < value < math.inf

@@ -4,45 +4,36 @@
 rules that turn them into findings can be tested on hand-written profiles. Inputs may hold NaN or
 inf: counting them is one of the checks, so nothing here raises on them.
 
-Two definitions used throughout:
-- a *feature* is a column for tables ((N, F) inputs) and a channel for images ((N, C, H, W), or
-  (N, H, W) as one channel: any input with 3 or more dimensions); pixels count as features only
-  for `constant_features` and `nonfinite`, which are per flattened input position.
-- a *near copy* of a train row is a row whose root-mean-square difference from it is at most
-  `NEAR_RMS` (1.5%) of the train range: per column for tables, one global range for images. A
-  copy with ±1% uniform noise is 0.6% away. The nearest genuinely different rows measured:
-  MNIST test 3.0% (a single digit; 190 of 10,000 are within 5%), digits 6.4%, breast cancer
-  3.0%, wine 7.0%.
+A *feature* is a column for tables ((N, F) inputs) and a channel for images ((N, C, H, W), or
+(N, H, W) as one channel: any input with 3 or more dimensions); pixels count as features only
+for `constant_features` and `nonfinite`, which are per flattened input position.
+
+Exact and near copies (`duplicates`, `overlap`) are defined and found by `layerwise.data.overlap`,
+the same functions the data fixes `data.drop_duplicates` and `data.drop_leaked` use, so a row
+counted here is a row those fixes drop. The label-noise estimate is
+`layerwise.data.label_noise`, which `data.drop_noisy` uses.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
-from sklearn.decomposition import PCA
 from torch import Tensor
 
 from layerwise.data.bundle import DatasetBundle
-from layerwise.data.label_noise import (
-    estimate_label_noise,
-    noisy_label_indices,
-    one_thread,
-)
+from layerwise.data.label_noise import estimate_label_noise, one_thread
+from layerwise.data.overlap import NEAR_RMS, find_copies, repeated_rows, row_hashes, split_rows
 from layerwise.errors import DataError
 
-__all__ = ["NEAR_RMS", "noisy_label_indices", "profile_data"]
+__all__ = ["profile_data"]
 
 SPLITS = ("train", "val", "test")
-NEAR_RMS = 0.015
-NEAR_COMPONENTS = 12  # projection searched for near copies; any orthonormal one bounds distances
-PCA_FIT_ROWS = 5_000
 CHUNK_ROWS = 4_096
 MAX_OVERLAP_INDICES = 1_000
+MAX_DUPLICATE_INDICES = 1_000
 MAX_NONFINITE_COLUMNS = 20
 MAX_CONSTANT_INDICES = 50
 
@@ -71,15 +62,16 @@ def profile_data(
       `sizes` {train, val, test: rows}, `num_params`.
     - `class_counts` {split: [rows labelled 0, 1, ..., num_classes-1]} and `invalid_labels`
       {split: rows whose label is outside 0..num_classes-1}; both None for regression.
-    - `duplicates` within train, by an exact hash of each row's values (-0.0 equals 0.0, NaN
-      equals NaN): `rows` (rows that repeat an earlier row), `fraction` (rows / train rows),
+    - `duplicates` within train, exact copies as `layerwise.data.overlap` defines them (-0.0
+      equals 0.0, NaN equals NaN): `rows` (rows that repeat an earlier row: what
+      `data.drop_duplicates` drops besides leaked rows), `fraction` (rows / train rows),
       `groups` (distinct rows that occur more than once), `conflicting_labels` (groups whose
-      labels disagree).
-    - `overlap` of val/test with train: {split: {exact (rows whose exact hash is in train), near
-      (rows with a near copy in train, see the module doc; includes exact), fraction
+      labels disagree), `indices` (the first 1000 repeating rows, sorted).
+    - `overlap` of val/test with train: {split: {exact (rows with an exact copy in train), near
+      (rows with an exact or near copy in train, see `layerwise.data.overlap`), fraction
       (max(exact, near) / rows)}}, `train_rows` (train rows that are exact or near copies of a
-      val/test row), `train_indices` (the first 1000 of them, sorted, for a fix to drop),
-      `near_rms` (the near-copy threshold).
+      val/test row: what `data.drop_leaked` drops), `train_indices` (the first 1000 of them,
+      sorted), `near_rms` (the near-copy threshold).
     - `nonfinite` {split: {nan, inf (element counts), rows (rows with any), column_count
       (flattened input positions with any), columns (the first 20 of those)}}.
     - `scale` over the finite train values: `min`, `max`, `mean`, `std` (all values pooled),
@@ -110,10 +102,10 @@ def _profile(
     x = bundle.train[0]
     image = x.dim() >= 3
     classification = bundle.task == "classification"
-    xs = _inputs(bundle)
+    xs = split_rows(bundle)
     ys = {name: _labels(data[1], classification) for name, data in _present(bundle)}
     stats = _column_stats(xs["train"])
-    hashes = {name: _row_hashes(a) for name, a in xs.items()}
+    hashes = {name: row_hashes(a) for name, a in xs.items()}
     k = bundle.num_classes
     # Token ids (the only integers `to_tensors` keeps) are codes, not measurements: distances and
     # weighted sums of them mean nothing, so a quick model's guesses would make clean labels
@@ -137,7 +129,7 @@ def _profile(
             _per_split(ys, lambda y: int(np.sum((y < 0) | (y >= k)))) if classification else None
         ),
         "duplicates": _duplicates(hashes["train"], ys["train"]),
-        "overlap": _overlap(xs, hashes, stats, image, seed),
+        "overlap": _overlap(xs, hashes, image, seed),
         "nonfinite": _per_split(xs, _nonfinite),
         "scale": _scale(stats, _feature_groups(x.shape)),
         "constant_features": _constant(stats),
@@ -154,25 +146,6 @@ def _present(bundle: DatasetBundle) -> list[tuple[str, tuple[Tensor, Tensor]]]:
     return [(s, data) for s in SPLITS if (data := getattr(bundle, s)) is not None]
 
 
-def _inputs(bundle: DatasetBundle) -> dict[str, np.ndarray]:
-    """Each split's inputs as a (rows, positions) NumPy view in one float dtype (no copy when the
-    inputs are already float32/float64); integers go to float64, which holds them exactly."""
-    out = {}
-    for name, (x, _) in _present(bundle):
-        if x.shape[1:] != bundle.train[0].shape[1:]:
-            raise DataError(
-                f"the {name} inputs of '{bundle.name}' have shape {tuple(x.shape[1:])} per row "
-                f"but the train inputs have {tuple(bundle.train[0].shape[1:])}",
-                hint="every split must hold samples of the same shape",
-            )
-        t = x.detach().cpu()
-        if t.dtype != torch.float64:
-            t = t.double() if t.dtype in (torch.int32, torch.int64) else t.float()
-        out[name] = (t.flatten(1) if t.dim() > 1 else t[:, None]).numpy()
-    dtype = out["train"].dtype
-    return {name: a.astype(dtype, copy=False) for name, a in out.items()}
-
-
 def _labels(y: Tensor, classification: bool) -> np.ndarray:
     """Class ids as int64 (N,), or regression targets as float64 (N, targets)."""
     y = y.detach().cpu()
@@ -185,133 +158,47 @@ def _chunks(x: np.ndarray):
         yield x[start : start + CHUNK_ROWS]
 
 
-# ---------------------------------------------------------------------------- hashing
-def _row_hashes(x: np.ndarray) -> np.ndarray:
-    """A 64-bit BLAKE2b hash of each row's bytes, with -0.0 and NaN payloads made canonical.
-
-    One hashlib call per row costs about 0.3 s for 57,000 MNIST rows; BLAKE2b keeps collisions
-    out of the question (unlike a linear hash of float bits).
-    """
-    out = np.empty(len(x), dtype=np.uint64)
-    for start in range(0, len(x), CHUNK_ROWS):
-        chunk = x[start : start + CHUNK_ROWS] + x.dtype.type(0)  # -0.0 + 0.0 == +0.0
-        chunk[np.isnan(chunk)] = np.nan
-        digests = (hashlib.blake2b(memoryview(row), digest_size=8).digest() for row in chunk)
-        out[start : start + len(chunk)] = np.frombuffer(b"".join(digests), dtype=np.uint64)
-    return out
-
-
+# ---------------------------------------------------------------------------- copies
 def _duplicates(hashes: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     n = len(hashes)
+    repeated = repeated_rows(hashes)
     _, group, counts = np.unique(hashes, return_inverse=True, return_counts=True)
     _, label = np.unique(y.reshape(n, -1), axis=0, return_inverse=True)
     # One entry per distinct (row, label) pair: a repeated row with two labels conflicts.
-    pairs = np.unique(np.stack([group, label.reshape(-1)], axis=1), axis=0)
+    pairs = np.unique(np.stack([group.reshape(-1), label.reshape(-1)], axis=1), axis=0)
     labels_per_group = np.bincount(pairs[:, 0], minlength=len(counts))
-    repeated = counts > 1
-    rows = n - len(counts)
+    in_groups = counts > 1
+    rows = int(repeated.sum())
     return {
         "rows": rows,
         "fraction": rows / n,
-        "groups": int(repeated.sum()),
-        "conflicting_labels": int(np.sum(repeated & (labels_per_group > 1))),
+        "groups": int(in_groups.sum()),
+        "conflicting_labels": int(np.sum(in_groups & (labels_per_group > 1))),
+        "indices": np.flatnonzero(repeated)[:MAX_DUPLICATE_INDICES].tolist(),
     }
 
 
-# ---------------------------------------------------------------------------- overlap
 def _overlap(
-    xs: dict[str, np.ndarray],
-    hashes: dict[str, np.ndarray],
-    stats: dict[str, np.ndarray],
-    image: bool,
-    seed: int,
+    xs: dict[str, np.ndarray], hashes: dict[str, np.ndarray], image: bool, seed: int
 ) -> dict[str, Any]:
-    """Exact overlap by hash; near overlap by a nearest-neighbour search (`_NearSearch`)."""
+    """Exact and near copies of train rows in val/test (`layerwise.data.overlap.find_copies`)."""
+    copies = find_copies(xs, image=image, seed=seed, hashes=hashes)
     out: dict[str, Any] = {"val": None, "test": None}
-    search = None
-    hits = [np.zeros(0, dtype=np.int64)]
     for s in ("val", "test"):
         if s not in xs:
             continue
-        exact = np.isin(hashes[s], hashes["train"])
-        near = exact.copy()
-        if len(exact):
-            if search is None:
-                search = _NearSearch(xs["train"], _Scaler(stats, image), seed)
-            copies, matched = search.near_copies(xs[s])
-            near |= copies
-            hits += [matched, np.flatnonzero(np.isin(hashes["train"], hashes[s]))]
+        exact, near = copies.exact[s], copies.near[s]
         out[s] = {
             "exact": int(exact.sum()),
             "near": int(near.sum()),
             # near includes exact, so this is max(exact, near) / rows
             "fraction": int(near.sum()) / len(exact) if len(exact) else 0.0,
         }
-    train_rows = np.unique(np.concatenate(hits))
+    train_rows = np.flatnonzero(copies.train_near)
     out["train_rows"] = len(train_rows)
     out["train_indices"] = train_rows[:MAX_OVERLAP_INDICES].tolist()
     out["near_rms"] = NEAR_RMS
     return out
-
-
-class _Scaler:
-    """Min-max scaling to train's range (per column for tables, global for images), with NaN/inf
-    set to 0 and values clipped to [-1, 2] so one wild value cannot dominate a distance."""
-
-    def __init__(self, stats: dict[str, np.ndarray], image: bool) -> None:
-        has = stats["count"] > 0
-        lo = np.where(has, stats["min"], 0.0)
-        hi = np.where(has, stats["max"], 1.0)
-        if image and has.any():
-            lo, hi = np.full_like(lo, lo[has].min()), np.full_like(hi, hi[has].max())
-        width = hi - lo
-        self.lo = lo.astype(np.float32)
-        self.inv = (1.0 / np.where(width > 0, width, 1.0)).astype(np.float32)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        s = (x.astype(np.float32, copy=False) - self.lo) * self.inv
-        s[~np.isfinite(s)] = 0.0
-        return np.clip(s, -1.0, 2.0, out=s)
-
-
-class _NearSearch:
-    """Find, for each query row, whether train holds a near copy of it.
-
-    Rows are projected (after scaling) onto at most 12 principal axes fitted on a sample of train.
-    An orthonormal projection never lengthens a distance, so a near copy is always within
-    `NEAR_RMS * sqrt(width)` of the query in the projection; the nearest projected train row within
-    that radius (a k-d tree query) is then confirmed in full space. Checking only the nearest
-    candidate keeps the search fast even when thousands of rows crowd together.
-    """
-
-    def __init__(self, train: np.ndarray, scale: _Scaler, seed: int) -> None:
-        self.train, self.scale = train, scale
-        self.width = train.shape[1]
-        self.radius = NEAR_RMS * np.sqrt(self.width) * (1 + 1e-6)
-        self.pca = None
-        if self.width > NEAR_COMPONENTS and len(train) > 1:
-            rng = np.random.default_rng(seed)
-            sample = np.sort(rng.choice(len(train), min(len(train), PCA_FIT_ROWS), replace=False))
-            components = min(NEAR_COMPONENTS, len(sample))
-            self.pca = PCA(components, random_state=seed).fit(scale(train[sample]))
-        self.tree = cKDTree(self._project(train))
-
-    def _project(self, x: np.ndarray) -> np.ndarray:
-        parts = [self.scale(c) for c in _chunks(x)]
-        if self.pca is not None:
-            parts = [self.pca.transform(p) for p in parts]
-        return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 1))
-
-    def near_copies(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mask of query rows with a near copy in train, train indices of those copies)."""
-        _, nearest = self.tree.query(self._project(x), k=1, distance_upper_bound=self.radius)
-        queries = np.flatnonzero(nearest < len(self.train))
-        near = np.zeros(len(x), dtype=bool)
-        for start in range(0, len(queries), CHUNK_ROWS):
-            q = queries[start : start + CHUNK_ROWS]
-            diff = self.scale(x[q]) - self.scale(self.train[nearest[q]])
-            near[q] = np.sqrt(np.mean(diff.astype(np.float64) ** 2, axis=1)) <= NEAR_RMS + 1e-9
-        return near, np.unique(nearest[near])
 
 
 # ---------------------------------------------------------------------------- values

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -28,10 +29,32 @@ from layerwise.nn.build import init_weights
 from layerwise.nn.layers import BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool
 from layerwise.nn.sequential import Sequential
 
+# The defaults of each variant: `cnn` fills the arguments left None from here (`resolve_args`),
+# and so does the doctor when it patches a recipe, so the two cannot disagree.
 VARIANTS = {
     "lenet": {"channels": (6, 16), "hidden": (120, 84), "dropout": 0.0, "batchnorm": False},
     "vgg": {"channels": (32, 64, 128), "hidden": (), "dropout": 0.2, "batchnorm": True},
 }
+
+
+def resolve_args(args: dict[str, Any]) -> dict[str, Any]:
+    """`cnn`'s arguments as it will use them: those left None (or out) filled from `VARIANTS`.
+
+    `args` must name the `variant`. An unknown variant raises `RecipeError`.
+
+    Example:
+        >>> resolve_args({"variant": "vgg", "dropout": 0.5})["hidden"]
+        ()
+    """
+    variant = args["variant"]
+    key = str(variant).lower()
+    if key not in VARIANTS:
+        raise RecipeError(f"unknown cnn variant '{variant}'", hint=did_you_mean(key, VARIANTS))
+    resolved = {**args, "variant": key}
+    for name, default in VARIANTS[key].items():
+        if resolved.get(name) is None:
+            resolved[name] = default
+    return resolved
 
 
 def _conv_unit(
@@ -116,14 +139,11 @@ def cnn(
         >>> model(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
-    key = str(variant).lower()
-    if key not in VARIANTS:
-        raise RecipeError(f"unknown cnn variant '{variant}'", hint=did_you_mean(key, VARIANTS))
-    defaults = VARIANTS[key]
-    channels = tuple(channels if channels is not None else defaults["channels"])
-    hidden = tuple(hidden if hidden is not None else defaults["hidden"])
-    dropout = float(dropout if dropout is not None else defaults["dropout"])
-    batchnorm = bool(batchnorm if batchnorm is not None else defaults["batchnorm"])
+    given = {"channels": channels, "hidden": hidden, "dropout": dropout, "batchnorm": batchnorm}
+    args = resolve_args({"variant": variant, **given})
+    key = args["variant"]
+    channels, hidden = tuple(args["channels"]), tuple(args["hidden"])
+    dropout, batchnorm = float(args["dropout"]), bool(args["batchnorm"])
     check_classifier_args(num_classes, dropout)
     if not channels:
         raise RecipeError("cnn needs at least one conv block", hint="e.g. channels: [32, 64]")

@@ -191,12 +191,14 @@ def train_test_leakage(ctx: RuleContext) -> Finding | None:
             "val/test were carved from data that train also contains",
         ],
         remedies=[
-            "remove from train every row that also appears in val/test "
-            "(data.drop_duplicates: true)",
+            "remove from train every row that is an exact or near copy of a val/test row "
+            "(data.drop_leaked: true)",
             "split by source (group) before any augmentation or oversampling",
             "until then, validation and test scores are optimistic",
         ],
-        patch=fx.recipe_flag(ctx, "data.drop_duplicates"),
+        # drop_leaked drops exactly the train rows counted here (`layerwise.data.overlap`),
+        # near copies included, so the finding is gone once the patch is applied.
+        patch=fx.recipe_flag(ctx, "data.drop_leaked"),
     )
 
 

@@ -1,28 +1,30 @@
 """Recipe patches the rules share: each helper returns the dotted keys that change, or {}.
 
 A helper looks at the raw recipe first, so a patch only holds what actually changes (an empty
-patch tells `--auto-fix` there is nothing left to try) and only keys the recipe's model accepts:
-`model.args.dropout`, `batchnorm`, `activation` and `hidden` exist for the `mlp` and `cnn`
-families only. Without a recipe (training from Python) every helper returns {}.
+patch tells `--auto-fix` there is nothing left to try) and only keys the recipe's model accepts.
+What a model family accepts and what it uses when the recipe is silent are read from the family
+itself, never copied here: its registered function's signature (`layerwise.models.MODELS`), and
+for defaults that depend on another argument (cnn's `variant`) the family module's
+`resolve_args(args)`, which the family calls too. Among the built-in families `mlp` and `cnn`
+take `dropout`, `batchnorm`, `activation` and `hidden`. Without a recipe (training from Python)
+every helper returns {}.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from typing import TYPE_CHECKING, Any
+
+from layerwise.errors import LayerwiseError
+from layerwise.models import MODELS
 
 if TYPE_CHECKING:
     from layerwise.diagnose.rules import RuleContext
 
 Patch = dict[str, Any]
 
-# Defaults of the recipe schema and the model families (see recipe.py, models/mlp.py, cnn.py).
-DEFAULT_LR = 1e-3
-FAMILIES_WITH_ARGS = ("mlp", "cnn")
-MLP_DEFAULT_HIDDEN = (256, 128)
-CNN_DEFAULTS = {
-    "lenet": {"dropout": 0.0, "batchnorm": False, "hidden": (120, 84)},
-    "vgg": {"dropout": 0.2, "batchnorm": True, "hidden": ()},
-}
+DEFAULT_LR = 1e-3  # the recipe schema's default rate (recipe.py, OptimizerSpec.lr)
 MAX_DROPOUT = 0.5
 BASE_WEIGHT_DECAY = 5e-4  # for optimizers without decay; AdamW's default is 0.01
 ADAMW_DEFAULT_WEIGHT_DECAY = 0.01
@@ -45,21 +47,42 @@ def family(ctx: RuleContext) -> str | None:
     return str(name).lower() if name else None
 
 
+def family_parameters(name: str | None) -> dict[str, inspect.Parameter]:
+    """The parameters of the registered model family `name` ({} when it is not registered)."""
+    if not name or name not in MODELS:
+        return {}
+    return dict(inspect.signature(MODELS.get(name)).parameters)
+
+
+def family_args(name: str | None, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The arguments family `name` will use when called with `given`: `given` over the defaults
+    of its signature, completed by its module's `resolve_args` when it has one ({} when the
+    family is not registered)."""
+    parameters = family_parameters(name)
+    if not parameters:
+        return {}
+    args = {k: p.default for k, p in parameters.items() if p.default is not p.empty}
+    args.update(given or {})
+    resolve = getattr(inspect.getmodule(MODELS.get(name)), "resolve_args", None)
+    if resolve is not None:
+        # An unknown cnn variant leaves the defaults unresolved: building the model will say so.
+        with contextlib.suppress(LayerwiseError):
+            args = resolve(args)
+    return args
+
+
+def takes_arg(ctx: RuleContext, key: str) -> bool:
+    """Whether the recipe's model family has an argument `key` (model.args.<key>)."""
+    return key in family_parameters(family(ctx))
+
+
 def model_arg(ctx: RuleContext, key: str) -> Any:
     """A model argument as the family will see it: the recipe's value, else the family default."""
     value = ctx.get(f"model.args.{key}")
     if value is not None:
         return value
-    if family(ctx) == "cnn":
-        variant = str(ctx.get("model.args.variant", "lenet")).lower()
-        return CNN_DEFAULTS.get(variant, {}).get(key)
-    if family(ctx) == "mlp":
-        return {"dropout": 0.0, "batchnorm": False, "hidden": MLP_DEFAULT_HIDDEN}.get(key)
-    return None
-
-
-def takes_model_args(ctx: RuleContext) -> bool:
-    return family(ctx) in FAMILIES_WITH_ARGS
+    given = ctx.get("model.args")
+    return family_args(family(ctx), given if isinstance(given, dict) else {}).get(key)
 
 
 def lr(ctx: RuleContext) -> float | None:
@@ -117,7 +140,7 @@ def augment(ctx: RuleContext) -> Patch:
 
 
 def more_dropout(ctx: RuleContext, step: float = 0.2) -> Patch:
-    if not takes_model_args(ctx):
+    if not takes_arg(ctx, "dropout"):
         return {}
     current = float(model_arg(ctx, "dropout") or 0.0)
     if current >= MAX_DROPOUT:
@@ -126,7 +149,7 @@ def more_dropout(ctx: RuleContext, step: float = 0.2) -> Patch:
 
 
 def less_dropout(ctx: RuleContext) -> Patch:
-    current = float(model_arg(ctx, "dropout") or 0.0) if takes_model_args(ctx) else 0.0
+    current = float(model_arg(ctx, "dropout") or 0.0) if takes_arg(ctx, "dropout") else 0.0
     return {"model.args.dropout": sig(current / 2)} if current >= 0.3 else {}
 
 
@@ -176,14 +199,14 @@ def reduce_on_plateau(ctx: RuleContext) -> Patch:
 
 
 def activation(ctx: RuleContext, name: str) -> Patch:
-    if not takes_model_args(ctx):
+    if not takes_arg(ctx, "activation"):
         return {}
-    current = str(ctx.get("model.args.activation", "relu")).lower().replace("-", "_")
+    current = str(model_arg(ctx, "activation")).lower().replace("-", "_")
     return {"model.args.activation": name} if current != name else {}
 
 
 def batchnorm(ctx: RuleContext) -> Patch:
-    if not takes_model_args(ctx) or model_arg(ctx, "batchnorm"):
+    if not takes_arg(ctx, "batchnorm") or model_arg(ctx, "batchnorm"):
         return {}
     return {"model.args.batchnorm": True}
 
@@ -191,9 +214,10 @@ def batchnorm(ctx: RuleContext) -> Patch:
 def he_init(ctx: RuleContext) -> Patch:
     if not has_recipe(ctx):
         return {}
-    # The built-in families already use He init unless told otherwise.
+    # Families with an `init` argument use its default (He for the built-in ones) unless told
+    # otherwise; others keep PyTorch's own initialisation.
     init = ctx.get("model.init", "default")
-    family_init = ctx.get("model.args.init", "he" if takes_model_args(ctx) else "default")
+    family_init = model_arg(ctx, "init") if takes_arg(ctx, "init") else "default"
     effective = family_init if init == "default" else init
     return {"model.init": "he"} if effective != "he" else {}
 
@@ -201,7 +225,7 @@ def he_init(ctx: RuleContext) -> Patch:
 def wider(ctx: RuleContext, factor: int = 4, at_least: int = 64) -> Patch:
     """Hidden layers `factor` times wider and at least `at_least` units: doubling a 2-unit
     bottleneck takes rounds that auto-fix does not have."""
-    if not takes_model_args(ctx):
+    if not takes_arg(ctx, "hidden"):
         return {}
     hidden = model_arg(ctx, "hidden")
     if not hidden:
