@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from layerwise.data import DatasetBundle, clean_bundle, load_dataset
-from layerwise.data.faulty import inject_faults
+from layerwise.data.faulty import NEAR_LEAK_NOISE, inject_faults
+from layerwise.data.overlap import NEAR_RMS
 from layerwise.errors import RecipeError
 from layerwise.recipe import DataSpec
 
@@ -78,6 +79,29 @@ def test_leakage_copies_test_rows_with_their_labels_into_train():
     assert torch.equal(x[1293:], DIGITS.test[0][rows])
     assert torch.equal(y[1293:], DIGITS.test[1][rows])
     assert same_split(bundle.test, DIGITS.test)
+
+
+def test_near_leakage_copies_other_test_rows_with_a_little_noise():
+    bundle, record = inject_faults(DIGITS, leakage=0.05, near_leakage=0.1)
+    x, y = bundle.train
+    exact, near = record["leakage"]["test_rows"], record["near_leakage"]["test_rows"]
+    assert len(exact) == 18 and len(near) == record["near_leakage"]["rows"] == 36
+    assert not set(exact) & set(near)  # drawn from the rows leakage did not copy
+    assert len(x) == 1293 + 18 + 36 and torch.equal(y[1293 + 18 :], DIGITS.test[1][near])
+    copies, sources = x[1293 + 18 :], DIGITS.test[0][near]
+    span = DIGITS.train[0].max() - DIGITS.train[0].min()  # images: one range
+    rms = (copies - sources).flatten(1).square().mean(1).sqrt() / span
+    assert bool((rms > 0).all()) and float(rms.max()) < NEAR_RMS / 2  # near, never exact
+    assert float((copies - sources).abs().max()) <= NEAR_LEAK_NOISE * span + 1e-6
+    assert same_split(bundle.test, DIGITS.test)
+    # its own random stream: switching it on moves no other fault
+    _, alone = inject_faults(DIGITS, leakage=0.05)
+    assert alone["leakage"] == record["leakage"]
+    table, rows = inject_faults(WINE, near_leakage=0.5)
+    width = WINE.train[0].max(0).values - WINE.train[0].min(0).values  # tables: per column
+    moved = (table.train[0][127:] - WINE.test[0][rows["near_leakage"]["test_rows"]]).abs()
+    assert len(moved) == 18 and bool((moved <= NEAR_LEAK_NOISE * width * 1.001).all())
+    assert table.name == "faulty(wine: near_leakage=0.5)"
 
 
 def test_imbalance_keeps_that_share_of_the_upper_half_of_classes():
@@ -200,6 +224,7 @@ def test_data_fixes_undo_the_injected_faults():
         ({"label_noise": -0.1}, "'label_noise'"),
         ({"duplicates": 1.5}, "'duplicates'"),
         ({"leakage": -1.0}, "'leakage'"),
+        ({"near_leakage": 1.5}, "'near_leakage'"),
         ({"imbalance": 1.0}, "'imbalance'"),
         ({"missing": math.nan}, "'missing'"),
         ({"scale": 0.0}, "'scale'"),
@@ -222,6 +247,10 @@ def test_faults_that_do_not_fit_the_data_are_refused():
     no_test = DatasetBundle("t", DIGITS.train, None, None, 10, (1, 8, 8))
     with pytest.raises(RecipeError, match="leakage needs a test split"):
         inject_faults(no_test, leakage=0.1)
+    with pytest.raises(RecipeError, match="near_leakage needs a test split"):
+        inject_faults(no_test, near_leakage=0.1)
+    with pytest.raises(RecipeError, match="more than the 360 test rows"):
+        inject_faults(DIGITS, leakage=0.6, near_leakage=0.5)
     regression = DatasetBundle(
         "r", (torch.zeros(4, 2), torch.zeros(4)), None, None, 1, (2,), task="regression"
     )

@@ -14,6 +14,7 @@ from layerwise.data import DatasetBundle, load_dataset
 from layerwise.data.label_noise import noisy_label_indices
 from layerwise.data.overlap import NEAR_RMS
 from layerwise.diagnose.data_checks import profile_data
+from layerwise.diagnose.findings import apply_patch
 from layerwise.errors import DataError
 
 
@@ -314,3 +315,56 @@ def test_mnist_sample_has_no_near_copies_across_splits(shared_data: Path) -> Non
     assert profile["overlap"]["test"]["near"] == 0
     assert profile["duplicates"]["rows"] == 0
     assert profile["constant_features"]["count"] > 0  # blank border pixels
+
+
+# ------------------------------------------------------------------ a finding and its own patch
+def data_findings(raw: dict) -> tuple[DatasetBundle, dict, dict]:
+    """Build the recipe's data as a run does (`build_data`: loader, then the data fixes), profile
+    it and run the data rules: (data, profile, findings by code)."""
+    from layerwise.diagnose.rules import RuleContext, run_rules
+    from layerwise.experiment import build_data
+    from layerwise.recipe import validate_recipe
+
+    recipe = validate_recipe(raw)
+    data = build_data(recipe)
+    profile = profile_data(data, label_noise=False)
+    context = RuleContext(
+        history=[],
+        probes=None,
+        data=profile,
+        recipe=recipe.model_dump(mode="json"),
+        task=data.task,
+        num_classes=data.num_classes,
+        final=True,
+    )
+    return data, profile, {f.code: f for f in run_rules(context, "data")}
+
+
+def test_near_copy_leakage_is_cleared_by_the_findings_own_patch() -> None:
+    leaky = {"dataset": "digits", "leakage": 0.02, "near_leakage": 0.1}
+    raw = {"name": "leaky", "data": {"name": "faulty", "args": leaky}, "model": {"name": "mlp"}}
+    _, profile, findings = data_findings(raw)
+    assert profile["overlap"]["test"] == {"exact": 7, "near": 43, "fraction": 43 / 360}
+    finding = findings["train_test_leakage"]
+    assert finding.patch == {"data.drop_leaked": True}
+
+    # Dropping exact copies only (the patch this finding used to carry) leaves it standing.
+    _, exact_only, still = data_findings(apply_patch(raw, {"data.drop_duplicates": True}))
+    assert exact_only["overlap"]["test"]["exact"] == 0 and "train_test_leakage" in still
+
+    fixed, after, left = data_findings(apply_patch(raw, finding.patch))
+    assert "train_test_leakage" not in left
+    assert after["overlap"]["test"] == {"exact": 0, "near": 0, "fraction": 0.0}
+    assert after["overlap"]["train_rows"] == 0
+    # exactly the 43 leaked rows went: what is left is digits' own training split
+    assert torch.equal(fixed.train[0], load_dataset("digits").train[0])
+
+
+@pytest.mark.parametrize("name", ["digits", "wine", "breast_cancer"])
+def test_healthy_data_loses_no_row_to_the_copy_fixes(name: str) -> None:
+    raw = {"name": "ok", "data": {"name": name}, "model": {"name": "mlp"}}
+    before, profile, findings = data_findings(raw)
+    assert "train_test_leakage" not in findings and profile["overlap"]["train_rows"] == 0
+    fixes = {"data.drop_leaked": True, "data.drop_duplicates": True}
+    after, _, _ = data_findings(apply_patch(raw, fixes))
+    assert after.sizes() == before.sizes()

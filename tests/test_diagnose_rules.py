@@ -1313,6 +1313,69 @@ def test_no_recipe_means_no_patch() -> None:
         assert finding is not None and finding.patch == {}, code
 
 
+def _built(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """What a family really builds with `args`: hidden widths, dropout, batch norm, activation."""
+    import torch
+
+    model = create_model(name, num_classes=10, input_shape=(1, 8, 8), **args)
+    layers = list(model.modules())
+    dropouts = {m.p for m in layers if isinstance(m, torch.nn.Dropout)}
+    acts = {type(m).__name__ for m in layers if type(m).__name__ in ("ReLU", "GELU", "Tanh")}
+    return {
+        "hidden": [m.out_features for m in layers if isinstance(m, torch.nn.Linear)][:-1],
+        "dropout": dropouts.pop() if dropouts else 0.0,
+        "batchnorm": any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in layers),
+        "activation": acts.pop().lower() if len(acts) == 1 else acts,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("mlp", {}),
+        ("mlp", {"hidden": [32], "dropout": 0.3}),
+        ("cnn", {}),
+        ("cnn", {"variant": "vgg"}),
+        ("cnn", {"variant": "VGG", "dropout": 0.4, "hidden": [16]}),
+        ("cnn", {"variant": "lenet", "batchnorm": True}),
+    ],
+)
+def test_patches_see_the_model_defaults_the_family_really_builds(name: str, args: dict) -> None:
+    """The doctor reads a family's defaults from the family; if they drift, this fails."""
+    from layerwise.diagnose.rules import fixes as fx
+
+    rec = mlp_recipe()
+    rec["model"] = {"name": name, "args": dict(args), "init": "default"}
+    c = ctx(rec=rec)
+    built = _built(name, args)
+    for key in ("hidden", "dropout", "batchnorm", "activation"):
+        value = fx.model_arg(c, key)
+        value = list(value) if key == "hidden" else value
+        assert value == built[key], (name, args, key)
+    assert fx.he_init(c) == {}  # every built-in family uses He init by default
+    wider = fx.wider(c)
+    assert wider == (
+        {"model.args.hidden": [max(4 * w, 64) for w in built["hidden"]]} if built["hidden"] else {}
+    )
+
+
+def test_which_families_take_which_model_args_is_read_from_the_registry() -> None:
+    from layerwise.diagnose.rules import fixes as fx
+    from layerwise.models import MODELS
+
+    patched = ("dropout", "batchnorm", "activation", "hidden")
+    takers = {n for n in MODELS.names() if set(patched) <= set(fx.family_parameters(n))}
+    assert takers == {"mlp", "cnn"}  # as docs/doctor.md says under "Patches"
+    resnet = recipe(model={"name": "resnet20", "args": {}, "init": "default"})
+    c = ctx(rec=resnet)
+    assert fx.more_dropout(c) == fx.batchnorm(c) == fx.wider(c) == {}
+    assert fx.activation(c, "leaky_relu") == {}
+    assert fx.he_init(c) == {}  # its `init` defaults to he: nothing to patch
+    unknown = ctx(rec=recipe(model={"name": "my_net", "args": {}, "init": "default"}))
+    assert fx.model_arg(unknown, "dropout") is None and fx.more_dropout(unknown) == {}
+    assert fx.he_init(unknown) == {"model.init": "he"}
+
+
 def test_patches_only_hold_what_changes() -> None:
     clipped = mlp_recipe(train__grad_clip=0.5)
     c = ctx(history([2.0, math.nan]), rec=clipped)

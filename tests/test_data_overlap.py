@@ -1,0 +1,173 @@
+"""Exact and near copies (`layerwise.data.overlap`): one definition for the data fixes and the
+doctor's profile. The hash, the exact near-copy search against brute force, the rows a fix drops
+against the rows the profile counts, and data/ importing nothing above it."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from layerwise.data import DatasetBundle, load_dataset
+from layerwise.data.clean import drop_duplicates, drop_leaked
+from layerwise.data.overlap import (
+    NEAR_RMS,
+    find_copies,
+    repeated_rows,
+    row_hashes,
+    split_rows,
+)
+from layerwise.diagnose.data_checks import profile_data
+from layerwise.errors import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+NAN = float("nan")
+
+
+def table(train, val=None, test=None) -> DatasetBundle:
+    return DatasetBundle("t", train, val, test, 3, tuple(train[0].shape[1:]))
+
+
+# ------------------------------------------------------------------------------ one row hash
+def test_row_hash_compares_values_not_bytes():
+    rows = torch.tensor([[0.0, 1.0], [-0.0, 1.0], [NAN, 1.0], [NAN, 1.0], [0.0, 1.0 + 1e-7]])
+    rows[3, 0] = torch.tensor(np.frombuffer(np.uint32(0x7FC00001).tobytes(), np.float32)[0])
+    assert bool(torch.isnan(rows[3, 0]))  # a NaN with another payload: still equal
+    h = row_hashes(rows)
+    assert h[0] == h[1] and h[2] == h[3] and len(set(h.tolist())) == 3
+    assert repeated_rows(h).tolist() == [False, True, False, True, False]
+    # a tensor, its float64 copy and its (N, positions) view hash alike: one canonical form
+    images = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert (row_hashes(images) == row_hashes(images.flatten(1).numpy())).all()
+    assert (row_hashes(images.half()) == row_hashes(images.half().float())).all()
+
+
+def test_split_rows_gives_every_split_trains_dtype_and_refuses_other_shapes():
+    x = torch.arange(12).reshape(4, 3)
+    rows = split_rows(table((x, torch.zeros(4).long()), test=(x[:1], torch.zeros(1).long())))
+    assert rows["train"].dtype == np.float64 and rows["test"].shape == (1, 3)
+    with pytest.raises(DataError, match="shape"):
+        split_rows(table((x, torch.zeros(4).long()), test=(x[:1, :2], torch.zeros(1).long())))
+
+
+# ------------------------------------------------------------------------------ near copies
+def brute_force(train: np.ndarray, query: np.ndarray, image: bool) -> np.ndarray:
+    """(query, train) pairs within NEAR_RMS, by checking every pair: what the search must find."""
+    lo, hi = np.nanmin(train, axis=0), np.nanmax(train, axis=0)
+    if image:
+        lo, hi = np.full_like(lo, lo.min()), np.full_like(hi, hi.max())
+    width = np.where(hi > lo, hi - lo, 1.0)
+
+    def scale(a):
+        s = (a - lo) / width
+        return np.clip(np.where(np.isfinite(s), s, 0.0), -1, 2)
+
+    d = scale(query)[:, None, :] - scale(train)[None, :, :]
+    return np.argwhere(np.sqrt((d**2).mean(axis=2)) <= NEAR_RMS)
+
+
+@pytest.mark.parametrize(("shape", "image"), [((8,), False), ((40,), False), ((1, 8, 8), True)])
+def test_near_search_finds_every_pair_brute_force_finds(shape, image):
+    g = torch.Generator().manual_seed(1)
+    train = torch.rand(400, *shape, generator=g)
+    # crowds: groups of train rows around a few centres, and queries in and between them
+    centres = torch.rand(5, *shape, generator=g)
+    crowd = centres.repeat_interleave(20, 0) + 0.012 * torch.randn(100, *shape, generator=g)
+    train = torch.cat([train, crowd])
+    query = torch.cat(
+        [centres, crowd[::7] + 0.01 * torch.randn(15, *shape, generator=g), train[:5].clone()]
+    )
+    rows = {"train": train.flatten(1).numpy(), "test": query.flatten(1).numpy()}
+    copies = find_copies(rows, image=image, seed=0)
+    pairs = brute_force(rows["train"], rows["test"], image)
+    assert len(pairs) > 20  # the crowd gives queries several near copies each
+    assert set(np.flatnonzero(copies.near["test"])) == set(pairs[:, 0])
+    assert set(np.flatnonzero(copies.train_near)) == set(pairs[:, 1])
+    assert np.flatnonzero(copies.exact["test"]).tolist() == [20, 21, 22, 23, 24]
+    assert np.flatnonzero(copies.train_exact).tolist() == [0, 1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------------------ fix == finding
+def with_row_ids(bundle: DatasetBundle) -> DatasetBundle:
+    """The bundle with each train label replaced by the row's index, so the rows a fix keeps can
+    be told apart even when they are copies (labels never enter a row's hash or distance)."""
+    x, _ = bundle.train
+    return dataclasses.replace(bundle, train=(x, torch.arange(len(x))), num_classes=len(x))
+
+
+def dropped(bundle: DatasetBundle, cleaned: DatasetBundle) -> set[int]:
+    return set(range(len(bundle.train[0]))) - set(cleaned.train[1].tolist())
+
+
+def test_rows_profiled_as_duplicates_are_the_rows_drop_duplicates_drops():
+    bundle = load_dataset("faulty", dataset="wine", duplicates=0.3, leakage=0.2, missing=0.05)
+    x, _ = bundle.train
+    x = x.clone()
+    x[0, 0] = 0.0
+    signed = x[:1].clone()
+    signed[0, 0] = -0.0  # the same value: a repeat
+    nudged = x[1:2].clone()
+    nudged[0, 1] = torch.nextafter(nudged[0, 1], torch.tensor(np.inf))  # 1 ulp: not a repeat
+    bundle = with_row_ids(
+        dataclasses.replace(bundle, train=(torch.cat([x, signed, nudged]), bundle.train[1]))
+    )
+    profile = profile_data(bundle, label_noise=False)
+    duplicates, overlap = profile["duplicates"], profile["overlap"]
+    assert overlap["test"]["near"] == overlap["test"]["exact"] == 7  # only exact copies here
+    cleaned, report = drop_duplicates(bundle)
+    gone = dropped(bundle, cleaned)
+    assert set(duplicates["indices"]) <= gone  # every profiled repeat is dropped ...
+    assert gone == set(duplicates["indices"]) | set(overlap["train_indices"])  # ... and no more
+    assert len(x) in duplicates["indices"] and len(x) + 1 not in gone
+    assert report["repeats"] + report["leaked"] == len(gone)
+
+
+def test_rows_profiled_as_leaked_are_the_rows_drop_leaked_drops():
+    bundle = with_row_ids(
+        load_dataset("faulty", dataset="digits", leakage=0.05, near_leakage=0.1, duplicates=0.1)
+    )
+    overlap = profile_data(bundle, label_noise=False)["overlap"]
+    assert overlap["test"]["exact"] == 18 and overlap["test"]["near"] == 18 + 36
+    cleaned, report = drop_leaked(bundle)
+    assert dropped(bundle, cleaned) == set(overlap["train_indices"])
+    assert report["rows"] == overlap["train_rows"] == len(overlap["train_indices"])
+    after = profile_data(cleaned, label_noise=False)["overlap"]
+    assert after["test"] == {"exact": 0, "near": 0, "fraction": 0.0}
+
+
+# ------------------------------------------------------------------------------ layers
+ABOVE_DATA = ("train", "diagnose", "runs", "report", "experiment", "tune", "cli", "tasks", "serve")
+
+
+def test_data_imports_nothing_above_it():
+    """DESIGN.md: errors/registry <- nn, models, data <- train <- diagnose <- ... (no cycle)."""
+    for path in sorted((ROOT / "src" / "layerwise" / "data").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                assert not (
+                    parts[0] == "layerwise" and len(parts) > 1 and parts[1] in ABOVE_DATA
+                ), f"{path.name} imports {name}"
+
+
+def test_importing_data_loads_no_package_above_it():
+    code = (
+        "import sys, layerwise.data\n"
+        "above = sorted(m for m in sys.modules if m.split('.')[:2] in "
+        f"[['layerwise', p] for p in {ABOVE_DATA!r}])\n"
+        "print(above)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
