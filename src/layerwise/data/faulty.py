@@ -53,7 +53,8 @@ FAULTS: dict[str, tuple[Any, str]] = {
 
 # A near-leaked row moves each value by up to ±1% of that feature's train range (of the whole
 # train range for images), uniformly: 0.6% of the range as a root-mean-square difference, well
-# inside the 1.5% that `layerwise.data.overlap` calls a near copy, yet never an exact copy.
+# inside the 1.5% that `layerwise.data.overlap` calls a near copy, yet not an exact copy (unless
+# every feature is constant).
 NEAR_LEAK_NOISE = 0.01
 
 # The order faults are injected in (see the module docstring for why).
