@@ -121,13 +121,11 @@ def test_every_public_name_resolves_and_is_listed(module) -> None:
 
 
 def test_lazy_names_are_the_library_objects() -> None:
-    from layerwise.diagnose.autofix import auto_fix
     from layerwise.errors import RunError
     from layerwise.runs.index import RunIndex
     from layerwise.train.trainer import Trainer
 
     assert layerwise.Trainer is Trainer
-    assert layerwise.auto_fix is auto_fix
     assert layerwise.RunError is RunError
     assert layerwise.runs.RunIndex is RunIndex
     assert layerwise.Run is Run
