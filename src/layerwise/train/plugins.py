@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, distributions
 from typing import TYPE_CHECKING
 
 from layerwise.errors import LayerwiseError
@@ -28,7 +28,17 @@ CallbackFactory = Callable[["Trainer"], "list[Callback]"]
 
 @functools.cache
 def _entry_points() -> dict[str, EntryPoint]:
-    return {point.name: point for point in entry_points(group=GROUP)}
+    """Every installed distribution's entry points in `GROUP`, the first of each name winning.
+
+    All distributions are read, not only the first of each name as `entry_points()` does, so a
+    stale `*.egg-info` left in a source folder on `sys.path` cannot hide the installed ones.
+    """
+    found: dict[str, EntryPoint] = {}
+    for distribution in distributions():
+        for point in distribution.entry_points:
+            if point.group == GROUP:
+                found.setdefault(point.name, point)
+    return found
 
 
 def default_callbacks(name: str, trainer: Trainer) -> list[Callback]:
