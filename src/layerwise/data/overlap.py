@@ -207,19 +207,21 @@ class _Scaler:
     NaN/inf set to 0 and values clipped to [-1, 2] so one wild value cannot dominate a distance."""
 
     def __init__(self, train: np.ndarray, image: bool) -> None:
-        width = train.shape[1]
-        lo, hi = np.full(width, np.inf), np.full(width, -np.inf)
+        lo, hi = np.full(train.shape[1], np.inf), np.full(train.shape[1], -np.inf)
         for chunk in _chunks(train):
+            low = high = chunk
             finite = np.isfinite(chunk)
-            lo = np.fmin(lo, np.where(finite, chunk, np.inf).min(axis=0, initial=np.inf))
-            hi = np.fmax(hi, np.where(finite, chunk, -np.inf).max(axis=0, initial=-np.inf))
+            if not finite.all():
+                low, high = np.where(finite, chunk, np.inf), np.where(finite, chunk, -np.inf)
+            lo = np.fmin(lo, low.min(axis=0, initial=np.inf))
+            hi = np.fmax(hi, high.max(axis=0, initial=-np.inf))
         has = lo <= hi
         lo, hi = np.where(has, lo, 0.0), np.where(has, hi, 1.0)
         if image and has.any():
             lo, hi = np.full_like(lo, lo[has].min()), np.full_like(hi, hi[has].max())
-        width_ = hi - lo
+        span = hi - lo
         self.lo = lo.astype(np.float32)
-        self.inv = (1.0 / np.where(width_ > 0, width_, 1.0)).astype(np.float32)
+        self.inv = (1.0 / np.where(span > 0, span, 1.0)).astype(np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         s = (x.astype(np.float32, copy=False) - self.lo) * self.inv
