@@ -1,4 +1,8 @@
-"""Metrics: values against scikit-learn, no host sync in update, exact resume from state."""
+"""Metrics: values against scikit-learn, no host sync in update, exact resume from state.
+
+The metrics are computed by torchmetrics where it fits (see layerwise.train.metrics); these tests
+hold them to scikit-learn's numbers on random data, whichever library does the arithmetic.
+"""
 
 from __future__ import annotations
 
@@ -237,8 +241,16 @@ def test_update_runs_on_the_outputs_device(name: str, kwargs: dict, kind: str) -
     output, target = _data(kind)
     metric = create_metric(name, **kwargs)
     _feed(metric, output.to("meta"), target.to("meta"))
-    accumulators = metric._scores if name == "roc_auc" else metric._state.values()
-    assert {t.device.type for t in accumulators} == {"meta"}
+    assert {t.device.type for t in _accumulators(metric)} == {"meta"}
+
+
+def _accumulators(metric: Metric) -> list[torch.Tensor]:
+    """The tensors a metric accumulates into (its internals, whichever library holds them)."""
+    if metric.name == "roc_auc":
+        return metric._scores + metric._targets
+    if metric.name in ("mae", "rmse"):
+        return list(metric._metric.metric_state.values())  # the torchmetrics object's states
+    return list(metric._state.values())
 
 
 def _roundtrip(state: dict) -> dict:
@@ -257,9 +269,8 @@ def test_state_dict_resumes_exactly(name: str, kwargs: dict, kind: str) -> None:
     saved = _roundtrip(first.state_dict())
     resumed = create_metric(name, **kwargs)
     resumed.load_state_dict(saved)
-    if kind != "regression":
-        partial = resumed.compute()  # readable straight after loading
-        assert np.all(np.asarray(partial) == np.asarray(first.compute()))
+    partial = resumed.compute()  # readable straight after loading
+    assert np.all(np.asarray(partial) == np.asarray(first.compute()))
     _feed(resumed, output[32:], target[32:])
     assert np.array_equal(np.asarray(resumed.compute()), np.asarray(whole))
 
@@ -273,3 +284,286 @@ def test_reset_forgets_everything(name: str, kwargs: dict, kind: str) -> None:
     assert metric.state_dict() == {}
     _feed(metric, output, target)
     assert np.array_equal(np.asarray(metric.compute()), before)
+
+
+def test_state_dict_holds_only_what_weights_only_loading_accepts() -> None:
+    allowed = (torch.Tensor, list, dict, int, float, bool, str)
+    for name, kwargs, kind in CASES:
+        output, target = _data(kind)
+        state = _feed(create_metric(name, **kwargs), output[:20], target[:20]).state_dict()
+        assert state and all(isinstance(v, allowed) for v in state.values()), name
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=True)  # raises on anything else
+        assert loaded.keys() == state.keys()
+        assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+# ---------------------------------------------------------------- cross-checks on random data
+
+SCORES = {"precision": skm.precision_score, "recall": skm.recall_score, "f1": skm.f1_score}
+
+
+def _random(seed: int, n: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random scores and targets; every third seed leaves the last class out of the targets."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, classes, generator=g) * 2
+    high = classes - 1 if seed % 3 == 2 else classes
+    return logits, torch.randint(0, high, (n,), generator=g)
+
+
+SEEDS_AND_SIZES = [(0, 97, 3), (1, 200, 5), (2, 64, 4), (3, 31, 10), (4, 150, 2), (5, 80, 7)]
+
+
+@pytest.mark.parametrize(("seed", "n", "classes"), SEEDS_AND_SIZES)
+def test_accuracy_and_top_k_match_scikit_learn_on_random_data(
+    seed: int, n: int, classes: int
+) -> None:
+    logits, target = _random(seed, n, classes)
+    accuracy = _feed(create_metric("accuracy"), logits, target, batch=13)
+    assert accuracy.compute() == pytest.approx(skm.accuracy_score(target, logits.argmax(1)))
+    for k in range(1, classes + 1):
+        top = _feed(create_metric(f"top{k}_accuracy"), logits, target, batch=13)
+        if k == classes:
+            assert top.compute() == 1.0
+        elif classes > 2:  # scikit-learn wants one score column for two classes
+            expected = skm.top_k_accuracy_score(target, logits, k=k, labels=range(classes))
+            assert top.compute() == pytest.approx(expected), k
+
+
+@pytest.mark.parametrize(("seed", "n", "classes"), SEEDS_AND_SIZES)
+@pytest.mark.parametrize("name", ["precision", "recall", "f1"])
+@pytest.mark.parametrize("average", ["macro", "micro", "weighted"])
+@pytest.mark.parametrize("given", [True, False])
+def test_class_scores_match_scikit_learn_on_random_data(
+    seed: int, n: int, classes: int, name: str, average: str, given: bool
+) -> None:
+    """With or without num_classes; macro leaves out a class absent from targets and outputs."""
+    logits, target = _random(seed, n, classes)
+    logits[:, -1] -= 100 * (seed % 3 == 2)  # then the last class is never predicted either
+    num_classes = classes if given else None
+    metric = create_metric(name, num_classes=num_classes, average=average)
+    _feed(metric, logits, target, batch=13)
+    expected = SCORES[name](target, logits.argmax(1), average=average, zero_division=0)
+    assert metric.compute() == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("name", ["precision", "recall", "f1"])
+@pytest.mark.parametrize("average", [None, "binary", "macro", "micro", "weighted"])
+def test_class_scores_on_one_logit_binary_outputs(seed: int, name: str, average: str) -> None:
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, 2, (90,), generator=g)
+    logits = torch.randn(90, generator=g) + target - 0.5 + seed  # seed 3: nearly all positive
+    metric = _feed(create_metric(name, average=average, threshold=0.25), logits, target)
+    sk_average = "binary" if average is None else average
+    pred = (logits > 0.25).long()
+    expected = SCORES[name](target, pred, average=sk_average, zero_division=0)
+    assert metric.compute() == pytest.approx(expected, abs=1e-12)
+
+
+def test_binary_average_needs_two_classes() -> None:
+    metric = _feed(create_metric("f1", average="binary"), *_multiclass())
+    with pytest.raises(RecipeError, match="2 classes"):
+        metric.compute()
+
+
+@pytest.mark.parametrize(("seed", "n", "classes"), SEEDS_AND_SIZES)
+def test_confusion_matrix_matches_scikit_learn_on_random_data(
+    seed: int, n: int, classes: int
+) -> None:
+    logits, target = _random(seed, n, classes)
+    metric = _feed(create_metric("confusion_matrix", num_classes=classes), logits, target, 13)
+    matrix = metric.compute()
+    assert matrix.dtype == torch.int64 and matrix.device.type == "cpu"
+    expected = skm.confusion_matrix(target, logits.argmax(1), labels=range(classes))
+    assert np.array_equal(matrix.numpy(), expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mae_and_rmse_match_scikit_learn_on_random_data(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    output = torch.randn(101, generator=g) * 10 ** (seed - 1)
+    target = output + torch.randn(101, generator=g)
+    mae = _feed(create_metric("mae"), output, target, batch=17)
+    rmse = _feed(create_metric("rmse"), output.unsqueeze(1), target, batch=17)
+    assert mae.compute() == pytest.approx(skm.mean_absolute_error(target, output), rel=1e-6)
+    expected = skm.root_mean_squared_error(target, output)
+    assert rmse.compute() == pytest.approx(expected, rel=1e-6)
+
+
+def test_regression_accepts_integer_targets_and_low_precision_outputs() -> None:
+    output = torch.tensor([0.5, 2.0, 2.5, 7.0]).bfloat16()
+    target = torch.tensor([0, 2, 3, 5])
+    assert create_metric("mae").compute() != create_metric("mae").compute()  # NaN when empty
+    mae = _feed(create_metric("mae"), output, target)
+    assert mae.compute() == pytest.approx((0.5 + 0 + 0.5 + 2) / 4)
+
+
+@pytest.mark.parametrize(("seed", "n", "classes"), SEEDS_AND_SIZES)
+def test_roc_auc_matches_scikit_learn_on_random_data(seed: int, n: int, classes: int) -> None:
+    """One-vs-rest over the classes present in the targets (all of them, for scikit-learn)."""
+    logits, target = _random(seed, n, classes)
+    metric = _feed(create_metric("roc_auc"), logits, target, batch=13)
+    probs = logits.softmax(1).double().numpy()
+    present = [c for c in range(classes) if (target == c).any()]
+    aucs = [skm.roc_auc_score(target == c, probs[:, c]) for c in present]
+    assert metric.compute() == pytest.approx(np.mean(aucs), rel=1e-6)  # torchmetrics: float32
+    if len(present) == classes > 2:
+        expected = skm.roc_auc_score(target, probs, multi_class="ovr", average="macro")
+        assert metric.compute() == pytest.approx(expected, rel=1e-6)
+
+
+def test_roc_auc_binary_keeps_the_order_of_large_logits() -> None:
+    """A sigmoid would round logits > ~37 to 1.0 and tie them; the ranking must not change."""
+    g = torch.Generator().manual_seed(5)
+    target = torch.randint(0, 2, (200,), generator=g)
+    logits = (torch.randn(200, generator=g) + target) * 40
+    metric = _feed(create_metric("roc_auc"), logits, target)
+    assert metric.compute() == pytest.approx(skm.roc_auc_score(target, logits), rel=1e-6)
+
+
+def test_roc_auc_counts_ties_as_half() -> None:
+    metric = create_metric("roc_auc")
+    metric.update(torch.tensor([0.0, 0.0, 1.0, 1.0]), torch.tensor([0, 1, 0, 1]))
+    assert metric.compute() == pytest.approx(0.5)
+
+
+def test_roc_auc_out_of_range_targets_are_a_data_error() -> None:
+    metric = create_metric("roc_auc", num_classes=3)
+    metric.update(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(DataError, match="1 target"):
+        metric.compute()
+    binary = create_metric("roc_auc")
+    binary.update(torch.randn(4), torch.tensor([0, 1, 2, 1]))
+    with pytest.raises(DataError, match="1 target"):
+        binary.compute()
+
+
+@pytest.mark.parametrize("name", ["precision", "recall", "f1"])
+def test_class_scores_report_out_of_range_targets(name: str) -> None:
+    metric = create_metric(name, num_classes=3)
+    metric.update(torch.randn(4, 3), torch.tensor([0, 1, 3, 2]))
+    with pytest.raises(DataError, match="1 target"):
+        metric.compute()
+
+
+# ---------------------------------------------------------------- negative targets are ignored
+
+CLASSIFICATION = [
+    ("accuracy", {}),
+    ("top_k_accuracy", {"k": 2}),
+    ("precision", {"average": "macro"}),
+    ("recall", {"average": "weighted"}),
+    ("f1", {"average": "micro"}),
+    ("f1", {}),
+    ("confusion_matrix", {}),
+    ("roc_auc", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CLASSIFICATION)
+@pytest.mark.parametrize("kind", ["multiclass", "sequence", "binary"])
+def test_negative_targets_are_ignored(name: str, kwargs: dict, kind: str) -> None:
+    """Any negative target (-100, -1, -7) counts as if that position were not there."""
+    g = torch.Generator().manual_seed(11)
+    if kind == "binary":
+        if name == "top_k_accuracy":
+            return
+        target = torch.randint(0, 2, (120,), generator=g)
+        output = torch.randn(120, generator=g) + target
+        kept_output, flat_output = output, output
+    else:
+        target = torch.randint(0, C, (120,), generator=g)
+        output = torch.randn(120, C, generator=g) + torch.nn.functional.one_hot(target, C)
+        flat_output = output
+    pad = torch.rand(120, generator=g) < 0.3
+    padded = torch.where(pad, torch.tensor([-100, -1, -7]).repeat(40), target)
+    if kind == "sequence":  # (N, C, L) scores against (N, L) targets, as a tagger gives
+        output, padded = output.reshape(20, 6, C).transpose(1, 2), padded.reshape(20, 6)
+    got = _feed(create_metric(name, **kwargs), output, padded, batch=7).compute()
+    kept_output = flat_output[~pad]
+    want = _feed(create_metric(name, **kwargs), kept_output, target[~pad], batch=7).compute()
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+    if name == "accuracy":
+        pred = kept_output.argmax(1) if kept_output.dim() == 2 else (kept_output > 0).long()
+        assert got == pytest.approx(skm.accuracy_score(target[~pad], pred))
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CLASSIFICATION)
+def test_only_ignored_targets_give_nan_or_an_empty_matrix(name: str, kwargs: dict) -> None:
+    metric = create_metric(name, **kwargs)
+    metric.update(torch.randn(5, C), torch.full((5,), -100))
+    value = metric.compute()
+    if name == "confusion_matrix":
+        assert torch.equal(value, torch.zeros(C, C, dtype=torch.long))
+    else:
+        assert math.isnan(value)
+
+
+# ---------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CLASSIFICATION)
+def test_resume_mid_accumulation_with_padding_matches_one_pass(name: str, kwargs: dict) -> None:
+    g = torch.Generator().manual_seed(4)
+    output = torch.randn(90, C, generator=g)
+    target = torch.where(torch.rand(90, generator=g) < 0.2, -100, torch.randint(0, C, (90,)))
+    whole = _feed(create_metric(name, **kwargs), output, target, batch=10).compute()
+    for cut in (10, 40, 80):
+        first = _feed(create_metric(name, **kwargs), output[:cut], target[:cut], batch=10)
+        resumed = create_metric(name, **kwargs)
+        resumed.load_state_dict(_roundtrip(first.state_dict()))
+        first.update(output[cut:], target[cut:])  # the original goes on, unaffected by the copy
+        _feed(resumed, output[cut:], target[cut:], batch=10)
+        assert np.array_equal(np.asarray(resumed.compute()), np.asarray(whole))
+        assert np.array_equal(np.asarray(first.compute()), np.asarray(whole))
+
+
+def test_regression_state_written_before_torchmetrics_still_loads() -> None:
+    """Checkpoints hold {"error": float64 sum, "count": int64}, as the hand-written MAE saved."""
+    output, target = _data("regression")
+    whole = _feed(create_metric("mae"), output, target).compute()
+    head = (output[:32] - target[:32]).abs().sum(dtype=torch.float64)
+    resumed = create_metric("mae")
+    resumed.load_state_dict({"error": head, "count": torch.tensor(32)})
+    _feed(resumed, output[32:], target[32:])
+    assert resumed.compute() == pytest.approx(whole, rel=1e-9)  # batch sums were float32
+
+
+def test_metrics_infer_the_number_of_classes_and_keep_it_after_a_load() -> None:
+    logits, target = _random(1, 200, 5)
+    metric = _feed(create_metric("f1"), logits, target)
+    assert metric.num_classes == 5
+    assert metric.compute() == pytest.approx(
+        skm.f1_score(target, logits.argmax(1), average="macro", zero_division=0)
+    )
+    resumed = create_metric("confusion_matrix")
+    resumed.load_state_dict(
+        _roundtrip(_feed(create_metric("confusion_matrix"), logits, target).state_dict())
+    )
+    assert resumed.compute().shape == (5, 5)
+
+
+def test_roc_auc_reads_its_scores_from_the_device_once_however_many_batches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    original = torch.Tensor.cpu
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    counts = []
+    for batches in (2, 20):
+        metric = create_metric("roc_auc")
+        for _ in range(batches):
+            metric.update(torch.randn(8), torch.randint(0, 2, (8,)))
+        calls.clear()
+        monkeypatch.setattr(torch.Tensor, "cpu", counting)
+        metric.compute()
+        monkeypatch.undo()
+        counts.append(len(calls))
+    assert counts[0] == counts[1] > 0
