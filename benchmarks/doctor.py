@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO, RESULTS_DIR, machine, table, write_json
-from layerwise.diagnose.autofix import auto_fix
 from layerwise.errors import DataError
 from layerwise.experiment import train
 from layerwise.recipe import load_recipe
+from layerwise.tune.autofix import auto_fix
 
 RECIPES = REPO / "recipes"
 HEALTHY = ["digits_cnn", "digits_mlp", "breast_cancer_mlp", "wine_mlp", "mnist_mlp", "mnist_cnn"]

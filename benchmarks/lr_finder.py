@@ -41,9 +41,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, RESULTS_DIR, machine, table, write_json
-from layerwise.diagnose import lr_finder
 from layerwise.experiment import build
 from layerwise.recipe import load_recipe
+from layerwise.tune import lr_finder
 
 RECIPES = ("mnist_mlp", "mnist_cnn", "digits_cnn")
 # Epochs per recipe when --epochs does not say otherwise: the recipes' own, except the MLP, cut

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from layerwise.diagnose.autofix import FixRound, _best_round, _next_patch, auto_fix
 from layerwise.diagnose.findings import Diagnosis, Finding
+from layerwise.tune.autofix import FixRound, _best_round, _next_patch, auto_fix
 
 UNSCALED = """
 name: unscaled
@@ -73,8 +73,16 @@ def test_best_round_prefers_fewer_findings_then_the_validation_score():
         _round(2, ["warning"], 0.5),
         _round(3, [], 2.0, status="halted"),
     ]
-    assert _best_round(history, "val_loss") == 2
-    assert _best_round(history[:2], "val_loss") == 1
+    assert _best_round(history, "val_loss", "min") == 2
+    assert _best_round(history[:2], "val_loss", "min") == 1
+
+
+def test_best_round_reads_the_monitors_direction_from_the_mode():
+    history = [
+        FixRound(i, f"r{i}", {}, [], [], "finished", {"f1": f1}) for i, f1 in [(0, 0.9), (1, 0.5)]
+    ]
+    assert _best_round(history, "val_f1", "max") == 0
+    assert _best_round(history, "val_f1", "min") == 1
 
 
 def test_data_fixes_go_first():

@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from layerwise.diagnose.lr_finder import (
+from layerwise.errors import LayerwiseError
+from layerwise.experiment import build
+from layerwise.recipe import parse_recipe
+from layerwise.train import Callback, Trainer
+from layerwise.train.device import rng_state, set_rng_state
+from layerwise.tune.lr_finder import (
     BELOW_EDGE,
     LRFindResult,
+    LRRangeTest,
     lr_find,
     plot_lr_find,
     suggest_lr,
 )
-from layerwise.errors import LayerwiseError
-from layerwise.experiment import build
-from layerwise.recipe import parse_recipe
-from layerwise.train import Callback
-from layerwise.train.device import rng_state, set_rng_state
 
 TINY = """
 name: tiny_lr
@@ -140,20 +141,34 @@ def test_a_trained_experiment_keeps_its_optimizer_state_and_continues_identicall
 
 def test_the_trainers_own_step_runs_with_the_rate_set_in_the_param_groups():
     experiment = tiny("train.grad_clip=0.5", "train.l2=0.001")
-    trainer = experiment.trainer
     seen: list[float] = []
-    original = trainer.train_step
 
-    def spy(batch):
-        seen.append(trainer.optimizer.param_groups[0]["lr"])
-        assert trainer.regularizer is not None and trainer.grad_clip == 0.5
-        assert trainer.callbacks == []  # no probes, doctor or schedule watch the range test
-        return original(batch)
+    class Spy(type(experiment.trainer)):
+        def train_step(self, batch):
+            seen.append(self.optimizer.param_groups[0]["lr"])
+            assert self is not experiment.trainer  # a fresh Trainer of the same class
+            assert self.regularizer is not None and self.grad_clip == 0.5
+            # no probes, doctor, schedule or metrics watch the range test
+            assert [type(c) for c in self.callbacks] == [LRRangeTest] and self.metrics == []
+            return super().train_step(batch)
 
-    trainer.train_step = spy
+    experiment.trainer.__class__ = Spy
     result = lr_find(experiment, start_lr=1e-4, end_lr=1e-2, num_steps=16)
     assert seen == pytest.approx(result.lrs)  # no schedule moved the rate
-    assert trainer.train_step is spy  # the instance attribute the test set is still there
+
+
+def test_the_range_test_is_a_callback_that_stops_fit_after_its_steps():
+    experiment = tiny()
+    x, y = experiment.data.train
+    test = LRRangeTest(1e-5, 1e-2, num_steps=20)
+    trainer = Trainer(experiment.model, lr=0.5, metrics=(), doctor=False, callbacks=[test])
+    trainer.fit((x, y), epochs=10, batch_size=64)
+    per_epoch = math.ceil(len(x) / 64)
+    assert trainer.state.step == 20 and trainer.state.epoch == 20 // per_epoch < 10
+    assert trainer.stop_reason.source == "LRRangeTest" and not trainer.stop_reason.fatal
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)  # the last step's
+    result = test.result()
+    assert len(result.raw_losses) == 20 and result.lrs == pytest.approx(test.lrs_)
 
 
 def decades(a: float, b: float) -> float:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from layerwise.diagnose.probes import ProbeLog, Probes, auto_every, watched_layers
+from layerwise.diagnose.probe_log import ProbeLog
+from layerwise.diagnose.probes import Probes, auto_every, watched_layers
 from layerwise.errors import LayerwiseError, RecipeError, RunError
 from layerwise.report.doctor_plots import (
     plot_activation_histograms,

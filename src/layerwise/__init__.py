@@ -39,7 +39,7 @@ _EXPORTS: dict[str, str] = {
     "Sequential": "layerwise.nn",
     "ShapeError": "layerwise.errors",
     "Trainer": "layerwise.train",
-    "auto_fix": "layerwise.diagnose",
+    "auto_fix": "layerwise.tune",
     "create_loss": "layerwise.train",
     "create_metric": "layerwise.train",
     "create_model": "layerwise.models",
@@ -49,7 +49,7 @@ _EXPORTS: dict[str, str] = {
     "init_weights": "layerwise.nn",
     "load_dataset": "layerwise.data",
     "load_recipe": "layerwise.recipe",
-    "lr_find": "layerwise.diagnose",
+    "lr_find": "layerwise.tune",
     "make_batcher": "layerwise.data",
     "summary": "layerwise.nn",
 }
@@ -88,7 +88,7 @@ __all__ = [  # a literal, so type checkers and IDEs see the re-exports
 
 if TYPE_CHECKING:
     from layerwise.data import DatasetBundle, load_dataset, make_batcher
-    from layerwise.diagnose import Doctor, Probes, auto_fix, diagnose_run, lr_find
+    from layerwise.diagnose import Doctor, Probes, diagnose_run
     from layerwise.errors import (
         CheckpointError,
         DataError,
@@ -111,6 +111,7 @@ if TYPE_CHECKING:
         create_optimizer,
         create_schedule,
     )
+    from layerwise.tune import auto_fix, lr_find
 
 
 def __getattr__(name: str) -> Any:

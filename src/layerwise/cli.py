@@ -167,7 +167,7 @@ def doctor(
         out.print(f"diagnosis: {found.diagnosis_path}")
         return
     if auto_fix:
-        from layerwise.diagnose.autofix import auto_fix as run_auto_fix
+        from layerwise.tune.autofix import auto_fix as run_auto_fix
 
         result = run_auto_fix(
             target, rounds=rounds, runs_root=runs_dir, overrides=set_, output=output, echo=out.print
@@ -210,10 +210,10 @@ def lr_find(
 
     Example: layerwise lr-find recipes/mnist_mlp.yaml --plot lr_find.png
     """
-    from layerwise.diagnose.lr_finder import lr_find as run_lr_find
-    from layerwise.diagnose.lr_finder import plot_lr_find
     from layerwise.experiment import build
     from layerwise.recipe import load_recipe
+    from layerwise.tune.lr_finder import lr_find as run_lr_find
+    from layerwise.tune.lr_finder import plot_lr_find
 
     parsed = load_recipe(recipe, set_)
     result = run_lr_find(build(parsed), start_lr=start_lr, end_lr=end_lr, num_steps=steps)

@@ -368,7 +368,8 @@ def _augmentations(recipe: Recipe) -> Any:
 
 def finish_run(run: Run, experiment: Experiment) -> dict[str, float]:
     """Evaluate on the test split, diagnose, draw the plots, write the report, close the run."""
-    from layerwise.diagnose.doctor import diagnose_run, write_doctor_plots
+    from layerwise.diagnose.doctor import diagnose_run
+    from layerwise.report.doctor_plots import write_doctor_plots
 
     trainer, data = experiment.trainer, experiment.data
     test_metrics: dict[str, float] = {}

@@ -1,7 +1,8 @@
-"""The troubleshooting doctor: probes, data checks, rules → findings, auto-fix, LR finder.
+"""The troubleshooting doctor: probes and their log, data checks, rules → findings.
 
-Names are imported on first use: `layerwise.data` registers the `faulty` dataset from this
-package, and an eager import of the probes here would import the Trainer in the middle of that.
+What trains whole experiments on top of the doctor (auto-fix, the LR range test) lives in
+`layerwise.tune`; the doctor's plots in `layerwise.report`. Names are imported on first use, so
+`import layerwise.diagnose` costs nothing until one is needed (the probes import torch).
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ _EXPORTS = {
     "CODES": "findings",
     "apply_patch": "findings",
     "Probes": "probes",
-    "ProbeLog": "probes",
+    "ProbeLog": "probe_log",
     "Doctor": "doctor",
     "check_data": "doctor",
     "diagnose_run": "doctor",
+    "doctor_callbacks": "doctor",
     "profile_data": "data_checks",
     "RULES": "rules",
     "RuleContext": "rules",
     "run_rules": "rules",
-    "auto_fix": "autofix",
-    "lr_find": "lr_finder",
-    "plot_lr_find": "lr_finder",
 }
 
 __all__ = sorted(_EXPORTS)

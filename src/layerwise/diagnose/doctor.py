@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from layerwise.diagnose.findings import Diagnosis, Finding
-from layerwise.diagnose.probes import ProbeLog, Probes
+from layerwise.diagnose.probe_log import PROBES_FILE, ProbeLog
+from layerwise.diagnose.probes import Probes
 from layerwise.diagnose.rules import RuleContext, run_rules
 from layerwise.errors import RunError
 from layerwise.train.callbacks.base import Callback
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from layerwise.runs import Run
     from layerwise.train.trainer import Trainer
 
-PROBES_FILE = "probes.jsonl"
 DATA_PROFILE_FILE = "data_profile.json"
 
 
@@ -253,23 +253,3 @@ def read_data_profile(run: Run) -> dict[str, Any] | None:
             hint="delete it: the diagnosis then leaves out the data findings",
         ) from exc
 
-
-def write_doctor_plots(run: Run) -> list[Path]:
-    """Gradient flow, update ratios and activation histograms from the run's probe log."""
-    from layerwise.report.doctor_plots import (
-        plot_activation_histograms,
-        plot_gradient_flow,
-        plot_update_ratios,
-    )
-
-    path = run.path / PROBES_FILE
-    if not path.exists():
-        return []
-    log = ProbeLog.load(path)
-    if not log.steps:
-        return []
-    return [
-        plot_gradient_flow(log, run.plots_dir / "gradient_flow.png"),
-        plot_update_ratios(log, run.plots_dir / "update_ratios.png"),
-        plot_activation_histograms(log, run.plots_dir / "activation_histograms.png"),
-    ]

@@ -11,20 +11,44 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from layerwise.diagnose.probes import ProbeLog
+from layerwise.diagnose.probe_log import PROBES_FILE, ProbeLog
 from layerwise.errors import DataError
 from layerwise.report.plots import _LABEL, _TICK, _TITLE, _label, _save
 
-__all__ = ["plot_activation_histograms", "plot_gradient_flow", "plot_update_ratios"]
+if TYPE_CHECKING:
+    from layerwise.runs import Run
+
+__all__ = [
+    "plot_activation_histograms",
+    "plot_gradient_flow",
+    "plot_update_ratios",
+    "write_doctor_plots",
+]
 
 HEALTHY_UPDATE_RATIO = 1e-3  # the usual rule of thumb for ‖ΔW‖/‖W‖ per step
+
+
+def write_doctor_plots(run: Run) -> list[Path]:
+    """Gradient flow, update ratios and activation histograms from the run's probe log, in
+    `run.plots_dir`; none when the run has no probe log or it has no sampled step."""
+    path = run.path / PROBES_FILE
+    if not path.exists():
+        return []
+    log = ProbeLog.load(path)
+    if not log.steps:
+        return []
+    return [
+        plot_gradient_flow(log, run.plots_dir / "gradient_flow.png"),
+        plot_update_ratios(log, run.plots_dir / "update_ratios.png"),
+        plot_activation_histograms(log, run.plots_dir / "activation_histograms.png"),
+    ]
 
 
 def plot_gradient_flow(log: ProbeLog, path: str | Path) -> Path:

@@ -6,10 +6,10 @@ record a smoothed loss, and stop once it blows up. The loss first barely moves (
 then falls fast, then turns up and explodes (rate too high). A good rate sits well below where
 it turns: `suggest_lr` documents the rule and why it was chosen.
 
-The test trains the experiment's own model with the Trainer's own step (so mixed precision,
-gradient clipping and L1/L2 penalties apply), then puts everything back: weights, buffers, the
-Trainer's attributes and every RNG, so the experiment trains afterwards exactly as if the test
-had never run.
+The test is a callback, `LRRangeTest`, run through `Trainer.fit`: the step is the Trainer's own
+(so mixed precision, gradient clipping and L1/L2 penalties apply). `lr_find` runs it on a recipe's
+experiment with a fresh Trainer, then puts the model's weights, buffers and modes and every RNG
+back, so the experiment trains afterwards exactly as if the test had never run.
 
 Example:
     >>> from layerwise.experiment import build
@@ -25,22 +25,33 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
+from layerwise.data import make_batcher
 from layerwise.errors import LayerwiseError
+from layerwise.train.callbacks.base import Callback
 from layerwise.train.device import rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from layerwise.experiment import Experiment
     from layerwise.train import Trainer
 
-__all__ = ["LRFindResult", "Suggestion", "lr_find", "plot_lr_find", "suggest_lr"]
+__all__ = [
+    "LRFindResult",
+    "LRRangeTest",
+    "Suggestion",
+    "lr_find",
+    "plot_lr_find",
+    "suggest_lr",
+    "valley_curve",
+]
 
 _CHECK_EVERY = 8  # steps between reads of the loss: the divergence test is the only host sync
 
@@ -81,6 +92,129 @@ class LRFindResult:
         return data
 
 
+class LRRangeTest(Callback):
+    """Raise the learning rate geometrically, one step at a time, and stop when the loss breaks.
+
+    Before each step the rate of every param group of every optimizer is set to the next rate of
+    the sweep (the first one at `on_fit_start`, each next one at `on_batch_end`), so the step
+    itself is the Trainer's own: mixed precision, clipping and penalties apply. The loss of each
+    step (its `loss` log) stays on the device and is read every `_CHECK_EVERY` steps, the only
+    host sync; training stops (`trainer.stop(..., source="LRRangeTest")`) once the smoothed loss
+    exceeds `diverge` times its lowest value, or after `num_steps` steps. Give the fit enough
+    epochs to cover `num_steps` batches; `result()` then reads the curve and the suggestion.
+
+    It runs after `LRScheduler` (order -20), so its rate wins over a schedule's.
+
+    Args:
+        start_lr, end_lr: the first and last rate; the rate grows by a constant factor per step.
+        num_steps: optimizer steps in the sweep (at least 10).
+        smooth: the weight of the past in the moving average of the loss (0 = no smoothing).
+        diverge: stop once the smoothed loss exceeds this multiple of the lowest one so far.
+
+    Attributes:
+        lrs_: the rates of the sweep, set at `on_fit_start`.
+        raw_losses_: the loss of each step read so far (steps run past a blow-up are dropped).
+        diverged_: whether the loss blew up.
+
+    Example:
+        >>> test = LRRangeTest(1e-6, 1.0, num_steps=50)
+        >>> trainer = Trainer(model, doctor=False, metrics=(), callbacks=[test])  # doctest: +SKIP
+        >>> trainer.fit((x, y), epochs=50, batch_size=64)  # doctest: +SKIP
+        >>> test.result().suggestion  # doctest: +SKIP
+        0.0021
+    """
+
+    def __init__(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 10.0,
+        num_steps: int = 100,
+        smooth: float = 0.98,
+        diverge: float = 4.0,
+    ) -> None:
+        _check_args(start_lr, end_lr, num_steps, smooth, diverge)
+        self.start_lr = start_lr
+        self.end_lr = end_lr
+        self.num_steps = num_steps
+        self.smooth = smooth
+        self.diverge = diverge
+        self.lrs_: list[float] = []
+        self.raw_losses_: list[float] = []
+        self.diverged_ = False
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.lrs_ = np.geomspace(self.start_lr, self.end_lr, self.num_steps).tolist()
+        self.raw_losses_ = []
+        self.diverged_ = False
+        self._losses = torch.empty(self.num_steps, device=trainer.device)
+        self._steps = 0  # steps run in the sweep
+        self._average, self._best = 0.0, math.inf
+        _set_lr(trainer, self.lrs_[0])
+
+    def on_batch_end(self, trainer: Trainer) -> None:
+        self._losses[self._steps] = _step_loss(trainer.last_logs)
+        self._steps += 1
+        done = self._steps == self.num_steps
+        if (done or self._steps % _CHECK_EVERY == 0) and self._read():
+            lr = self.lrs_[len(self.raw_losses_) - 1]
+            trainer.stop(f"LR range test: the loss diverged at lr={lr:.3g}", source="LRRangeTest")
+        elif done:
+            trainer.stop(f"LR range test: {self.num_steps} steps done", source="LRRangeTest")
+        else:
+            _set_lr(trainer, self.lrs_[self._steps])
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if not self.diverged_:
+            self._read()  # the fit ran out of batches between two reads
+
+    def _read(self) -> bool:
+        """Read the losses not read yet and track their moving average; True once it blows up."""
+        for value in self._losses[len(self.raw_losses_) : self._steps].tolist():
+            self.raw_losses_.append(value)
+            self._average = self.smooth * self._average + (1 - self.smooth) * value
+            smoothed = self._average / (1 - self.smooth ** len(self.raw_losses_))  # as `_ema`
+            if not math.isfinite(smoothed) or smoothed > self.diverge * self._best:
+                self.diverged_ = True
+                return True
+            self._best = min(self._best, smoothed)
+        return False
+
+    def result(self) -> LRFindResult:
+        """The rates that ran, their losses and the suggested rate (see `suggest_lr`)."""
+        raw = list(self.raw_losses_)
+        lrs = self.lrs_[: len(raw)]
+        found = suggest_lr(lrs, raw)
+        return LRFindResult(
+            lrs=lrs,
+            losses=_ema(raw, self.smooth),
+            suggestion=found.lr,
+            rule=found.rule,
+            min_loss_lr=found.min_loss_lr,
+            steepest_lr=found.steepest_lr,
+            edge_lr=found.edge_lr,
+            raw_losses=raw,
+            diverged=self.diverged_,
+        )
+
+
+def _set_lr(trainer: Trainer, lr: float) -> None:
+    for optimizer in trainer.optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+def _step_loss(logs: dict[str, Any]) -> torch.Tensor | float:
+    """The step's `loss` log, still on the device."""
+    loss = logs.get("loss")
+    if loss is None:
+        raise LayerwiseError(
+            f"the LR range test reads the 'loss' log, but train_step returned "
+            f"{sorted(logs) or 'no logs'}",
+            hint="return {'loss': loss, ...} from train_step",
+        )
+    return loss.detach().float().mean() if isinstance(loss, torch.Tensor) else float(loss)
+
+
 def lr_find(
     experiment: Experiment,
     *,
@@ -91,6 +225,14 @@ def lr_find(
     diverge: float = 4.0,
 ) -> LRFindResult:
     """Run the range test on `experiment`'s training data, model and optimizer.
+
+    A fresh Trainer of the experiment Trainer's class is made for the experiment's model with
+    the same loss, optimizer, precision, clipping, penalties, device and seed, but no callbacks,
+    doctor, metrics or schedule; it fits with an `LRRangeTest` for as many epochs as `num_steps`
+    batches need (each epoch reshuffles the data). Then the model's weights, buffers, gradients
+    and train/eval modes, a given optimizer's state and every RNG are put back, so the
+    experiment trains afterwards exactly as if the test had never run. The experiment's own
+    Trainer is not touched.
 
     Args:
         experiment: what `layerwise.experiment.build(recipe)` returns; its model, Trainer, training
@@ -103,32 +245,69 @@ def lr_find(
     Returns:
         An `LRFindResult`; `suggestion` is the rate to train with (see `suggest_lr`).
     """
-    _check_args(start_lr, end_lr, num_steps, smooth, diverge)
-    trainer = experiment.trainer
-    recipe = experiment.recipe
-    batcher = trainer._batcher(
+    range_test = LRRangeTest(start_lr, end_lr, num_steps, smooth, diverge)  # checks the args
+    trainer = _fresh_trainer(experiment.trainer, range_test)
+    batcher = make_batcher(
         experiment.data.train,
-        recipe.data.batch_size,
+        batch_size=experiment.recipe.data.batch_size,
         shuffle=True,
+        seed=trainer.seed,
+        device=trainer.device,
         transform=experiment.transform,
     )
-    lrs = np.geomspace(start_lr, end_lr, num_steps).tolist()
-    with _borrowed(trainer):
-        trainer._setup(batcher)  # the recipe's optimizer, scaler and regularizer, seeded
-        raw, diverged = _range_test(trainer, batcher, lrs, smooth, diverge)
-    lrs = lrs[: len(raw)]
-    found = suggest_lr(lrs, raw)
-    return LRFindResult(
-        lrs=lrs,
-        losses=_ema(raw, smooth),
-        suggestion=found.lr,
-        rule=found.rule,
-        min_loss_lr=found.min_loss_lr,
-        steepest_lr=found.steepest_lr,
-        edge_lr=found.edge_lr,
-        raw_losses=raw,
-        diverged=diverged,
+    with _restored(experiment.model, experiment.trainer):
+        trainer.fit(batcher, epochs=math.ceil(num_steps / max(len(batcher), 1)))
+    return range_test.result()
+
+
+def _fresh_trainer(trainer: Trainer, range_test: LRRangeTest) -> Trainer:
+    """A Trainer like `trainer` (same class and constructor arguments) that only trains: no
+    doctor, metrics, schedule or callbacks besides the range test."""
+    return type(trainer)(
+        trainer.model,
+        loss=trainer.loss_fn,
+        optimizer=trainer.optimizer_spec,
+        optimizer_args=dict(trainer.optimizer_args),  # holds lr and weight_decay
+        metrics=(),
+        schedule=None,
+        callbacks=[range_test],
+        device=trainer.device,
+        precision=trainer.precision,
+        channels_last=trainer.channels_last,
+        grad_clip=trainer.grad_clip,
+        l1=trainer.l1,
+        l2=trainer.l2,
+        seed=trainer.seed,
+        num_classes=trainer.num_classes,
+        train_metrics=False,
+        doctor=False,
     )
+
+
+@contextlib.contextmanager
+def _restored(model: nn.Module, trainer: Trainer) -> Iterator[None]:
+    """Put back, on exit, what training `model` changes: weights and buffers, gradients,
+    train/eval modes, the state of optimizers given to `trainer` as objects, and every RNG."""
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
+    modes = [(module, module.training) for module in model.modules()]
+    rng = rng_state()
+    spec = trainer.optimizer_spec
+    specs = spec.values() if isinstance(spec, Mapping) else [spec]
+    given = [o for o in specs if isinstance(o, torch.optim.Optimizer)]
+    given_states = [copy.deepcopy(o.state_dict()) for o in given]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            model.load_state_dict(weights)
+        for param, grad in grads:
+            param.grad = grad
+        for module, training in modes:
+            module.training = training
+        for optimizer, state in zip(given, given_states, strict=True):
+            optimizer.load_state_dict(state)
+        set_rng_state(rng)
 
 
 def _check_args(start: float, end: float, steps: int, smooth: float, diverge: float) -> None:
@@ -151,44 +330,6 @@ def _check_args(start: float, end: float, steps: int, smooth: float, diverge: fl
             f"lr_find diverge must be > 1, got {diverge}",
             hint="stop when the loss is e.g. 4x its best (diverge=4)",
         )
-
-
-def _range_test(
-    trainer: Trainer, batcher: Any, lrs: list[float], smooth: float, diverge: float
-) -> tuple[list[float], bool]:
-    """Train one step per rate; return the raw losses up to the blow-up, and whether it came.
-
-    Losses stay on the device and are read every few steps, so the loop does not wait for the
-    device after each step; the few steps run past a blow-up are dropped.
-    """
-    losses = torch.empty(len(lrs), device=trainer.device)
-    raw: list[float] = []
-    average, best = 0.0, math.inf
-    trainer.model.train()
-    for step, (lr, batch) in enumerate(zip(lrs, _cycle(batcher), strict=False)):
-        for group in trainer.optimizer.param_groups:
-            group["lr"] = lr
-        logs = trainer.train_step(trainer.to_device(batch))
-        losses[step] = logs["loss"].detach().float()
-        if (step + 1) % _CHECK_EVERY and step + 1 < len(lrs):
-            continue
-        for value in losses[len(raw) : step + 1].tolist():
-            raw.append(value)
-            average = smooth * average + (1 - smooth) * value
-            smoothed = average / (1 - smooth ** len(raw))  # as in `_ema`
-            if not math.isfinite(smoothed) or smoothed > diverge * best:
-                return raw, True
-            best = min(best, smoothed)
-    return raw, False
-
-
-def _cycle(batcher: Any) -> Iterator[Any]:
-    """Batches forever: each pass over the data is a new epoch with its own shuffle order."""
-    epoch = 0
-    while True:
-        batcher.set_epoch(epoch)
-        yield from batcher.iter_from(0)
-        epoch += 1
 
 
 def _ema(values: Sequence[float], smooth: float) -> list[float]:
@@ -301,51 +442,6 @@ def _steepest(x: np.ndarray, y: np.ndarray) -> int | None:
     slope = np.gradient(y[keep], x[keep])
     smoothed = [slope[np.abs(x[keep] - xi) <= WINDOW / 2 + 1e-9].mean() for xi in x[keep]]
     return int(index[int(np.argmin(smoothed))])
-
-
-# ------------------------------------------------------------------------------ borrowing state
-@contextlib.contextmanager
-def _borrowed(trainer: Trainer) -> Iterator[None]:
-    """Lend the Trainer to the range test and give it back untouched.
-
-    Inside, the Trainer has no callbacks (no probe, doctor, checkpoint or progress bar sees the
-    test), no schedule and fresh loss/metric accumulators; on exit its attributes, the model's
-    weights, buffers and train/eval modes, a user-given optimizer's state and every RNG are
-    restored.
-    """
-    model = trainer.model
-    attributes = dict(vars(trainer))
-    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    modes = [(module, module.training) for module in model.modules()]
-    rng = rng_state()
-    given = (
-        trainer.optimizer_spec
-        if isinstance(trainer.optimizer_spec, torch.optim.Optimizer)
-        else None
-    )
-    given_state = copy.deepcopy(given.state_dict()) if given is not None else None
-    trainer.optimizers, trainer.schedules = {}, {}
-    trainer.scaler = trainer.regularizer = None
-    trainer.schedule_spec = None
-    trainer._pending_state = None
-    trainer.callbacks = []
-    trainer.doctor = False  # `_setup` would add Probes and a Doctor
-    trainer.metrics = []
-    trainer.train_metrics = False
-    try:
-        yield
-    finally:
-        vars(trainer).clear()
-        vars(trainer).update(attributes)
-        with torch.no_grad():
-            model.load_state_dict(weights)
-        for param in model.parameters():
-            param.grad = None
-        for module, training in modes:
-            module.training = training
-        if given is not None:
-            given.load_state_dict(given_state)
-        set_rng_state(rng)
 
 
 # ------------------------------------------------------------------------------ plot

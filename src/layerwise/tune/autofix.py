@@ -22,9 +22,16 @@ from typing import Any
 import yaml
 
 from layerwise.diagnose.findings import Diagnosis, apply_patch, get_path
+from layerwise.diagnose.rules import RULES
 from layerwise.errors import DataError, LayerwiseError, RecipeError
-from layerwise.recipe import apply_override, parse_recipe, validate_recipe
+from layerwise.experiment import build, train
+from layerwise.recipe import Recipe, apply_override, parse_recipe, validate_recipe
 from layerwise.runs.atomic import atomic_write_json, atomic_write_text
+from layerwise.train.metrics import create_metric
+from layerwise.train.monitor import monitor_mode
+from layerwise.tune.lr_finder import lr_find
+
+SEVERITY_WEIGHT = {"info": 1, "warning": 10, "error": 100, "fatal": 1000}
 
 
 @dataclass
@@ -75,99 +82,89 @@ def auto_fix(
         output: where to write the fixed recipe (default: `<recipe>.fixed.yaml` beside it).
         echo: where progress lines go (None: silent).
     """
-    from layerwise.experiment import train
-
     if rounds < 1:
         raise RecipeError(f"--rounds must be at least 1, got {rounds}", hint="e.g. --rounds 3")
     recipe_path = Path(recipe_path)
-    base = parse_recipe(_read(recipe_path), str(recipe_path), overrides)  # validates up front
-    raw = yaml.safe_load(_read(recipe_path))
-    for override in overrides or []:
-        apply_override(raw, override)
+    base, raw = _read_recipe(recipe_path, overrides)
+    mode = monitor_mode(base.train.monitor, [create_metric(m) for m in base.train.metrics])
     say = echo or (lambda _: None)
     applied: dict[str, Any] = {}
     history: list[FixRound] = []
     raws: list[dict[str, Any]] = []
     for k in range(rounds + 1):
-        current = apply_patch(raw, applied)
-        current["name"] = base.name if k == 0 else f"{base.name}-fix{k}"
-        recipe = validate_recipe(current, f"{recipe_path} (round {k})")
+        current = _round_recipe(raw, applied, base.name, k)
         say(f"auto-fix round {k}: " + (_describe(applied) if applied else "the recipe as given"))
-        try:
-            run, test_metrics = train(recipe, runs_root, progress=False, echo=None)
-        except DataError as exc:
-            diagnosis = getattr(exc, "diagnosis", None)
-            if diagnosis is None:
-                raise
-            history.append(
-                FixRound(k, None, dict(applied), diagnosis.codes, _sev(diagnosis), "refused")
-            )
-        else:
-            diagnosis = Diagnosis.from_dict(run.read_diagnosis() or {})
-            info = run.info()
-            val = {
-                key[4:]: value
-                for key, value in info.get("final_metrics", {}).items()
-                if key.startswith("val_")
-            }
-            history.append(
-                FixRound(
-                    k,
-                    run.name,
-                    dict(applied),
-                    diagnosis.codes,
-                    _sev(diagnosis),
-                    info["status"],
-                    val,
-                    test_metrics,
-                )
-            )
+        fix_round, diagnosis = _train_round(k, current, applied, recipe_path, runs_root)
+        history.append(fix_round)
         raws.append(current)
-        say(f"  found: {', '.join(diagnosis.codes) or 'nothing'}; test {_fmt(history[-1])}")
+        say(f"  found: {', '.join(diagnosis.codes) or 'nothing'}; test {_fmt(fix_round)}")
+        if k == rounds:
+            break
         patch = _next_patch(diagnosis, current)
+        if not patch:
+            break
         if "train.optimizer.lr" in patch:
             patch["train.optimizer.lr"] = _measured_lr(current, patch, say)
-        if not patch or k == rounds:
-            break
         applied = {**applied, **patch}
+    best = _best_round(history, base.train.monitor, mode)
+    return _write_result(recipe_path, output, base.name, history, raws, best)
 
-    best = _best_round(history, base.train.monitor)
-    stem = recipe_path.name.removesuffix(".yaml").removesuffix(".yml")
-    fixed_path = Path(output) if output else recipe_path.with_name(f"{stem}.fixed.yaml")
-    fixed: Path | None = None
-    if history[best].applied:
-        fixed_raw = dict(raws[best], name=f"{base.name}-fixed")
-        header = (
-            f"# Written by `layerwise doctor --auto-fix` from {recipe_path.name} "
-            f"(round {best}): {_describe(history[best].applied)}\n"
-        )
-        fixed = atomic_write_text(fixed_path, header + yaml.safe_dump(fixed_raw, sort_keys=False))
-    log_path = (
-        recipe_path.with_name(f"{stem}.autofix.json")
-        if not output
-        else (Path(output).with_suffix(".autofix.json"))
+
+def _read_recipe(path: Path, overrides: list[str] | None) -> tuple[Recipe, dict[str, Any]]:
+    """The validated recipe (errors come before any training) and its raw mapping, overridden."""
+    text = _read(path)
+    base = parse_recipe(text, str(path), overrides)
+    raw = yaml.safe_load(text)
+    for override in overrides or []:
+        apply_override(raw, override)
+    return base, raw
+
+
+def _round_recipe(
+    raw: dict[str, Any], applied: dict[str, Any], name: str, k: int
+) -> dict[str, Any]:
+    """Round `k`'s raw recipe: the original with every patch so far, named `<name>-fix<k>`."""
+    current = apply_patch(raw, applied)
+    current["name"] = name if k == 0 else f"{name}-fix{k}"
+    return current
+
+
+def _train_round(
+    k: int,
+    current: dict[str, Any],
+    applied: dict[str, Any],
+    source: Path,
+    runs_root: str | Path,
+) -> tuple[FixRound, Diagnosis]:
+    """Train round `k`'s recipe and read its diagnosis; data the doctor refuses to train on is
+    recorded as a `refused` round with the data findings."""
+    recipe = validate_recipe(current, f"{source} (round {k})")
+    try:
+        run, test_metrics = train(recipe, runs_root, progress=False, echo=None)
+    except DataError as exc:
+        diagnosis = getattr(exc, "diagnosis", None)
+        if diagnosis is None:
+            raise
+        refused = FixRound(k, None, dict(applied), diagnosis.codes, _sev(diagnosis), "refused")
+        return refused, diagnosis
+    diagnosis = Diagnosis.from_dict(run.read_diagnosis() or {})
+    info = run.info()
+    val = {
+        key.removeprefix("val_"): value
+        for key, value in info.get("final_metrics", {}).items()
+        if key.startswith("val_")
+    }
+    trained = FixRound(
+        k,
+        run.name,
+        dict(applied),
+        diagnosis.codes,
+        _sev(diagnosis),
+        info["status"],
+        val,
+        test_metrics,
     )
-    result = AutoFixResult(history, best, fixed, log_path)
-    atomic_write_json(log_path, result.to_dict())
-    return result
-
-
-def _best_round(history: list[FixRound], monitor: str) -> int:
-    """The trained round with the least severe findings left; among equals the best validation
-    score (the recipe's monitor), then the later round."""
-    weight = {"info": 1, "warning": 10, "error": 100, "fatal": 1000}
-    key = monitor.removeprefix("val_")
-    sign = -1.0 if any(word in key for word in ("loss", "mae", "rmse", "error")) else 1.0
-
-    def rank(i: int) -> tuple[float, float, int]:
-        r = history[i]
-        if r.status != "finished":
-            return (math.inf, math.inf, -i)
-        value = r.val_metrics.get(key)
-        score = sign * value if value is not None and math.isfinite(value) else -math.inf
-        return (sum(weight[s] for s in r.severities), -score, -i)
-
-    return min(range(len(history)), key=rank)
+    return trained, diagnosis
 
 
 def _next_patch(diagnosis: Diagnosis, current: dict[str, Any]) -> dict[str, Any]:
@@ -176,8 +173,6 @@ def _next_patch(diagnosis: Diagnosis, current: dict[str, Any]) -> dict[str, Any]
     Broken data causes training symptoms (unscaled inputs make the learning rate look too high),
     so fixing the data first and diagnosing again avoids treating a symptom twice.
     """
-    from layerwise.diagnose.rules import RULES
-
     data_side = Diagnosis([f for f in diagnosis.findings if RULES[f.code].stage == "data"])
     for candidate in (data_side, diagnosis):
         patch = {k: v for k, v in candidate.patch().items() if get_path(current, k) != v}
@@ -189,9 +184,6 @@ def _next_patch(diagnosis: Diagnosis, current: dict[str, Any]) -> dict[str, Any]
 def _measured_lr(current: dict[str, Any], patch: dict[str, Any], say: Callable) -> float:
     """Replace a rule's guessed learning rate (x0.1, x10) by the range test's suggestion for the
     patched recipe; keep the guess if the test cannot suggest one."""
-    from layerwise.diagnose.lr_finder import lr_find
-    from layerwise.experiment import build
-
     guess = patch["train.optimizer.lr"]
     try:
         result = lr_find(build(validate_recipe(apply_patch(current, patch))))
@@ -202,6 +194,54 @@ def _measured_lr(current: dict[str, Any], patch: dict[str, Any], say: Callable) 
     suggestion = float(f"{result.suggestion:.2g}")
     say(f"  lr-find on the patched recipe suggests {suggestion:g} (the rule guessed {guess:g})")
     return suggestion
+
+
+def _best_round(history: list[FixRound], monitor: str, mode: str) -> int:
+    """The trained round with the least severe findings left; among equals the best validation
+    score of `monitor` (better when higher if `mode` is `max`, lower if `min`), then the later
+    round."""
+    key = monitor.removeprefix("val_")
+    sign = 1.0 if mode == "max" else -1.0
+
+    def rank(i: int) -> tuple[float, float, int]:
+        r = history[i]
+        if r.status != "finished":
+            return (math.inf, math.inf, -i)
+        value = r.val_metrics.get(key)
+        score = sign * value if value is not None and math.isfinite(value) else -math.inf
+        return (sum(SEVERITY_WEIGHT[s] for s in r.severities), -score, -i)
+
+    return min(range(len(history)), key=rank)
+
+
+def _write_result(
+    recipe_path: Path,
+    output: str | Path | None,
+    name: str,
+    history: list[FixRound],
+    raws: list[dict[str, Any]],
+    best: int,
+) -> AutoFixResult:
+    """Write the best round's recipe as `<stem>.fixed.yaml` (unless it is the recipe as given)
+    and every round as `<stem>.autofix.json`, beside the recipe or at `output`."""
+    stem = recipe_path.name.removesuffix(".yaml").removesuffix(".yml")
+    fixed: Path | None = None
+    if history[best].applied:
+        fixed_path = Path(output) if output else recipe_path.with_name(f"{stem}.fixed.yaml")
+        header = (
+            f"# Written by `layerwise doctor --auto-fix` from {recipe_path.name} "
+            f"(round {best}): {_describe(history[best].applied)}\n"
+        )
+        fixed_raw = dict(raws[best], name=f"{name}-fixed")
+        fixed = atomic_write_text(fixed_path, header + yaml.safe_dump(fixed_raw, sort_keys=False))
+    log_path = (
+        Path(output).with_suffix(".autofix.json")
+        if output
+        else recipe_path.with_name(f"{stem}.autofix.json")
+    )
+    result = AutoFixResult(history, best, fixed, log_path)
+    atomic_write_json(log_path, result.to_dict())
+    return result
 
 
 def _sev(diagnosis: Diagnosis) -> list[str]:

@@ -1,0 +1,34 @@
+"""What trains whole experiments on top of the rest: auto-fix and the learning-rate range test.
+
+`tune/` sits above `layerwise.experiment` (it builds and trains recipes) and below the CLI;
+nothing under it is imported by `diagnose/`, `report/` or `experiment`. Names are imported on
+first use, so importing the package costs nothing until one is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AutoFixResult": "autofix",
+    "FixRound": "autofix",
+    "auto_fix": "autofix",
+    "LRFindResult": "lr_finder",
+    "LRRangeTest": "lr_finder",
+    "lr_find": "lr_finder",
+    "plot_lr_find": "lr_finder",
+    "suggest_lr": "lr_finder",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'layerwise.tune' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"layerwise.tune.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
