@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,38 +72,14 @@ class TestProbe(Callback):
         return next((e for e in self.epochs if e["test_accuracy"] >= self.threshold), None)
 
 
-@contextlib.contextmanager
-def probed(threshold: float) -> Iterator[list[TestProbe]]:
-    """Make `experiment.train` add a `TestProbe` to the Trainer it builds.
-
-    `experiment.train` takes no extra callbacks, so `experiment.build` is wrapped for the
-    duration; everything else about the run is exactly what `layerwise train` does.
-    """
-    original = experiment.build
-    probes: list[TestProbe] = []
-
-    def build_with_probe(recipe, callbacks=None):
-        built = original(recipe, callbacks)
-        probe = TestProbe(built.data.test, threshold)
-        built.trainer.callbacks.append(probe)
-        probes.append(probe)
-        return built
-
-    experiment.build = build_with_probe
-    try:
-        yield probes
-    finally:
-        experiment.build = original
-
-
 def run_recipe(name: str, overrides: list[str], runs_root: Path) -> dict[str, Any]:
     recipe = load_recipe(REPO / "recipes" / f"{name}.yaml", overrides)
     target, threshold = TARGETS.get(name, (float("nan"), float("nan")))
+    data = experiment.build_data(recipe)
+    probe = TestProbe(data.test, threshold)
     start = time.perf_counter()
-    with probed(threshold) as probes:
-        run, test_metrics = experiment.train(recipe, runs_root, progress=False)
+    run, test_metrics = experiment.train(recipe, runs_root, progress=False, callbacks=[probe])
     wall = time.perf_counter() - start
-    probe = probes[0]
     history = [line for line in run.read_metrics() if line.get("split") == "train"]
     epoch_times = [line["time"] for line in history if "time" in line]
     reached = probe.first_reaching()

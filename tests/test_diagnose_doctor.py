@@ -79,24 +79,16 @@ def test_doctor_stops_a_diverging_trainer_and_reports_once():
     assert finding.code == "loss_nan" and finding.severity == "fatal"
     assert trainer.state.step == 6  # the step after the poison, the first with a NaN loss
     assert history == []  # stopped inside the first epoch
-    assert [line for line in lines if "loss_nan" in line] == [
-        f"doctor: {finding.headline()}"
-    ]
+    assert [line for line in lines if "loss_nan" in line] == [f"doctor: {finding.headline()}"]
 
 
-def test_a_nan_run_is_halted_and_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
-    import layerwise.experiment as experiment
+def test_a_nan_run_is_halted_and_keeps_its_last_good_checkpoint(tmp_path):
+    from layerwise.experiment import build_data
 
-    original = experiment.build
-
-    def build_with_poison(recipe, callbacks=None):
-        built = original(recipe, callbacks)
-        steps_per_epoch = -(-len(built.data.train[0]) // recipe.data.batch_size)
-        built.trainer.callbacks.insert(0, PoisonWeights(step=2 * steps_per_epoch + 3))
-        return built
-
-    monkeypatch.setattr(experiment, "build", build_with_poison)
-    run, test = train(parse_recipe(DIVERGING), tmp_path, progress=False, echo=None)
+    recipe = parse_recipe(DIVERGING)
+    steps_per_epoch = -(-len(build_data(recipe).train[0]) // recipe.data.batch_size)
+    poison = PoisonWeights(step=2 * steps_per_epoch + 3)
+    run, test = train(recipe, tmp_path, progress=False, echo=None, callbacks=[poison])
     info = run.info()
     assert info["status"] == "halted"
     assert "loss_nan" in info["findings"]

@@ -7,6 +7,7 @@ import pytest
 from layerwise import experiment
 from layerwise.errors import CheckpointError, RecipeError
 from layerwise.recipe import parse_recipe
+from layerwise.train import Callback
 
 TINY = """
 name: tiny
@@ -55,3 +56,43 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
     _, again = experiment.resume("tiny", tmp_path / "runs", progress=False)
     assert again == test_metrics
     assert run.metrics_path.read_bytes() == before
+
+
+def test_the_diagnosis_in_memory_is_the_one_the_run_folder_gives(tmp_path):
+    from layerwise.diagnose.doctor import diagnose_run
+
+    recipe = parse_recipe(TINY, overrides=["train.epochs=3", "doctor.probe_every=1"])
+    run, _ = experiment.train(recipe, tmp_path / "runs", progress=False, echo=None)
+    written = run.read_diagnosis()
+    assert written == diagnose_run(run, save=False).to_dict()
+    assert written["data_profile"] is not None  # the data checks reached the final diagnosis
+
+
+class CountTestRows(Callback):
+    """After training, counts the rows the evaluation and prediction steps see."""
+
+    def __init__(self) -> None:
+        self.rows = {"eval_step": 0, "predict_step": 0}
+
+    def on_fit_end(self, trainer):
+        for name in self.rows:
+            setattr(trainer, name, self._counting(trainer, name, getattr(trainer, name)))
+
+    def _counting(self, trainer, name, step):
+        def counting(batch):
+            self.rows[name] += trainer.batch_size(batch)
+            return step(batch)
+
+        return counting
+
+
+def test_finishing_a_run_reads_the_test_split_once_and_plots_from_it(tmp_path):
+    data = experiment.build_data(parse_recipe(TINY))
+    counter = CountTestRows()
+    run, test = experiment.train(
+        parse_recipe(TINY), tmp_path / "runs", progress=False, echo=None, callbacks=[counter]
+    )
+    assert counter.rows["eval_step"] == len(data.test[0])  # metrics and confusion matrix
+    assert counter.rows["predict_step"] <= 32  # only the images of the sample grid
+    assert (run.plots_dir / "confusion_matrix.png").stat().st_size > 0
+    assert 0 <= test["accuracy"] <= 1

@@ -148,13 +148,6 @@ def doctor(
     Examples: layerwise doctor digits_cnn;
     layerwise doctor recipes/broken/lr_too_high.yaml --auto-fix --rounds 2
     """
-    from layerwise import experiment
-    from layerwise.diagnose.doctor import diagnose_run
-    from layerwise.diagnose.findings import Diagnosis
-    from layerwise.errors import DataError
-    from layerwise.recipe import load_recipe
-    from layerwise.runs import Run
-
     is_recipe = target.endswith((".yaml", ".yml")) or Path(target).is_file()
     if not is_recipe:
         if auto_fix or data_only or set_:
@@ -162,32 +155,70 @@ def doctor(
                 f"'{target}' is a run; --auto-fix, --data-only and --set need a recipe file",
                 hint="give a recipe: layerwise doctor recipes/<name>.yaml --auto-fix",
             )
-        found = Run.open(target, root=runs_dir)
-        out.print(diagnose_run(found).render(), markup=False)
-        out.print(f"diagnosis: {found.diagnosis_path}")
-        return
-    if auto_fix:
-        from layerwise.tune.autofix import auto_fix as run_auto_fix
+        _diagnose_run(target, runs_dir)
+    elif auto_fix:
+        _auto_fix(target, rounds, runs_dir, set_, output)
+    elif data_only:
+        _check_data_only(target, set_)
+    else:
+        _train_and_diagnose(target, set_, runs_dir)
 
-        result = run_auto_fix(
-            target, rounds=rounds, runs_root=runs_dir, overrides=set_, output=output, echo=out.print
-        )
-        _print_auto_fix(result)
-        return
-    recipe = load_recipe(target, set_)
-    if data_only:
-        recipe = recipe.model_copy(
-            update={"doctor": recipe.doctor.model_copy(update={"data_checks": True})}
-        )
-        diagnosis = experiment.check_experiment_data(
-            experiment.build(recipe), echo=None, refuse_fatal=False
-        )
-        out.print(diagnosis.render(), markup=False)
-        return
+
+def _diagnose_run(target: str, runs_dir: Path) -> None:
+    """`doctor RUN`: diagnose a run from its folder, print it and write diagnosis.json."""
+    from layerwise.diagnose.doctor import diagnose_run
+    from layerwise.runs import Run
+
+    found = Run.open(target, root=runs_dir)
+    out.print(diagnose_run(found).render(), markup=False)
+    out.print(f"diagnosis: {found.diagnosis_path}")
+
+
+def _auto_fix(
+    target: str, rounds: int, runs_dir: Path, overrides: list[str] | None, output: Path | None
+) -> None:
+    """`doctor RECIPE --auto-fix`: train, apply the findings' patches, retrain; print the rounds."""
+    from layerwise.tune.autofix import auto_fix as run_auto_fix
+
+    result = run_auto_fix(
+        target,
+        rounds=rounds,
+        runs_root=runs_dir,
+        overrides=overrides,
+        output=output,
+        echo=out.print,
+    )
+    _print_auto_fix(result)
+
+
+def _check_data_only(target: str, overrides: list[str] | None) -> None:
+    """`doctor RECIPE --data-only`: the data checks alone, reported whatever they find."""
+    from layerwise import experiment
+    from layerwise.recipe import load_recipe
+
+    recipe = load_recipe(target, overrides)
+    recipe = recipe.model_copy(
+        update={"doctor": recipe.doctor.model_copy(update={"data_checks": True})}
+    )
+    data = experiment.build_data(recipe)
+    model = experiment.build_model(recipe, data)
+    diagnosis = experiment.check_recipe_data(recipe, data, model, echo=None, refuse_fatal=False)
+    out.print(diagnosis.render(), markup=False)
+
+
+def _train_and_diagnose(target: str, overrides: list[str] | None, runs_dir: Path) -> None:
+    """`doctor RECIPE`: check the data, train with the doctor watching, print the diagnosis (the
+    whole data diagnosis too when the data is refused)."""
+    from layerwise import experiment
+    from layerwise.diagnose.findings import Diagnosis
+    from layerwise.errors import DataError
+    from layerwise.recipe import load_recipe
+
+    recipe = load_recipe(target, overrides)
     try:
         run, test_metrics = experiment.train(recipe, runs_dir, progress=False)
     except DataError as exc:
-        if getattr(exc, "diagnosis", None) is not None:
+        if exc.diagnosis is not None:
             out.print(exc.diagnosis.render(), markup=False)
         raise
     _print_outcome(run, test_metrics)

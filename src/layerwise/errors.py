@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class LayerwiseError(Exception):
@@ -30,7 +31,15 @@ class RecipeError(LayerwiseError):
 
 
 class DataError(LayerwiseError):
-    """Data is missing, unreadable, inconsistent or contains values that cannot be trained on."""
+    """Data is missing, unreadable, inconsistent or contains values that cannot be trained on.
+
+    `diagnosis` is the doctor's full data diagnosis when its checks refused the data, so that
+    `layerwise doctor` and auto-fix can show and fix every finding, not only the first.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, diagnosis: Any = None) -> None:
+        super().__init__(message, hint)
+        self.diagnosis = diagnosis
 
 
 class ShapeError(LayerwiseError):

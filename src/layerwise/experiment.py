@@ -1,28 +1,36 @@
-"""From a recipe to a finished run folder: build data, model and Trainer; train; report.
+"""From a recipe to a finished run folder: build data, model, callbacks and Trainer; train; report.
 
 The CLI verbs are thin calls into these functions, and so is anything a notebook wants to do
-with a recipe. Every run is a folder (see `layerwise.runs.Run`).
+with a recipe. Every run is a folder (see `layerwise.runs.Run`). Read `train` and `resume` first:
+they are the whole story, told by the functions below them in the order they are called.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
 
 from layerwise.data import DatasetBundle, check_finite, clean_bundle, load_dataset, split
+from layerwise.diagnose.doctor import (
+    PROBES_FILE,
+    Doctor,
+    check_data,
+    doctor_callbacks,
+    read_data_profile,
+    write_data_profile,
+)
 from layerwise.diagnose.findings import Diagnosis
 from layerwise.errors import CheckpointError, DataError, RecipeError, did_you_mean
-from layerwise.models import create_model
+from layerwise.models import MODELS, create_model
 from layerwise.nn import init_weights, materialize, summary
-from layerwise.recipe import Recipe, parse_recipe
+from layerwise.recipe import Recipe
 from layerwise.report import (
     findings_html,
     plot_confusion_matrix,
@@ -30,28 +38,142 @@ from layerwise.report import (
     plot_samples,
     write_report,
 )
+from layerwise.report.doctor_plots import write_doctor_plots
 from layerwise.runs import Run, load_weights
 from layerwise.train import (
     OPTIMIZERS,
     SCHEDULES,
+    Callback,
     EarlyStopping,
     MetricsLogger,
     ModelCheckpoint,
     ProgressBar,
     Trainer,
+    create_metric,
     seed_everything,
 )
+
+Echo = Callable[[str], None] | None
 
 
 @dataclass
 class Experiment:
-    """Everything a recipe builds: the data, the model and the Trainer that fits it."""
+    """Everything a recipe builds: the data, the model and the Trainer (with its callbacks)."""
 
     recipe: Recipe
     data: DatasetBundle
     model: nn.Module
     trainer: Trainer
     transform: Any = None  # per-sample training augmentation, or None
+    run: Run | None = None  # the run folder it trains into, if any
+
+    @property
+    def doctor(self) -> Doctor | None:
+        return next((c for c in self.trainer.callbacks if isinstance(c, Doctor)), None)
+
+
+# ------------------------------------------------------------------------------ the story
+def train(
+    recipe: Recipe,
+    runs_root: str | Path = "runs",
+    *,
+    progress: bool = True,
+    echo: Echo = print,
+    callbacks: Sequence[Callback] = (),
+) -> tuple[Run, dict[str, float]]:
+    """Train `recipe` into a new run folder; returns the run and its test metrics.
+
+    Data and model are built, and the data checked by the doctor, before the folder is made, so a
+    recipe that cannot be built or data that cannot be trained on (unknown name, missing file,
+    NaN inputs) leaves no half-made run behind. A run the doctor had to stop (a NaN loss) ends
+    with status `halted`, its last good checkpoint and its diagnosis. `callbacks` are added to
+    the ones the recipe asks for.
+    """
+    seed_everything(recipe.seed)
+    data = build_data(recipe)
+    model = build_model(recipe, data)
+    build_trainer(recipe, model, data)  # a misspelt optimizer, schedule or monitor stops here
+    data_diagnosis = check_recipe_data(recipe, data, model, echo=echo)
+    run = Run.create(runs_root, recipe.name, recipe.to_yaml())
+    profile = data_diagnosis.data_profile if data_diagnosis is not None else None
+    if profile is not None:
+        write_data_profile(run, profile)
+    experiment = build(
+        recipe,
+        run,
+        data=data,
+        model=model,
+        data_profile=profile,
+        progress=progress,
+        echo=echo,
+        callbacks=callbacks,
+    )
+    run.truncate_metrics_after(-1)
+    return fit_and_finish(experiment)
+
+
+def resume(
+    run_ref: str | Path,
+    runs_root: str | Path = "runs",
+    *,
+    recipe: Recipe | None = None,
+    progress: bool = True,
+    echo: Echo = print,
+    callbacks: Sequence[Callback] = (),
+) -> tuple[Run, dict[str, float]]:
+    """Continue a run from its last checkpoint, bit for bit; refuse if the recipe changed."""
+    run = Run.open(run_ref, root=runs_root)
+    saved = run.recipe()
+    if recipe is not None and recipe.model_dump() != saved.model_dump():
+        raise CheckpointError(
+            f"the recipe differs from the one run '{run.name}' was started with: "
+            + _recipe_diff(saved, recipe),
+            hint="resume without changing the recipe (omit it, or undo the change), "
+            "or start a new run",
+        )
+    info = run.info()
+    if info.get("status") == "finished":
+        return run, info.get("test_metrics") or {}
+    experiment = build(
+        saved,
+        run,
+        data_profile=read_data_profile(run),
+        progress=progress,
+        echo=echo,
+        callbacks=callbacks,
+    )
+    restore_last_checkpoint(experiment)
+    return fit_and_finish(experiment)
+
+
+# ------------------------------------------------------------------------------ building
+def build(
+    recipe: Recipe,
+    run: Run | None = None,
+    *,
+    data: DatasetBundle | None = None,
+    model: nn.Module | None = None,
+    data_profile: dict[str, Any] | None = None,
+    progress: bool = False,
+    echo: Echo = None,
+    callbacks: Sequence[Callback] = (),
+) -> Experiment:
+    """Seed, then data, model, callbacks and Trainer, in that order (the order fixes the RNG
+    stream). Data and model already built from this recipe can be passed in.
+
+    Every callback of the experiment is made here: early stopping as the recipe asks, `callbacks`,
+    and, with a `run` to train into, the doctor (fed `data_profile`, the doctor's data checks),
+    the metrics log, the checkpoints and, with `progress`, the progress bar. Without a run the
+    Trainer is bare (no doctor), as the LR finder and evaluation want it.
+    """
+    seed_everything(recipe.seed)
+    data = data if data is not None else build_data(recipe)
+    model = model if model is not None else build_model(recipe, data)
+    everything = [*build_callbacks(recipe, data, run, data_profile, echo), *callbacks]
+    if progress:
+        everything.append(ProgressBar())
+    trainer = build_trainer(recipe, model, data, everything)
+    return Experiment(recipe, data, model, trainer, _augmentations(recipe), run)
 
 
 def build_data(recipe: Recipe) -> DatasetBundle:
@@ -72,10 +194,7 @@ def build_data(recipe: Recipe) -> DatasetBundle:
 def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
     """Create the model, filling `num_classes` from the data when the family takes it."""
     args = dict(recipe.model.args)
-    from layerwise.models import MODELS
-
-    factory = MODELS.get(recipe.model.name)
-    accepts = inspect.signature(factory).parameters
+    accepts = inspect.signature(MODELS.get(recipe.model.name)).parameters
     if "num_classes" in accepts and "num_classes" not in args and data.num_classes:
         args["num_classes"] = data.num_classes
     if recipe.model.init != "default" and "init" in accepts:
@@ -88,10 +207,81 @@ def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
     return model
 
 
+def check_recipe_data(
+    recipe: Recipe,
+    data: DatasetBundle,
+    model: nn.Module,
+    *,
+    echo: Echo = print,
+    refuse_fatal: bool = True,
+) -> Diagnosis | None:
+    """Run the doctor's data checks (if the recipe asks); refuse data no model can train on
+    (unless `refuse_fatal` is False, as for `layerwise doctor --data-only`, which only reports)."""
+    if not recipe.doctor.data_checks:
+        check_finite(data)  # no model can learn from NaN inputs, doctor or not
+        return None
+    diagnosis = check_data(
+        data,
+        num_params=sum(p.numel() for p in model.parameters()),
+        recipe=recipe.model_dump(mode="json"),
+        seed=recipe.seed,
+        label_noise=recipe.doctor.label_noise,
+    )
+    fatal = [f for f in diagnosis.findings if f.severity == "fatal"]
+    if fatal and refuse_fatal:
+        raise DataError(
+            f"dataset '{data.name}' cannot be trained on: {fatal[0].headline()}",
+            hint=(fatal[0].remedies or ["fix the data"])[0]
+            + " (or let `layerwise doctor RECIPE --auto-fix` do it)",
+            diagnosis=diagnosis,
+        )
+    if echo is not None:
+        for finding in diagnosis.findings:
+            echo(f"doctor: {finding.headline()}")
+    return diagnosis
+
+
+def build_callbacks(
+    recipe: Recipe,
+    data: DatasetBundle,
+    run: Run | None,
+    data_profile: dict[str, Any] | None,
+    echo: Echo,
+) -> list[Callback]:
+    """The recipe's callbacks; their `order` decides when each runs, not their place here."""
+    callbacks: list[Callback] = []
+    if recipe.train.early_stopping is not None:
+        es = recipe.train.early_stopping
+        callbacks.append(
+            EarlyStopping(es.monitor, es.patience, es.min_delta, es.mode, es.restore_best_weights)
+        )
+    if run is None:
+        return callbacks
+    spec = recipe.doctor
+    callbacks += doctor_callbacks(
+        probes=spec.probes,
+        every=spec.probe_every,
+        path=run.path / PROBES_FILE,
+        data_profile=data_profile,
+        recipe=recipe.model_dump(mode="json"),
+        task=data.task,
+        num_classes=data.num_classes,
+        echo=echo if spec.live else None,
+        stop_on_fatal=spec.stop_on_fatal,
+    )
+    callbacks.append(MetricsLogger(run))
+    callbacks.append(
+        ModelCheckpoint(
+            run, monitor=recipe.train.monitor, every_steps=recipe.train.checkpoint_every_steps
+        )
+    )
+    return callbacks
+
+
 def build_trainer(
-    recipe: Recipe, model: nn.Module, data: DatasetBundle, callbacks: list | None = None
+    recipe: Recipe, model: nn.Module, data: DatasetBundle, callbacks: Sequence[Callback] = ()
 ) -> Trainer:
-    """A Trainer configured by `recipe.train`."""
+    """A Trainer configured by `recipe.train`, with `callbacks` (the doctor only if among them)."""
     spec = recipe.train
     loss_args = dict(spec.loss.args)
     if spec.loss.name == "cross_entropy":
@@ -115,13 +305,6 @@ def build_trainer(
     OPTIMIZERS.get(spec.optimizer.name)
     if schedule is not None:
         SCHEDULES.get(spec.schedule.name)
-    callbacks = list(callbacks or [])
-    if spec.early_stopping is not None:
-        es = spec.early_stopping
-        callbacks.insert(
-            0,
-            EarlyStopping(es.monitor, es.patience, es.min_delta, es.mode, es.restore_best_weights),
-        )
     trainer = Trainer(
         model,
         loss=spec.loss.name,
@@ -141,6 +324,7 @@ def build_trainer(
         l2=spec.l2,
         seed=recipe.seed,
         num_classes=data.num_classes,
+        doctor=False,  # the recipe's doctor, if any, is among `callbacks`
     )
     _check_monitors(recipe, trainer, has_val=data.val is not None)
     return trainer
@@ -164,125 +348,48 @@ def _check_monitors(recipe: Recipe, trainer: Trainer, has_val: bool) -> None:
             )
 
 
-def build(recipe: Recipe, callbacks: list | None = None) -> Experiment:
-    """Seed, then build data, model and Trainer, in that order (the order fixes the RNG stream)."""
-    seed_everything(recipe.seed)
-    data = build_data(recipe)
-    model = build_model(recipe, data)
-    trainer = build_trainer(recipe, model, data, callbacks)
-    return Experiment(recipe, data, model, trainer, _augmentations(recipe))
-
-
-def train(
-    recipe: Recipe,
-    runs_root: str | Path = "runs",
-    *,
-    progress: bool = True,
-    echo: Callable[[str], None] | None = print,
-) -> tuple[Run, dict[str, float]]:
-    """Train `recipe` into a new run folder; returns the run and its test metrics.
-
-    Data, model and Trainer are built, and the data checked by the doctor, before the folder is
-    made, so a recipe that cannot be built or data that cannot be trained on (unknown name,
-    missing file, NaN inputs) leaves no half-made run behind. A run the doctor had to stop (a NaN
-    loss) ends with status `halted`, its last good checkpoint and its diagnosis.
-    """
-    from layerwise.diagnose.doctor import write_data_profile
-
-    experiment = build(recipe)
-    data_diagnosis = check_experiment_data(experiment, echo=echo)
-    run = Run.create(runs_root, recipe.name, recipe.to_yaml())
-    if data_diagnosis is not None:
-        write_data_profile(run, data_diagnosis.data_profile)
-    return _fit_and_report(run, experiment, resume=False, progress=progress, echo=echo)
-
-
-def check_experiment_data(
-    experiment: Experiment,
-    echo: Callable[[str], None] | None = print,
-    *,
-    refuse_fatal: bool = True,
-) -> Diagnosis | None:
-    """Run the doctor's data checks (if the recipe asks); refuse data no model can train on
-    (unless `refuse_fatal` is False, as for `layerwise doctor --data-only`, which only reports)."""
-    from layerwise.diagnose.doctor import check_data
-
-    recipe = experiment.recipe
-    if not recipe.doctor.data_checks:
-        check_finite(experiment.data)  # no model can learn from NaN inputs, doctor or not
+def _augmentations(recipe: Recipe) -> Any:
+    if not recipe.data.augment:
         return None
-    diagnosis = check_data(
-        experiment.data,
-        num_params=sum(p.numel() for p in experiment.model.parameters()),
-        recipe=recipe.model_dump(mode="json"),
-        seed=recipe.seed,
-        label_noise=recipe.doctor.label_noise,
-    )
-    fatal = [f for f in diagnosis.findings if f.severity == "fatal"]
-    if fatal and refuse_fatal:
-        error = DataError(
-            f"dataset '{experiment.data.name}' cannot be trained on: {fatal[0].headline()}",
-            hint=(fatal[0].remedies or ["fix the data"])[0]
-            + " (or let `layerwise doctor RECIPE --auto-fix` do it)",
-        )
-        error.diagnosis = diagnosis
-        raise error
-    if echo is not None:
-        for finding in diagnosis.findings:
-            echo(f"doctor: {finding.headline()}")
-    return diagnosis
+    from layerwise.data import augmentations
+
+    return augmentations(recipe.data.augment)
 
 
-def resume(
-    run_ref: str | Path,
-    runs_root: str | Path = "runs",
-    *,
-    recipe: Recipe | None = None,
-    progress: bool = True,
-    echo: Callable[[str], None] | None = print,
-) -> tuple[Run, dict[str, float]]:
-    """Continue a run from its last checkpoint, bit for bit; refuse if the recipe changed."""
-    run = Run.open(run_ref, root=runs_root)
-    saved = parse_recipe(run.read_recipe(), source=str(run.path / "recipe.yaml"))
-    if recipe is not None and recipe.model_dump() != saved.model_dump():
-        raise CheckpointError(
-            f"the recipe differs from the one run '{run.name}' was started with: "
-            + _recipe_diff(saved, recipe),
-            hint="resume without changing the recipe (omit it, or undo the change), "
-            "or start a new run",
-        )
-    info = run.info()
-    if info.get("status") == "finished":
-        return run, info.get("test_metrics") or {}
-    return _fit_and_report(run, build(saved), resume=True, progress=progress, echo=echo)
-
-
-def _fit_and_report(
-    run: Run,
-    experiment: Experiment,
-    *,
-    resume: bool,
-    progress: bool,
-    echo: Callable[[str], None] | None = print,
-) -> tuple[Run, dict[str, float]]:
-    recipe = experiment.recipe
-    # After any callbacks the recipe adds (early stopping), as `build(recipe, callbacks)` would;
-    # the doctor comes before the checkpoint, which must not save once the doctor halted the run.
-    experiment.trainer.callbacks += [
-        *_doctor_callbacks(run, experiment, echo),
-        MetricsLogger(run),
-        ModelCheckpoint(
-            run, monitor=recipe.train.monitor, every_steps=recipe.train.checkpoint_every_steps
-        ),
-    ]
-    if progress:
-        experiment.trainer.callbacks.append(ProgressBar())
-    if resume:
-        _restore(run, experiment)
-    else:
+# ------------------------------------------------------------------------------ training
+def restore_last_checkpoint(experiment: Experiment) -> None:
+    """Load the run's last checkpoint into the model and Trainer, or start over when the run was
+    killed before its first one."""
+    run = experiment.run
+    if not run.has_checkpoint("last"):
+        if run.last_path.exists() or run.state_path.exists():
+            present = run.last_path if run.last_path.exists() else run.state_path
+            raise CheckpointError(
+                f"run '{run.name}' has {present.name} but not its partner "
+                f"({'state.pt' if present == run.last_path else 'last.safetensors'})",
+                hint="restore the missing file, or delete the checkpoints folder to start over",
+            )
         run.truncate_metrics_after(-1)
+        return
+    weights, state = run.load_checkpoint("last")
+    _load_weights(experiment.model, weights, run.last_path)
+    experiment.trainer.load_state_dict(state)
+    run.truncate_metrics_after(state["train_state"]["step"])
+
+
+def fit_and_finish(experiment: Experiment) -> tuple[Run, dict[str, float]]:
+    """Fit into the experiment's run, then finish it (test, diagnosis, plots, report).
+
+    An interrupt marks the run `stopped` (the CLI says how to resume), any other error `failed`.
+    A run the doctor stopped for a fatal reason is finished on its last good weights.
+    """
+    run, trainer, data, recipe = (
+        experiment.run,
+        experiment.trainer,
+        experiment.data,
+        experiment.recipe,
+    )
     run.set_status("running")
-    trainer, data = experiment.trainer, experiment.data
     try:
         trainer.fit(
             data.train,
@@ -299,52 +406,68 @@ def _fit_and_report(
     except BaseException:
         run.set_status("failed")
         raise
-    halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
-    if halted and run.has_checkpoint("last"):
+    if _halted(trainer) and run.has_checkpoint("last"):
         weights, _ = run.load_checkpoint("last")  # the last good weights, not the diverged ones
         _load_weights(experiment.model, weights, run.last_path)
-    test_metrics = finish_run(run, experiment)
-    return run, test_metrics
+    return run, finish_run(experiment)
 
 
-def _doctor_callbacks(
-    run: Run, experiment: Experiment, echo: Callable[[str], None] | None
-) -> list[Any]:
-    from layerwise.diagnose.doctor import PROBES_FILE, Doctor, read_data_profile
-    from layerwise.diagnose.probes import Probes
-
-    spec, data = experiment.recipe.doctor, experiment.data
-    if not spec.probes:
-        experiment.trainer.doctor = False  # keep the Trainer from adding its own
-        return []
-    probes = Probes(every=spec.probe_every, path=run.path / PROBES_FILE)
-    doctor = Doctor(
-        probes,
-        data_profile=read_data_profile(run),
-        recipe=experiment.recipe.model_dump(mode="json"),
-        task=data.task,
-        num_classes=data.num_classes,
-        echo=echo if spec.live else None,
-        stop_on_fatal=spec.stop_on_fatal,
+def finish_run(experiment: Experiment) -> dict[str, float]:
+    """Evaluate on the test split (one pass), diagnose, draw the plots, write the report, close
+    the run; returns the test metrics."""
+    run, trainer, data = experiment.run, experiment.trainer, experiment.data
+    test_metrics = _test(experiment) if data.test is not None else {}
+    plot_curves(run.read_metrics(), run.plots_dir / "curves.png")
+    diagnosis = _diagnose(experiment)
+    run.write_diagnosis(diagnosis.to_dict())
+    run.set_status(
+        "halted" if _halted(trainer) else "finished",
+        test_metrics=test_metrics,
+        epochs_done=trainer.state.epoch,
+        findings=diagnosis.codes,
     )
-    return [probes, doctor]
+    write_doctor_plots(run)
+    model_summary = summary(experiment.model, (1, *data.input_shape))
+    sections = [("Doctor", findings_html(diagnosis))]
+    write_report(run, summary_text=str(model_summary), extra_sections=sections)
+    return test_metrics
 
 
-def _restore(run: Run, experiment: Experiment) -> None:
-    if not run.has_checkpoint("last"):
-        if run.last_path.exists() or run.state_path.exists():
-            present = run.last_path if run.last_path.exists() else run.state_path
-            raise CheckpointError(
-                f"run '{run.name}' has {present.name} but not its partner "
-                f"({'state.pt' if present == run.last_path else 'last.safetensors'})",
-                hint="restore the missing file, or delete the checkpoints folder to start over",
+def _test(experiment: Experiment) -> dict[str, float]:
+    """The test metrics, logged; for classification, the confusion matrix and sample grid from
+    the same pass."""
+    run, trainer, data = experiment.run, experiment.trainer, experiment.data
+    classification = data.task == "classification"
+    matrix = create_metric("confusion_matrix", num_classes=data.num_classes)
+    metrics = trainer.evaluate(data.test, extra_metrics=[matrix] if classification else [])
+    run.append_metrics({"epoch": trainer.state.epoch, "split": "test", **metrics})
+    if classification:
+        matrix_path = run.plots_dir / "confusion_matrix.png"
+        plot_confusion_matrix(matrix.compute().numpy(), data.class_names, matrix_path)
+        x_test, y_test = data.test
+        if x_test.dim() == 4:
+            shown = x_test[:32]
+            predictions = trainer.predict(shown).argmax(dim=1)
+            plot_samples(
+                shown,
+                y_test[:32],
+                preds=predictions,
+                class_names=data.class_names,
+                path=run.plots_dir / "samples.png",
             )
-        run.truncate_metrics_after(-1)  # killed before the first checkpoint: start over
-        return
-    weights, state = run.load_checkpoint("last")
-    _load_weights(experiment.model, weights, run.checkpoints_dir / "last.safetensors")
-    experiment.trainer.load_state_dict(state)
-    run.truncate_metrics_after(state["train_state"]["step"])
+    return metrics
+
+
+def _diagnose(experiment: Experiment) -> Diagnosis:
+    """The doctor's diagnosis of the whole run, from what it holds in memory."""
+    doctor = experiment.doctor
+    if doctor is None:  # cannot happen for a run built by `build`, which always has one
+        return Diagnosis([], None)
+    return doctor.diagnose(experiment.trainer.history)
+
+
+def _halted(trainer: Trainer) -> bool:
+    return trainer.stop_reason is not None and trainer.stop_reason.fatal
 
 
 def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
@@ -356,61 +479,6 @@ def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Pa
             f"checkpoint {source} does not fit the model: {' '.join(first[:2])}",
             hint="the model in the recipe changed since this checkpoint was written",
         ) from exc
-
-
-def _augmentations(recipe: Recipe) -> Any:
-    if not recipe.data.augment:
-        return None
-    from layerwise.data import augmentations
-
-    return augmentations(recipe.data.augment)
-
-
-def finish_run(run: Run, experiment: Experiment) -> dict[str, float]:
-    """Evaluate on the test split, diagnose, draw the plots, write the report, close the run."""
-    from layerwise.diagnose.doctor import diagnose_run
-    from layerwise.report.doctor_plots import write_doctor_plots
-
-    trainer, data = experiment.trainer, experiment.data
-    test_metrics: dict[str, float] = {}
-    if data.test is not None:
-        test_metrics = trainer.evaluate(data.test)
-        run.append_metrics({"epoch": trainer.state.epoch, "split": "test", **test_metrics})
-        if data.task == "classification":
-            _classification_plots(run, trainer, data)
-    plot_curves(run.read_metrics(), run.plots_dir / "curves.png")
-    model_summary = summary(experiment.model, (1, *data.input_shape))
-    halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
-    status = "halted" if halted else "finished"
-    diagnosis = diagnose_run(run)
-    run.set_status(
-        status,
-        test_metrics=test_metrics,
-        epochs_done=trainer.state.epoch,
-        findings=diagnosis.codes,
-    )
-    write_doctor_plots(run)
-    sections = [("Doctor", findings_html(diagnosis))]
-    write_report(run, summary_text=str(model_summary), extra_sections=sections)
-    return test_metrics
-
-
-def _classification_plots(run: Run, trainer: Trainer, data: DatasetBundle) -> None:
-    from sklearn.metrics import confusion_matrix
-
-    x_test, y_test = data.test
-    predictions = trainer.predict(data.test).argmax(dim=1).numpy()
-    labels = np.arange(data.num_classes)
-    matrix = confusion_matrix(y_test.numpy(), predictions, labels=labels)
-    plot_confusion_matrix(matrix, data.class_names, run.plots_dir / "confusion_matrix.png")
-    if x_test.dim() == 4:
-        plot_samples(
-            x_test[:32],
-            y_test[:32],
-            preds=torch.from_numpy(predictions[:32]),
-            class_names=data.class_names,
-            path=run.plots_dir / "samples.png",
-        )
 
 
 def _recipe_diff(old: Recipe, new: Recipe) -> str:
@@ -433,10 +501,10 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# ------------------------------------------------------------------------------ using a run
 def load_experiment(run: Run, which: str = "last") -> Experiment:
     """Rebuild a run's data, model and Trainer and load its `best` (or `last`) weights."""
-    recipe = parse_recipe(run.read_recipe(), source=str(run.path / "recipe.yaml"))
-    experiment = build(recipe)
+    experiment = build(run.recipe())
     if which == "best" and not run.has_checkpoint("best"):
         which = "last"
     weights, _ = load_weights(run.best_path if which == "best" else run.last_path)

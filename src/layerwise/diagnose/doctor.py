@@ -135,6 +135,7 @@ class Doctor(Callback):
 
 def doctor_callbacks(
     *,
+    probes: bool = True,
     every: int | str = "auto",
     path: str | Path | None = None,
     data_profile: dict[str, Any] | None = None,
@@ -148,14 +149,14 @@ def doctor_callbacks(
 
     The one place the pair is made: `Trainer(doctor=True)` (through `default_doctor`) and the
     recipe runs of `layerwise.experiment` both call it. Arguments are those of `Probes` (`every`,
-    `path`) and `Doctor` (the rest).
+    `path`) and `Doctor` (the rest); with `probes=False` the Doctor alone watches the epoch logs.
 
     Example:
         >>> trainer = Trainer(model, doctor=False, callbacks=doctor_callbacks(every=10))
     """
-    probes = Probes(every=every, path=path)
+    watcher = Probes(every=every, path=path) if probes else None
     doctor = Doctor(
-        probes,
+        watcher,
         data_profile=data_profile,
         recipe=recipe,
         task=task,
@@ -163,7 +164,7 @@ def doctor_callbacks(
         echo=echo,
         stop_on_fatal=stop_on_fatal,
     )
-    return [probes, doctor]
+    return [doctor] if watcher is None else [watcher, doctor]
 
 
 def default_doctor(trainer: Trainer) -> list[Callback]:
@@ -252,4 +253,3 @@ def read_data_profile(run: Run) -> dict[str, Any] | None:
             f"cannot read '{path}': {exc}",
             hint="delete it: the diagnosis then leaves out the data findings",
         ) from exc
-

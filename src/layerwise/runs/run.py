@@ -24,7 +24,7 @@ import re
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -40,6 +40,9 @@ from layerwise.runs.checkpoint import (
     save_weights,
 )
 from layerwise.runs.index import RunIndex
+
+if TYPE_CHECKING:
+    from layerwise.recipe import Recipe
 
 __all__ = ["NOT_METRICS", "STATUSES", "Run"]
 
@@ -200,6 +203,12 @@ class Run:
                 f"cannot read '{self.recipe_path}': {_reason(exc)}",
                 hint="the run folder is incomplete; start a new run from the recipe file",
             ) from exc
+
+    def recipe(self) -> Recipe:
+        """The validated recipe this run was created with."""
+        from layerwise.recipe import parse_recipe
+
+        return parse_recipe(self.read_recipe(), source=str(self.recipe_path))
 
     def info(self) -> dict[str, Any]:
         """The contents of `run.json` (name, path, status, times, best and final metrics…)."""

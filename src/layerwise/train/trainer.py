@@ -377,15 +377,23 @@ class Trainer:
         return {MAIN: self._make_optimizer(spec, None)}
 
     # ------------------------------------------------------------ evaluate
-    def evaluate(self, data: Any, batch_size: int = 256) -> dict[str, float]:
-        """Loss and metrics on `data`, in eval mode without gradients."""
+    def evaluate(
+        self, data: Any, batch_size: int = 256, *, extra_metrics: Sequence[Metric] = ()
+    ) -> dict[str, float]:
+        """Loss and metrics on `data`, in eval mode without gradients.
+
+        `extra_metrics` are updated too, in place, so their full result (a confusion matrix)
+        can be read afterwards without a second pass over the data.
+        """
         batcher = self._batcher(data, batch_size)
         self._setup(batcher, for_training=False)
-        return self._evaluate_batches(batcher)
+        return self._evaluate_batches(batcher, extra_metrics)
 
-    def _evaluate_batches(self, batcher: Any) -> dict[str, float]:
+    def _evaluate_batches(
+        self, batcher: Any, extra_metrics: Sequence[Metric] = ()
+    ) -> dict[str, float]:
         logs = StepLogs()
-        with self._fresh_metrics(), self._inference():
+        with self._fresh_metrics(extra_metrics), self._inference():
             for batch in batcher.iter_from(0):
                 batch = self.to_device(batch)
                 logs.update(_as_logs(self.eval_step(batch)), self.batch_size(batch))
@@ -417,10 +425,11 @@ class Trainer:
             self.model.train(was_training)
 
     @contextlib.contextmanager
-    def _fresh_metrics(self) -> Iterator[None]:
-        """Evaluate with reset copies of the metrics, leaving the training ones untouched."""
+    def _fresh_metrics(self, extra: Sequence[Metric] = ()) -> Iterator[None]:
+        """Evaluate with reset copies of the metrics (plus `extra`, reset but not copied),
+        leaving the training ones untouched."""
         saved = self.metrics, self._metrics_updated
-        self.metrics = [copy.deepcopy(m) for m in saved[0]]
+        self.metrics = [copy.deepcopy(m) for m in saved[0]] + list(extra)
         for metric in self.metrics:
             metric.reset()
         self._metrics_updated = False
