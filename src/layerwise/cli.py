@@ -72,7 +72,7 @@ def train(
     Example: layerwise train recipes/digits_cnn.yaml --set train.epochs=5
     """
     from layerwise import experiment
-    from layerwise.recipe import load_recipe, parse_recipe
+    from layerwise.recipe import load_recipe
     from layerwise.recipes_bundled import resolve_recipe
     from layerwise.runs import Run
 
@@ -84,7 +84,7 @@ def train(
         set_
     ):  # --resume RUN --set …: compare the overridden saved recipe, so the change is refused
         found = Run.open(resume, root=runs_dir)
-        parsed = parse_recipe(found.read_recipe(), str(found.recipe_path), overrides=set_)
+        parsed = found.recipe(overrides=set_)
     else:
         parsed = None
     try:
@@ -323,14 +323,14 @@ def summary(
     """
     from layerwise.experiment import build_data, build_model
     from layerwise.nn import summary as model_summary
-    from layerwise.recipe import load_recipe, parse_recipe
+    from layerwise.recipe import load_recipe
     from layerwise.runs import Run
 
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
         recipe = load_recipe(target)
     else:
         found = Run.open(target, root=runs_dir)
-        recipe = parse_recipe(found.read_recipe(), source=str(found.path / "recipe.yaml"))
+        recipe = found.recipe()
     data = build_data(recipe)
     model = build_model(recipe, data)
     out.print(str(model_summary(model, (1, *data.input_shape))))

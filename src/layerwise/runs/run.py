@@ -204,11 +204,11 @@ class Run:
                 hint="the run folder is incomplete; start a new run from the recipe file",
             ) from exc
 
-    def recipe(self) -> Recipe:
-        """The validated recipe this run was created with."""
+    def recipe(self, overrides: list[str] | None = None) -> Recipe:
+        """The validated recipe this run was created with (with `key.path=value` overrides)."""
         from layerwise.recipe import parse_recipe
 
-        return parse_recipe(self.read_recipe(), source=str(self.recipe_path))
+        return parse_recipe(self.read_recipe(), source=str(self.recipe_path), overrides=overrides)
 
     def info(self) -> dict[str, Any]:
         """The contents of `run.json` (name, path, status, times, best and final metrics…)."""
