@@ -10,6 +10,8 @@ import pytest
 
 from test_cli_errors import layerwise
 
+pytestmark = pytest.mark.slow  # trains recipes through the CLI: make test, not make test-fast
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 TINY = """

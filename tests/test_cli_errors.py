@@ -392,6 +392,7 @@ def test_stray_argument_of_the_constant_schedule_is_not_ignored(tmp_path):
     assert info["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_real_entry_point_in_subprocesses(work):
     """`python -m layerwise.cli`: exit code 2 and one message; with --debug, the traceback."""
     before = snapshot(work)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # real processes killed and resumed: make test, not make test-fast
+
 RECIPE = """
 name: {name}
 seed: 5

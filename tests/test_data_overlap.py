@@ -162,6 +162,7 @@ def test_data_imports_nothing_above_it():
                 ), f"{path.name} imports {name}"
 
 
+@pytest.mark.slow
 def test_importing_data_loads_no_package_above_it():
     code = (
         "import sys, layerwise.data\n"

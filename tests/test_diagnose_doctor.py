@@ -18,6 +18,8 @@ from layerwise.models import create_model
 from layerwise.recipe import parse_recipe
 from layerwise.train import Callback, Trainer
 
+pytestmark = pytest.mark.slow  # trains runs with the doctor: make test, not make test-fast
+
 DIVERGING = """
 name: diverging
 data: {name: digits, batch_size: 32}

@@ -15,6 +15,10 @@ from layerwise.errors import DataError
 from layerwise.experiment import train
 from layerwise.recipe import load_recipe
 
+pytestmark = (
+    pytest.mark.slow
+)  # every broken and healthy recipe trains end to end: make test, not make test-fast
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 BROKEN = sorted((RECIPES / "broken").glob("*.yaml"))
 HEALTHY = ["digits_cnn.yaml", "digits_mlp.yaml", "breast_cancer_mlp.yaml", "wine_mlp.yaml"]

@@ -9,6 +9,8 @@ from layerwise.errors import CheckpointError, RecipeError
 from layerwise.recipe import parse_recipe
 from layerwise.train import Callback
 
+pytestmark = pytest.mark.slow  # trains recipes into run folders: make test, not make test-fast
+
 TINY = """
 name: tiny
 data: {name: digits, args: {subset: 200}, batch_size: 32, val_fraction: 0.2}
