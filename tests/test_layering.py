@@ -19,7 +19,7 @@ from pathlib import Path
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "layerwise"
 
 LAYERS: list[set[str]] = [
-    {"errors"},
+    {"errors", "lazy"},
     {"registry", "recipe", "recipes_bundled"},
     {"nn", "data", "runs"},
     {"models"},

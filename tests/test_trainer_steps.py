@@ -376,3 +376,11 @@ def test_padded_token_ids_and_lengths_train_an_embedding_bag_on_imdb(shared_data
         {"tokens": encode(test[:5])["tokens"], "lengths": encode(test[:5])["lengths"]}
     )
     assert logits.shape == (5, 2)
+
+
+def test_with_params_makes_a_trainer_of_the_same_class_and_arguments():
+    trainer = TwoStep(nn.Linear(4, 2), lr=0.3, grad_clip=1.0, metrics=["accuracy"], doctor=False)
+    other = trainer.with_params(metrics=(), grad_clip=None)
+    assert type(other) is TwoStep and other.model is trainer.model
+    assert other.optimizer_args["lr"] == 0.3 and other.grad_clip is None and other.metrics == []
+    assert trainer.grad_clip == 1.0 and len(trainer.metrics) == 1

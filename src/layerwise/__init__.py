@@ -15,8 +15,9 @@ command start without importing torch; `from layerwise import Trainer` imports w
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from layerwise.lazy import lazy_exports
 
 __version__ = "0.1.0"  # keep in step with pyproject.toml (importlib.metadata would cost ~35 ms)
 
@@ -114,14 +115,4 @@ if TYPE_CHECKING:
     from layerwise.tune import auto_fix, lr_find
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'layerwise' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

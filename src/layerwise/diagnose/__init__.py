@@ -7,8 +7,7 @@ What trains whole experiments on top of the doctor (auto-fix, the LR range test)
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from layerwise.lazy import lazy_exports
 
 _EXPORTS = {
     "Diagnosis": "findings",
@@ -30,7 +29,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'layerwise.diagnose' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"layerwise.diagnose.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,9 @@ index, imports neither torch nor safetensors.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from layerwise.lazy import lazy_exports
 
 # Public name -> the submodule of layerwise.runs that defines it.
 _EXPORTS: dict[str, str] = {
@@ -63,14 +64,4 @@ if TYPE_CHECKING:
     from layerwise.runs.run import NOT_METRICS, STATUSES, Run
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'layerwise.runs' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"layerwise.runs.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

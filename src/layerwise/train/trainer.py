@@ -155,6 +155,8 @@ class Trainer:
         train_metrics: bool = True,
         doctor: bool = True,
     ) -> None:
+        # The arguments as given, for `with_params` (scikit-learn keeps them for `clone`).
+        self.params = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.device = resolve_device(device)
         self.model = model
         self.loss_fn = create_loss(loss, **(loss_args or {})) if isinstance(loss, str) else loss
@@ -194,6 +196,14 @@ class Trainer:
         self._built = False
         self._defaults_added = False
         self._pending_state: dict[str, Any] | None = None
+
+    def with_params(self, **changes: Any) -> Trainer:
+        """A new Trainer of this class with the same constructor arguments, except `changes`.
+
+        Example:
+            >>> quiet = trainer.with_params(callbacks=[], doctor=False)
+        """
+        return type(self)(**{**self.params, **changes})
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:

@@ -7,8 +7,7 @@ first use, so importing the package costs nothing until one is needed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from layerwise.lazy import lazy_exports
 
 _EXPORTS = {
     "AutoFixResult": "autofix",
@@ -24,11 +23,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'layerwise.tune' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"layerwise.tune.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

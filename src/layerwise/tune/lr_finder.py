@@ -263,22 +263,10 @@ def lr_find(
 def _fresh_trainer(trainer: Trainer, range_test: LRRangeTest) -> Trainer:
     """A Trainer like `trainer` (same class and constructor arguments) that only trains: no
     doctor, metrics, schedule or callbacks besides the range test."""
-    return type(trainer)(
-        trainer.model,
-        loss=trainer.loss_fn,
-        optimizer=trainer.optimizer_spec,
-        optimizer_args=dict(trainer.optimizer_args),  # holds lr and weight_decay
+    return trainer.with_params(
         metrics=(),
         schedule=None,
         callbacks=[range_test],
-        device=trainer.device,
-        precision=trainer.precision,
-        channels_last=trainer.channels_last,
-        grad_clip=trainer.grad_clip,
-        l1=trainer.l1,
-        l2=trainer.l2,
-        seed=trainer.seed,
-        num_classes=trainer.num_classes,
         train_metrics=False,
         doctor=False,
     )
