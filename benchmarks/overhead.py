@@ -7,6 +7,10 @@ rows, one "epoch" of `steps` batches at a time:
 - `hand`: forward, loss, backward, step, zero_grad, batches cut from in-memory tensors with a
   permutation index, the loss summed on the device (read once at the end of the epoch);
 - `trainer`: `Trainer.fit` with `metrics=[]`, so it does the same work as `hand`;
+  the doctor is off here (`doctor=False`): its probes sample about 9 steps per epoch, which in
+  this benchmark's short "epochs" of 20-200 steps would be every 3-23 steps instead of every 50
+  as on real MNIST epochs. `benchmarks/probe_overhead.py` measures its cost at realistic epoch
+  lengths;
 - `trainer+acc`: `Trainer.fit` with `metrics=["accuracy"]` (the accuracy counted on the device);
 - `dataloader`: the hand loop fed by `DataLoader(TensorDataset(x, y), shuffle=True)`;
 - `hand-again`: a second, independent `hand` (an A/A test): `hand-again / hand` shows how far
@@ -153,6 +157,7 @@ class Contenders:
             metrics=metrics,
             callbacks=callbacks,
             device="cpu",
+            doctor=False,  # the loop alone; benchmarks/probe_overhead.py measures the doctor
         )
         batcher = make_batcher(
             (self.x, self.y), batch_size=self.batch_size, shuffle=True, seed=0, device="cpu"

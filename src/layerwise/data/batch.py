@@ -36,6 +36,8 @@ def tree_map(fn: Callable[[Tensor], Any], tree: Any) -> Any:
     """
     if isinstance(tree, Tensor):
         return fn(tree)
+    if type(tree) is tuple:  # the common `(inputs, target)`, before the slower checks below
+        return tuple(tree_map(fn, value) for value in tree)
     if isinstance(tree, Mapping):
         return type(tree)({key: tree_map(fn, value) for key, value in tree.items()})
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a named tuple

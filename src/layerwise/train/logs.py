@@ -37,13 +37,15 @@ class StepLogs:
         for key, value in logs.items():
             total = self.totals.get(key)
             if isinstance(value, Tensor):
-                if value.numel() != 1:
-                    raise _not_scalar(key, f"a tensor of shape {tuple(value.shape)}")
+                if value.dim():  # a (1,) or (1, 1) loss; a 0-d one (the usual) skips this
+                    if value.numel() != 1:
+                        raise _not_scalar(key, f"a tensor of shape {tuple(value.shape)}")
+                    value = value.reshape(())
                 if not isinstance(total, Tensor):
                     dtype = torch.float32 if value.device.type == "mps" else torch.float64
                     total = torch.zeros((), dtype=dtype, device=value.device)
                     self.totals[key] = total
-                total.add_(value.detach().reshape(()), alpha=weight)
+                total.add_(value.detach(), alpha=weight)
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 self.totals[key] = (total or 0.0) + float(value) * weight
             else:

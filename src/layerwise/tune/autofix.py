@@ -142,7 +142,7 @@ def _train_round(
     try:
         run, test_metrics = train(recipe, runs_root, progress=False, echo=None)
     except DataError as exc:
-        diagnosis = getattr(exc, "diagnosis", None)
+        diagnosis = exc.diagnosis
         if diagnosis is None:
             raise
         refused = FixRound(k, None, dict(applied), diagnosis.codes, _sev(diagnosis), "refused")
