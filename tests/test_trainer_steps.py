@@ -384,3 +384,33 @@ def test_with_params_makes_a_trainer_of_the_same_class_and_arguments():
     assert type(other) is TwoStep and other.model is trainer.model
     assert other.optimizer_args["lr"] == 0.3 and other.grad_clip is None and other.metrics == []
     assert trainer.grad_clip == 1.0 and len(trainer.metrics) == 1
+
+
+class TakesTokens(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, tokens):
+        return self.out(tokens)
+
+
+def test_a_dict_batch_that_does_not_fit_forward_or_has_no_target_is_a_clear_error():
+    misnamed = {"tokenz": torch.randn(8, 3), "label": torch.randint(0, 2, (8,))}
+    with pytest.raises(
+        DataError, match=r"inputs \(tokenz\) do not fit TakesTokens.forward\(tokens\)"
+    ):
+        Trainer(TakesTokens(), doctor=False).fit(misnamed, epochs=1, batch_size=4)
+    with pytest.raises(DataError, match="no target") as info:
+        Trainer(TakesTokens(), doctor=False).fit({"tokens": torch.randn(8, 3)}, epochs=1)
+    assert "'label'" in info.value.hint
+
+
+def test_predict_joins_per_sample_lists_on_the_cpu():
+    class Boxes(Trainer):
+        def predict_step(self, batch):
+            x, _ = self.unpack(batch)
+            return [row[: int(i) % 3 + 1] for i, row in enumerate(x)]
+
+    out = Boxes(nn.Linear(3, 2), doctor=False).predict(torch.randn(5, 3), batch_size=2)
+    assert [len(t) for t in out] == [1, 2, 1, 2, 1] and all(t.device.type == "cpu" for t in out)

@@ -21,6 +21,7 @@ from layerwise.nn.activations import (
 )
 from layerwise.nn.build import (
     call_model,
+    check_arguments,
     check_input,
     expected_input_shape,
     explain_shape_error,
@@ -84,6 +85,7 @@ __all__ = [
     "Tanh",
     "activation",
     "call_model",
+    "check_arguments",
     "check_input",
     "expected_input_shape",
     "explain_shape_error",

@@ -11,6 +11,7 @@ carries no hooks at all: `check_input` can wrap every forward in `predict` or a 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 import weakref
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from layerwise.errors import RecipeError, ShapeError, did_you_mean
+from layerwise.errors import DataError, RecipeError, ShapeError, did_you_mean
 
 _TRANSLATABLE = (RuntimeError, ValueError)
 _SHAPE_WORDS = re.compile(
@@ -47,6 +48,25 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     keyword arguments (`forward(self, tokens, lengths)` takes `{"tokens": ..., "lengths": ...}`)."""
     args, kwargs = _as_call(inputs)
     return model(*args, **kwargs)
+
+
+def check_arguments(model: nn.Module, inputs: Any) -> None:
+    """Refuse inputs that `call_model` could not pass to `model.forward` (a dict key it has no
+    argument for, a missing argument), naming both sides, before a TypeError deep in torch."""
+    args, kwargs = _as_call(inputs)
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):  # no introspectable signature: let the call speak
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        given = ", ".join(map(str, kwargs)) if kwargs else f"{len(args)} positional input(s)"
+        raise DataError(
+            f"the inputs ({given}) do not fit {type(model).__name__}.forward{signature}: {exc}",
+            hint="name a dict batch's entries after forward's arguments (the target under "
+            "'label'), or override Trainer.forward",
+        ) from None
 
 
 def _shape(x: Any) -> str:

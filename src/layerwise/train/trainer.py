@@ -42,9 +42,9 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from layerwise.data import make_batcher
-from layerwise.data.batch import batch_size, split_batch, to_device
-from layerwise.errors import CheckpointError, LayerwiseError, RecipeError
-from layerwise.nn import call_model, materialize
+from layerwise.data.batch import batch_size, split_batch, to_device, tree_map
+from layerwise.errors import CheckpointError, DataError, LayerwiseError, RecipeError
+from layerwise.nn import call_model, check_arguments, materialize
 from layerwise.train.callbacks.base import Callback
 from layerwise.train.callbacks.lr_scheduler import LRScheduler
 from layerwise.train.device import (
@@ -338,6 +338,12 @@ class Trainer:
                 "this Trainer has no loss (loss=None)",
                 hint="give a loss name or function, or override train_step",
             )
+        if target is None:
+            raise DataError(
+                "the batch has no target to compute the loss against",
+                hint="give (inputs, target) pairs or dicts with a 'label' key, or override "
+                "train_step for training without targets",
+            )
         loss = self.loss_fn(output, target)
         if self.regularizer is not None:
             loss = loss + self.regularizer()
@@ -581,6 +587,7 @@ class Trainer:
         lazy = any(is_lazy(p) for p in self.model.parameters())
         if lazy or type(self).train_step is Trainer.train_step:
             inputs, _ = self.unpack(self.to_device(next(iter(batcher.iter_from(0)))))
+            check_arguments(self.model, inputs)
             materialize(self.model, inputs)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -713,6 +720,6 @@ def _concat(outputs: list[Any]) -> Any:
         return {key: _concat([o[key] for o in outputs]) for key in first}
     if isinstance(first, tuple):
         return tuple(_concat(list(parts)) for parts in zip(*outputs, strict=True))
-    if isinstance(first, list):
-        return [item for output in outputs for item in output]
+    if isinstance(first, list):  # one entry per sample (boxes of different sizes)
+        return [tree_map(torch.Tensor.cpu, item) for output in outputs for item in output]
     return outputs
