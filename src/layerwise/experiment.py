@@ -27,9 +27,9 @@ from layerwise.diagnose.doctor import (
     write_data_profile,
 )
 from layerwise.diagnose.findings import Diagnosis
-from layerwise.errors import CheckpointError, DataError, RecipeError, did_you_mean
+from layerwise.errors import CheckpointError, DataError, RecipeError, ShapeError, did_you_mean
 from layerwise.models import MODELS, create_model
-from layerwise.nn import init_weights, materialize, summary
+from layerwise.nn import call_model, init_weights, materialize, summary
 from layerwise.recipe import Recipe
 from layerwise.report import (
     findings_html,
@@ -52,6 +52,7 @@ from layerwise.train import (
     create_metric,
     seed_everything,
 )
+from layerwise.train.losses import align_target
 
 Echo = Callable[[str], None] | None
 
@@ -204,7 +205,79 @@ def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
         init_weights(model, recipe.model.init)
     # Build lazy layers now, so that loading a checkpoint is never undone by a lazy init later.
     materialize(model, data.train[0][:2])
+    check_model_fits(recipe, data, model)
     return model
+
+
+def check_model_fits(recipe: Recipe, data: DatasetBundle, model: nn.Module) -> None:
+    """Refuse a model whose output cannot train on the data, before any run folder is made.
+
+    Labels must lie in 0..num_classes-1; with `cross_entropy` the model must output one score per
+    class (a narrower head fails deep in PyTorch on the first batch, a wider one at the metrics);
+    the other built-in losses need the output shaped like the targets. Checked on a dry forward of
+    two training rows in eval mode without gradients, which draws no random numbers and moves no
+    batch-norm statistic, so a run stays bit-for-bit the same.
+    """
+    x, y = data.train
+    if data.task == "classification":
+        for name in ("train", "val", "test"):
+            part = getattr(data, name)
+            if part is not None and part[1] is not None:
+                _check_labels(data, name, part[1])
+    loss = recipe.train.loss.name
+    if y is None or loss not in ("cross_entropy", "bce", "mse", "mae", "huber"):
+        return
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = call_model(model, x[:2].to(_device_of(model)))
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not isinstance(output, torch.Tensor):
+        return
+    if loss == "cross_entropy" and data.task == "classification":
+        width = output.shape[1] if output.dim() == 2 else None
+        if width != data.num_classes:
+            field = (
+                "model.args.num_classes"
+                if "num_classes" in recipe.model.args
+                else f"model '{recipe.model.name}'"
+            )
+            raise RecipeError(
+                f"{field}: the model outputs {tuple(output.shape[1:])} per sample, but "
+                f"dataset '{data.name}' has {data.num_classes} classes (labels 0.."
+                f"{data.num_classes - 1}) and cross_entropy needs one score per class",
+                hint="leave model.args.num_classes out to take it from the dataset",
+            )
+        return
+    try:
+        align_target(output, y[:2].to(output.device))
+    except ShapeError as exc:
+        raise ShapeError(
+            f"train.loss.name is '{loss}', but the model's output of shape "
+            f"{tuple(output.shape[1:])} per sample does not fit the targets of dataset "
+            f"'{data.name}' (shape {tuple(y.shape[1:])} per sample)",
+            hint="set model.args.num_classes to the target width (1 for bce), or use "
+            "train.loss.name: cross_entropy for class labels",
+        ) from exc
+
+
+def _check_labels(data: DatasetBundle, split_name: str, labels: torch.Tensor) -> None:
+    if labels.numel() == 0 or labels.is_floating_point():
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= data.num_classes:
+        raise DataError(
+            f"dataset '{data.name}': {split_name} labels run from {low} to {high}, outside its "
+            f"{data.num_classes} classes 0..{data.num_classes - 1}",
+            hint="class labels must be integers 0..C-1; renumber them or fix the dataset",
+        )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def check_recipe_data(

@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from layerwise.errors import RecipeError, did_you_mean
-from layerwise.models.mlp import check_classifier_args
+from layerwise.models.mlp import check_classifier_args, check_widths
 from layerwise.models.registry import MODELS
 from layerwise.nn.activations import activation as make_activation
 from layerwise.nn.build import init_weights
@@ -147,6 +147,8 @@ def cnn(
     check_classifier_args(num_classes, dropout)
     if not channels:
         raise RecipeError("cnn needs at least one conv block", hint="e.g. channels: [32, 64]")
+    check_widths("channels", channels)
+    check_widths("hidden", hidden)
     build = _lenet if key == "lenet" else _vgg
     layers = build(channels, hidden, dropout, batchnorm, activation)
     layers["head"] = Dense(num_classes)

@@ -31,6 +31,18 @@ def check_classifier_args(num_classes: int, dropout: float) -> None:
         raise RecipeError(f"dropout must be in [0, 1), got {dropout!r}", hint="e.g. dropout: 0.2")
 
 
+def check_widths(field: str, widths: Sequence[int]) -> None:
+    """Refuse a layer width below 1: a Dense layer of width 0 trains a model that cannot learn
+    (every later layer sees zeros), and a negative one fails deep inside PyTorch."""
+    for position, width in enumerate(widths):
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise RecipeError(
+                f"model.args.{field}[{position}] is {width!r}: layer widths must be positive "
+                "integers",
+                hint=f"e.g. {field}: [64, 32]; leave {field} out for the default",
+            )
+
+
 @MODELS.register("mlp")
 def mlp(
     num_classes: int,
@@ -58,6 +70,7 @@ def mlp(
         64
     """
     check_classifier_args(num_classes, dropout)
+    check_widths("hidden", hidden)
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=Flatten())
     for i, width in enumerate(hidden, start=1):
         layers[f"fc{i}"] = Dense(width, bias=not batchnorm)
