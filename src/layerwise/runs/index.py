@@ -3,7 +3,9 @@
 The run folders are the truth; the index is a fast summary of their `run.json` files that can be
 rebuilt from them at any time (`RunIndex.rebuild`). Each call opens its own short connection with a
 busy timeout, so several training processes can update it at once, and `list()` flags runs whose
-folder has since been deleted instead of failing on them.
+folder has since been deleted instead of failing on them. The database is in WAL mode: readers
+(`layerwise runs ls` during a training) never wait for a writer, and writers wait for each other
+up to `timeout` seconds instead of failing with "database is locked".
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ class RunIndex:
             raise self._error(exc) from exc
         conn.row_factory = sqlite3.Row
         try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            _use_wal(conn)
             with conn:
                 conn.execute(_SCHEMA)
                 yield conn
@@ -152,3 +156,15 @@ class RunIndex:
         info["final_metrics"] = json.loads(info["final_metrics_json"] or "{}")
         info["missing"] = not Path(info["path"]).is_dir()
         return info
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the database to write-ahead logging (persistent, so a no-op once done).
+
+    A filesystem without shared memory (some network mounts) or a read-only folder refuses WAL and
+    keeps the rollback journal, which is still safe, only slower under concurrent readers.
+    """
+    (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+    if str(mode).lower() != "wal":
+        with contextlib.suppress(sqlite3.OperationalError):  # e.g. a read-only folder
+            conn.execute("PRAGMA journal_mode = WAL")
