@@ -92,15 +92,17 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = root / "runs"
 
     def damaged_copy(name: str, file: str, damage) -> None:
+        """Damage `kind/file` in every kept checkpoint of that kind, so none is left to use."""
         shutil.copytree(runs / "tiny", runs / name)
-        path = runs / name / "checkpoints" / file
-        path.write_bytes(damage(path.read_bytes()))
+        kind, file = file.split("/")
+        for path in (runs / name / "checkpoints").glob(f"{kind}-*/{file}"):
+            path.write_bytes(damage(path.read_bytes()))
         info_path = runs / name / "run.json"  # as a run killed mid-training would be
         info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "status": "running"}))
 
-    damaged_copy("torn_state", "state.pt", lambda data: data[: len(data) // 2])
-    damaged_copy("garbage_last", "last.safetensors", lambda data: b"\x07garbage" * 20)
-    damaged_copy("torn_best", "best.safetensors", lambda data: data[:40])
+    damaged_copy("torn_state", "last/state.pt", lambda data: data[: len(data) // 2])
+    damaged_copy("garbage_last", "last/weights.safetensors", lambda data: b"\x07garbage" * 20)
+    damaged_copy("torn_best", "best/weights.safetensors", lambda data: data[:40])
 
     (root / "syntax.yaml").write_text(SYNTAX_ERROR)
     (root / "typo_key.yaml").write_text(TYPO_KEY)
@@ -321,15 +323,15 @@ def test_model_whose_first_layer_does_not_fit_the_data(work):
 @pytest.mark.parametrize(
     ("args", "file"),
     [
-        (["train", "--resume", "torn_state"], "torn_state/checkpoints/state.pt"),
-        (["train", "--resume", "garbage_last"], "garbage_last/checkpoints/last.safetensors"),
-        (["evaluate", "garbage_last", "--weights", "last"], "garbage_last/checkpoints/last"),
-        (["evaluate", "torn_best", "--weights", "best"], "torn_best/checkpoints/best.safetensors"),
-        (["predict", "torn_best", "row.npy", "--weights", "best"], "torn_best/checkpoints/best"),
+        (["train", "--resume", "torn_state"], "torn_state/checkpoints/last-"),
+        (["train", "--resume", "garbage_last"], "garbage_last/checkpoints/last-"),
+        (["evaluate", "garbage_last", "--weights", "last"], "garbage_last/checkpoints/last-"),
+        (["evaluate", "torn_best", "--weights", "best"], "torn_best/checkpoints/best-"),
+        (["predict", "torn_best", "row.npy", "--weights", "best"], "torn_best/checkpoints/best-"),
     ],
 )
 def test_corrupt_checkpoint_is_named_and_left_alone(work, args, file):
-    check(work, *args, culprit=[file, "corrupt"], error=CheckpointError)
+    check(work, *args, culprit=[file, "damaged", "checksum"], error=CheckpointError)
 
 
 def test_resume_with_a_changed_recipe_keeps_the_run(work):
@@ -416,8 +418,8 @@ def test_real_entry_point_in_subprocesses(work):
     assert plain.returncode == 2, plain_err
     lines = plain_err.splitlines()
     assert len(lines) == 2, plain_err
-    assert lines[0].startswith("error: checkpoint '")
-    assert "garbage_last/checkpoints/last.safetensors' is corrupt" in lines[0]
+    assert lines[0].startswith("error: every 'last' checkpoint in '")
+    assert "garbage_last/checkpoints/last-" in lines[0] and "weights.safetensors" in lines[0]
     assert lines[1].startswith("  hint: ")
     assert "Traceback" not in plain_err and plain_out == ""
 

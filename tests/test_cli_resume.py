@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
+
+from layerwise.runs import Run
 
 pytestmark = pytest.mark.slow  # real processes killed and resumed: make test, not make test-fast
 
@@ -72,8 +73,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     resumed = finish(layerwise("train", "--resume", "b", "--quiet", cwd=tmp_path))
     assert "test accuracy" in resumed
 
-    final_a = load_file(tmp_path / "runs" / "a" / "checkpoints" / "last.safetensors")
-    final_b = load_file(run_b / "checkpoints" / "last.safetensors")
+    final_a, _ = Run(tmp_path / "runs" / "a").load_checkpoint("last")
+    final_b, _ = Run(run_b).load_checkpoint("last")
     assert final_a.keys() == final_b.keys()
     for key in final_a:
         assert final_a[key].equal(final_b[key]), key
@@ -91,4 +92,4 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
     assert changed.returncode == 2
     assert "train.epochs: 1 -> 3" in stderr
     assert "Traceback" not in stderr
-    assert (tmp_path / "runs" / "c" / "checkpoints" / "last.safetensors").exists()
+    assert Run(tmp_path / "runs" / "c").has_checkpoint("last")

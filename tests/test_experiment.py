@@ -34,22 +34,32 @@ def test_misspelt_monitor_is_refused_before_a_run_exists(tmp_path, override, fie
     assert not (tmp_path / "runs" / "tiny").exists()
 
 
-def test_resume_refuses_a_checkpoint_missing_its_partner(tmp_path):
-    run, _ = experiment.train(parse_recipe(TINY), tmp_path / "runs", progress=False)
-    run.state_path.unlink()
+def test_resume_refuses_when_every_checkpoint_lost_its_state(tmp_path):
+    recipe = parse_recipe(TINY, overrides=["train.epochs=2"])
+    run, _ = experiment.train(recipe, tmp_path / "runs", progress=False)
+    for state in run.checkpoints_dir.glob("last-*/state.pt"):
+        state.unlink()
     run.set_status("running")  # as a run killed mid-training would be
     metrics_before = run.metrics_path.read_bytes()
-    with pytest.raises(CheckpointError, match="not its partner"):
+    with pytest.raises(CheckpointError, match="every 'last' checkpoint") as info:
         experiment.resume("tiny", tmp_path / "runs", progress=False)
+    assert "state.pt" in info.value.message
     assert run.metrics_path.read_bytes() == metrics_before
-    assert run.last_path.exists()
+    assert len(list(run.checkpoints_dir.glob("last-*/weights.safetensors"))) == 2
 
 
-def test_evaluate_last_needs_only_the_weights(tmp_path):
-    run, test_metrics = experiment.train(parse_recipe(TINY), tmp_path / "runs", progress=False)
-    run.state_path.write_bytes(b"torn")
-    _, metrics = experiment.evaluate_run("tiny", "test", "last", tmp_path / "runs")
-    assert metrics["accuracy"] == pytest.approx(test_metrics["accuracy"], abs=1e-6)
+def test_resume_falls_back_to_the_previous_checkpoint_and_says_so(tmp_path):
+    recipe = parse_recipe(TINY, overrides=["train.epochs=2"])
+    run, _ = experiment.train(recipe, tmp_path / "runs", progress=False)
+    newest, older = run.checkpoints.entries("last")
+    (newest / "weights.safetensors").write_bytes(b"")
+    run.set_status("running")
+    said: list[str] = []
+    resumed, _ = experiment.resume("tiny", tmp_path / "runs", progress=False, echo=said.append)
+    warning = next(line for line in said if line.startswith("warning:"))
+    assert newest.name in warning and older.name in warning
+    assert (newest.parent / f"damaged-{newest.name}").is_dir()  # kept aside, not deleted
+    assert resumed.info()["status"] == "finished"
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path):

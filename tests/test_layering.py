@@ -2,7 +2,7 @@
 
 DESIGN.md's order, with the small modules placed where their imports put them:
 
-    errors ← registry, recipe ← nn, data, runs ← models ← train ← diagnose ← report ← tasks
+    errors ← registry, recipe, text ← nn, data, runs ← models ← train ← diagnose ← report ← tasks
            ← experiment, predict ← tune, serve ← cli, the top-level package
 
 Every `import` and `from … import` counts, including those inside functions (lazy imports are
@@ -20,7 +20,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "layerwise"
 
 LAYERS: list[set[str]] = [
     {"errors", "lazy"},
-    {"registry", "recipe", "recipes_bundled"},
+    {"registry", "recipe", "recipes_bundled", "text"},
     {"nn", "data", "runs"},
     {"models"},
     {"train"},

@@ -4,7 +4,6 @@ files can be damaged."""
 from __future__ import annotations
 
 import random
-import shutil
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -138,11 +137,11 @@ def test_best_is_written_on_request_and_loads_without_state(run: Run) -> None:
 def test_state_with_numpy_is_refused_before_anything_is_written(run: Run) -> None:
     model, state = _trained_model_and_state()
     run.save_checkpoint(model.state_dict(), state)
-    before = run.last_path.read_bytes()
+    before = sorted(p.name for p in run.checkpoints_dir.rglob("*"))
     bad = {**state, "rng": {"numpy": np.random.get_state()}}
     with pytest.raises(CheckpointError, match=r"state\['rng'\]\['numpy'\]\[1\] is a numpy"):
         run.save_checkpoint({"w": torch.zeros(2)}, bad)
-    assert run.last_path.read_bytes() == before
+    assert sorted(p.name for p in run.checkpoints_dir.rglob("*")) == before
 
 
 @pytest.mark.parametrize(
@@ -153,39 +152,8 @@ def test_check_state_names_types_weights_only_cannot_load(value: Any) -> None:
         check_state({"x": value})
 
 
-def test_truncated_state_is_a_checkpoint_error_naming_the_file(run: Run) -> None:
-    model, state = _trained_model_and_state()
-    run.save_checkpoint(model.state_dict(), state)
-    data = run.state_path.read_bytes()
-    run.state_path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError) as info:
-        run.load_checkpoint()
-    assert "state.pt" in info.value.message
-    assert "delete the run's checkpoints folder" in (info.value.hint or "")
-
-
-def test_garbage_weights_are_a_checkpoint_error_naming_the_file(run: Run) -> None:
-    model, state = _trained_model_and_state()
-    run.save_checkpoint(model.state_dict(), state)
-    run.last_path.write_bytes(b"this is not a safetensors file at all")
-    with pytest.raises(CheckpointError, match=r"last\.safetensors"):
-        run.load_checkpoint()
-
-
 def test_missing_checkpoint_says_so(run: Run) -> None:
     assert not run.has_checkpoint()
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="no 'last' checkpoint") as info:
         run.load_checkpoint()
-
-
-def test_weights_and_state_from_different_saves_are_detected(run: Run) -> None:
-    model, state = _trained_model_and_state()
-    run.save_checkpoint(model.state_dict(), state)
-    old_state = run.state_path.read_bytes()
-    shutil.copy(run.last_path, run.path / "old_last")
-    run.save_checkpoint(model.state_dict(), {**state, "train_state": {"step": 3}})
-
-    run.state_path.write_bytes(old_state)  # as if killed between the two writes
-    with pytest.raises(CheckpointError, match="do not match") as info:
-        run.load_checkpoint()
-    assert "best" in (info.value.hint or "")
+    assert "without --resume" in (info.value.hint or "")

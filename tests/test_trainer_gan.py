@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+
+from layerwise.runs import Run
 
 GAN_CODE = '''
 import os, signal, sys
@@ -191,15 +192,15 @@ def test_a_sigkilled_gan_resumes_bit_for_bit(gan_module, tmp_path):
     epochs = 4  # 21 batches per epoch: step 50 is inside epoch 3, two steps past a checkpoint
     killed = _run(script, "kill@50", tmp_path / "a", epochs)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    saved = torch.load(tmp_path / "a" / "gan" / "checkpoints" / "state.pt", weights_only=True)
+    _, saved = Run(tmp_path / "a" / "gan").load_checkpoint("last")
     assert saved["train_state"] == {"epoch": 2, "step": 49, "batch_in_epoch": 7}
     resumed = _run(script, "resume", tmp_path / "a", epochs)
     assert resumed.returncode == 0, resumed.stderr
     reference = _run(script, "fresh", tmp_path / "b", epochs)
     assert reference.returncode == 0, reference.stderr
 
-    final_a = load_file(tmp_path / "a" / "gan" / "checkpoints" / "last.safetensors")
-    final_b = load_file(tmp_path / "b" / "gan" / "checkpoints" / "last.safetensors")
+    final_a, _ = Run(tmp_path / "a" / "gan").load_checkpoint("last")
+    final_b, _ = Run(tmp_path / "b" / "gan").load_checkpoint("last")
     assert final_a.keys() == final_b.keys()
     for key in final_a:
         assert torch.equal(final_a[key], final_b[key]), key

@@ -8,6 +8,7 @@ they are the whole story, told by the functions below them in the order they are
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from layerwise.report import (
     write_report,
 )
 from layerwise.report.doctor_plots import write_doctor_plots
-from layerwise.runs import Run, load_weights
+from layerwise.runs import CheckpointFallbackWarning, Run
 from layerwise.train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -143,7 +144,7 @@ def resume(
         echo=echo,
         callbacks=callbacks,
     )
-    restore_last_checkpoint(experiment)
+    restore_last_checkpoint(experiment, echo)
     return fit_and_finish(experiment)
 
 
@@ -430,22 +431,19 @@ def _augmentations(recipe: Recipe) -> Any:
 
 
 # ------------------------------------------------------------------------------ training
-def restore_last_checkpoint(experiment: Experiment) -> None:
+def restore_last_checkpoint(experiment: Experiment, echo: Echo = print) -> None:
     """Load the run's last checkpoint into the model and Trainer, or start over when the run was
     killed before its first one."""
     run = experiment.run
     if not run.has_checkpoint("last"):
-        if run.last_path.exists() or run.state_path.exists():
-            present = run.last_path if run.last_path.exists() else run.state_path
-            raise CheckpointError(
-                f"run '{run.name}' has {present.name} but not its partner "
-                f"({'state.pt' if present == run.last_path else 'last.safetensors'})",
-                hint="restore the missing file, or delete the checkpoints folder to start over",
-            )
         run.truncate_metrics_after(-1)
         return
-    weights, state = run.load_checkpoint("last")
-    _load_weights(experiment.model, weights, run.last_path)
+    with warnings.catch_warnings(record=True, category=CheckpointFallbackWarning) as fallbacks:
+        weights, state = run.load_checkpoint("last", quarantine=True)
+    for fallback in fallbacks:
+        if echo is not None:
+            echo(f"warning: {fallback.message}")
+    _load_weights(experiment.model, weights, run.checkpoints.latest("last") or run.checkpoints_dir)
     experiment.trainer.load_state_dict(state)
     run.truncate_metrics_after(state["train_state"]["step"])
 
@@ -481,7 +479,7 @@ def fit_and_finish(experiment: Experiment) -> tuple[Run, dict[str, float]]:
         raise
     if _halted(trainer) and run.has_checkpoint("last"):
         weights, _ = run.load_checkpoint("last")  # the last good weights, not the diverged ones
-        _load_weights(experiment.model, weights, run.last_path)
+        _load_weights(experiment.model, weights, run.checkpoints_dir)
     return run, finish_run(experiment)
 
 
@@ -580,8 +578,8 @@ def load_experiment(run: Run, which: str = "last") -> Experiment:
     experiment = build(run.recipe())
     if which == "best" and not run.has_checkpoint("best"):
         which = "last"
-    weights, _ = load_weights(run.best_path if which == "best" else run.last_path)
-    _load_weights(experiment.model, weights, run.checkpoints_dir / f"{which}.safetensors")
+    weights, _ = run.load_checkpoint(which)
+    _load_weights(experiment.model, weights, run.checkpoints.latest(which) or run.checkpoints_dir)
     return experiment
 
 

@@ -103,7 +103,7 @@ class TrainSpec(Strict):
     loss: LossSpec = Field(default_factory=LossSpec)
     schedule: ScheduleSpec | None = None
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
-    monitor: str = Field("val_loss", description="what 'best' means for best.safetensors")
+    monitor: str = Field("val_loss", description="what 'best' means for the best checkpoint")
     grad_clip: float | None = Field(None, gt=0)
     l1: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)

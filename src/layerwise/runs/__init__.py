@@ -1,4 +1,4 @@
-"""Run folders: atomic writes, metrics, checkpoints (safetensors + weights-only state), index.
+"""Run folders: atomic writes, metrics, checksummed checkpoint folders, the index.
 
 Names are imported on first use (PEP 562), so `layerwise runs ls`, which needs only the SQLite
 index, imports neither torch nor safetensors.
@@ -12,6 +12,8 @@ from layerwise.lazy import lazy_exports
 
 # Public name -> the submodule of layerwise.runs that defines it.
 _EXPORTS: dict[str, str] = {
+    "CheckpointFallbackWarning": "run",
+    "CheckpointStore": "store",
     "NOT_METRICS": "run",
     "STATUSES": "run",
     "Run": "run",
@@ -31,6 +33,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = [  # a literal, so type checkers and IDEs see the re-exports
     "NOT_METRICS",
     "STATUSES",
+    "CheckpointFallbackWarning",
+    "CheckpointStore",
     "Run",
     "RunIndex",
     "atomic_save_safetensors",
@@ -61,7 +65,8 @@ if TYPE_CHECKING:
         save_weights,
     )
     from layerwise.runs.index import RunIndex
-    from layerwise.runs.run import NOT_METRICS, STATUSES, Run
+    from layerwise.runs.run import NOT_METRICS, STATUSES, CheckpointFallbackWarning, Run
+    from layerwise.runs.store import CheckpointStore
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,8 +16,8 @@ states converted to lists or tensors all fit. NumPy arrays and scalars do not: c
 `torch.from_numpy(a)`, `a.tolist()` or `x.item()`. `check_state` enforces this when saving, so a
 state that could not be loaded back fails at save time, naming the offending key.
 
-Both files carry the same `checkpoint_id` (step number plus a random token), so a pair left
-half-updated by a kill between the two writes is detected instead of silently mixing epochs.
+Both files carry the same `checkpoint_id` (step number plus a random token), a cross-check on top
+of the checksummed, atomic checkpoint folders that `layerwise.runs.store` writes them into.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
       run.json         status (running/finished/failed/stopped), times, best and final metrics
       recipe.yaml      the fully resolved recipe
       metrics.jsonl    one JSON line per epoch and per evaluation
-      checkpoints/last.safetensors + checkpoints/state.pt    the pair `--resume` continues from
-      checkpoints/best.safetensors
+      checkpoints/last-NNNNNN/   weights + state + checksums: what `--resume` continues from
+      checkpoints/best-NNNNNN/   the weights that scored best (two of each kind are kept)
       diagnosis.json  plots/*.png  report.html
 
 Every whole-file write is atomic; metrics are appended line by line and fsynced, so a run killed at
@@ -29,28 +29,25 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from layerwise.errors import CheckpointError, LayerwiseError, RunError, did_you_mean
+from layerwise.errors import LayerwiseError, RunError, did_you_mean
 from layerwise.runs.atomic import atomic_write_json, atomic_write_text, json_default
-from layerwise.runs.checkpoint import (
-    check_state,
-    load_state,
-    load_weights,
-    new_checkpoint_id,
-    save_state,
-    save_weights,
-)
 from layerwise.runs.index import RunIndex
+from layerwise.runs.store import CheckpointStore
 
 if TYPE_CHECKING:
     from layerwise.recipe import Recipe
 
-__all__ = ["NOT_METRICS", "STATUSES", "Run"]
+__all__ = ["NOT_METRICS", "STATUSES", "CheckpointFallbackWarning", "Run"]
 
 STATUSES = ("running", "finished", "halted", "failed", "stopped")
 NOT_METRICS = frozenset({"epoch", "step", "split", "lr", "time", "eval"})
 """Keys of a metrics record that describe it rather than measure the model."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ROOT_HINT = "check the folder's permissions, or set --runs-dir to a writable folder"
+
+
+class CheckpointFallbackWarning(UserWarning):
+    """The newest checkpoint was damaged, so an older intact one was loaded instead."""
 
 
 class Run:
@@ -161,18 +158,6 @@ class Run:
     @property
     def checkpoints_dir(self) -> Path:
         return self._path / "checkpoints"
-
-    @property
-    def last_path(self) -> Path:
-        return self.checkpoints_dir / "last.safetensors"
-
-    @property
-    def state_path(self) -> Path:
-        return self.checkpoints_dir / "state.pt"
-
-    @property
-    def best_path(self) -> Path:
-        return self.checkpoints_dir / "best.safetensors"
 
     @property
     def diagnosis_path(self) -> Path:
@@ -327,55 +312,52 @@ class Run:
                 atomic_write_text(self.metrics_path, data[: data.rfind(b"\n") + 1].decode("utf-8"))
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """The run's checkpoint folders (see `layerwise.runs.store`)."""
+        return CheckpointStore(self.checkpoints_dir)
+
     def save_checkpoint(
         self, weights: dict[str, torch.Tensor], state: dict[str, Any], best: bool = False
-    ) -> str:
-        """Write `last.safetensors` then `state.pt` (and `best.safetensors` if `best`).
+    ) -> Path:
+        """Save a `last` checkpoint (weights + state as one atomic unit), and a `best` one too
+        when `best`; returns the `last` folder.
 
         `state` must hold only types `torch.load(weights_only=True)` accepts (see
-        `layerwise.runs.checkpoint`); it is checked before anything is written. Returns the
-        checkpoint id both files carry.
+        `layerwise.runs.checkpoint`); it is checked before anything is written.
         """
-        checkpoint_id = new_checkpoint_id(state)
-        check_state(state)  # before the weights are written, so a bad state leaves the old pair
-        save_weights(weights, self.last_path, checkpoint_id)
-        save_state(state, self.state_path, checkpoint_id)
+        folder = self.checkpoints.save("last", weights, state)
         if best:
-            save_weights(weights, self.best_path, checkpoint_id)
-        return checkpoint_id
+            self.checkpoints.save("best", weights)
+        return folder
 
     def save_best(self, weights: dict[str, torch.Tensor]) -> Path:
-        """Write `best.safetensors` alone (e.g. when the monitored metric improves)."""
-        return save_weights(weights, self.best_path)
+        """Save a `best` checkpoint alone (e.g. when the monitored metric improves)."""
+        return self.checkpoints.save("best", weights)
 
     def has_checkpoint(self, which: str = "last") -> bool:
-        """Whether the files `load_checkpoint(which)` needs are present."""
-        if which == "best":
-            return self.best_path.is_file()
-        return self.last_path.is_file() and self.state_path.is_file()
+        """Whether a `which` checkpoint folder exists (it is verified only when loaded)."""
+        return self.checkpoints.latest(which) is not None
 
     def load_checkpoint(
-        self, which: str = "last", device: str | torch.device = "cpu"
+        self, which: str = "last", device: str | torch.device = "cpu", quarantine: bool = False
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Return `(weights, state)`; for `which="best"` the state is `{}` (only weights are kept).
+        """Return `(weights, state)` of the newest intact `which` checkpoint; `state` is `{}`
+        for `best` (only weights are kept).
 
-        Raises `CheckpointError` naming the file when one is missing, corrupt, truncated, or when
-        the weights and state come from different saves.
+        Every file is checked against its SHA-256 first. A damaged newest checkpoint is skipped
+        with a warning naming it and the one used instead; `quarantine=True` (resume) also renames
+        it `damaged-*` so it is never counted among the checkpoints kept. Raises
+        `CheckpointError` when none is intact.
         """
-        if which == "best":
-            return load_weights(self.best_path, device)[0], {}
-        if which != "last":
-            raise CheckpointError(f"unknown checkpoint '{which}'", hint="choose 'last' or 'best'")
-        weights, weights_id = load_weights(self.last_path, device)
-        state, state_id = load_state(self.state_path, device)
-        if weights_id != state_id:
-            raise CheckpointError(
-                f"checkpoint files do not match: '{self.last_path}' is from save {weights_id!r} "
-                f"but '{self.state_path}' is from save {state_id!r} (the run was killed mid-save)",
-                hint="resume from best.safetensors, or delete the checkpoints folder to restart "
-                "from scratch",
+        loaded = self.checkpoints.load(which, device, quarantine=quarantine)
+        for path, reason in loaded.skipped:
+            warnings.warn(
+                f"skipped damaged checkpoint '{path.name}' ({reason}); using '{loaded.path.name}'",
+                CheckpointFallbackWarning,
+                stacklevel=2,
             )
-        return weights, state
+        return loaded.weights, loaded.state
 
     # ------------------------------------------------------------------ index
     def _index(self, info: dict[str, Any]) -> None:

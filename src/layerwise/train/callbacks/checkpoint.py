@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
 
 class ModelCheckpoint(Callback):
-    """Write `checkpoints/last.safetensors` + `state.pt` after every epoch (and every
-    `every_steps` optimizer steps, so a long epoch killed midway loses little), and
-    `best.safetensors` whenever `monitor` improves. Weights that are NaN or infinite (or a run
+    """Save a `last` checkpoint (weights + state, one atomic folder) after every epoch (and every
+    `every_steps` optimizer steps, so a long epoch killed midway loses little), and a `best` one
+    whenever `monitor` improves. Weights that are NaN or infinite (or a run
     stopped for a fatal reason, such as the doctor's NaN loss) are never saved, so the last good
     checkpoint survives a diverged run.
 
