@@ -115,7 +115,7 @@ def test_a_healthy_run_has_probes_a_clean_diagnosis_and_doctor_plots(tmp_path):
     for name in ("gradient_flow.png", "activation_histograms.png", "update_ratios.png"):
         assert (run.plots_dir / name).stat().st_size > 1000, name
     report = run.report_path.read_text()
-    assert 'id="extra-0">Doctor' in report
+    assert report.index('<section id="diagnosis">') < report.index('<section id="plots">')
     assert "found no problems" in report
 
 

@@ -33,9 +33,8 @@ from layerwise.models import MODELS, create_model
 from layerwise.nn import call_model, init_weights, materialize, summary
 from layerwise.recipe import Recipe
 from layerwise.report import (
-    findings_html,
     plot_confusion_matrix,
-    plot_curves,
+    plot_run_curves,
     plot_samples,
     write_report,
 )
@@ -488,7 +487,6 @@ def finish_run(experiment: Experiment) -> dict[str, float]:
     the run; returns the test metrics."""
     run, trainer, data = experiment.run, experiment.trainer, experiment.data
     test_metrics = _test(experiment) if data.test is not None else {}
-    plot_curves(run.read_metrics(), run.plots_dir / "curves.png")
     diagnosis = _diagnose(experiment)
     run.write_diagnosis(diagnosis.to_dict())
     run.set_status(
@@ -497,10 +495,10 @@ def finish_run(experiment: Experiment) -> dict[str, float]:
         epochs_done=trainer.state.epoch,
         findings=diagnosis.codes,
     )
+    plot_run_curves(run)  # after set_status: it marks the best epoch and an early stop
     write_doctor_plots(run)
     model_summary = summary(experiment.model, (1, *data.input_shape))
-    sections = [("Doctor", findings_html(diagnosis))]
-    write_report(run, summary_text=str(model_summary), extra_sections=sections)
+    write_report(run, summary_text=str(model_summary), diagnosis=diagnosis)
     return test_metrics
 
 

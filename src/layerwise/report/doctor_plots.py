@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from layerwise.diagnose.probe_log import PROBES_FILE, ProbeLog
 from layerwise.errors import DataError
@@ -33,6 +34,11 @@ __all__ = [
 ]
 
 HEALTHY_UPDATE_RATIO = 1e-3  # the usual rule of thumb for ‖ΔW‖/‖W‖ per step
+_MAX_LEGEND_LAYERS = 20
+# tab10 without its grey, olive and cyan, which are faint on white: 7 colours x 4 dash patterns
+# give 28 distinct lines, and two layers of one colour never share a dash pattern.
+_LINE_COLORS = [colormaps["tab10"](i) for i in (0, 1, 2, 3, 4, 5, 6)]
+_DASHES = ["-", "--", "-.", ":"]
 
 
 def write_doctor_plots(run: Run) -> list[Path]:
@@ -100,8 +106,21 @@ def plot_gradient_flow(log: ProbeLog, path: str | Path) -> Path:
             np.ma.masked_where(~bad, bad.astype(float)),
             cmap=ListedColormap(["#d62728"]),
         )
-    fig.colorbar(
-        mesh, ax=heat, label="log10 ‖∇W‖ (black: 0, red: inf/NaN, grey: not recorded)", shrink=0.9
+    # A short colour-bar label fits beside even a three-layer heatmap; the special colours go in
+    # a legend under the figure instead of a long label that the figure edge would clip.
+    bar = fig.colorbar(mesh, ax=heat, shrink=0.95, aspect=12)
+    bar.set_label("log10 ‖∇W‖", fontsize=_LABEL)
+    bar.ax.tick_params(labelsize=_TICK)
+    fig.legend(
+        handles=[
+            Patch(facecolor="black", label="zero gradient"),
+            Patch(facecolor="#d62728", label="inf / NaN"),
+            Patch(facecolor="#dddddd", edgecolor="#999999", label="not recorded"),
+        ],
+        loc="outside lower center",
+        ncols=3,
+        fontsize=_TICK,
+        frameon=False,
     )
     heat.set_yticks(np.arange(len(layers)) + 0.5, _layer_labels(log, layers))
     heat.invert_yaxis()  # first layer on top
@@ -120,32 +139,41 @@ def plot_update_ratios(log: ProbeLog, path: str | Path) -> Path:
         return _note(path, "Update ratios", "no weight updates were recorded")
     fig = Figure(figsize=(9, 4.8), layout="constrained")
     ax = fig.subplots()
-    colors = colormaps["viridis"](np.linspace(0, 1, len(layers)))
-    for name, color in zip(layers, colors, strict=True):
+    by_depth = len(layers) > _MAX_LEGEND_LAYERS
+    for index, name in enumerate(layers):
         points = [
             (s, v)
             for s, v in zip(*log.series(name, "update_ratio"), strict=True)
             if math.isfinite(v) and v > 0
         ]
         if points:
-            ax.plot(*zip(*points, strict=True), color=color, linewidth=1.4, label=name)
+            ax.plot(
+                *zip(*points, strict=True),
+                linewidth=1.6,
+                label=f"{name} ({_layer_type(log, name)})",
+                **_line_style(index, len(layers), by_depth),
+            )
     ax.set_yscale("log")
-    ax.axhline(HEALTHY_UPDATE_RATIO, color="#d62728", linestyle="--", linewidth=1.2)
+    ax.axhline(HEALTHY_UPDATE_RATIO, color="#444444", linestyle=(0, (6, 3)), linewidth=1.4)
     ax.text(
         0.01,
         HEALTHY_UPDATE_RATIO,
         " 1e-3: typical",
-        color="#d62728",
+        color="#444444",
         fontsize=_TICK,
         va="bottom",
         transform=ax.get_yaxis_transform(),
     )
     _label(ax, "Update ratio per layer (‖ΔW‖ / ‖W‖ per step)", "step", "update ratio")
-    if len(layers) <= 12:
-        ax.legend(fontsize=_TICK - 1, ncols=2 if len(layers) > 6 else 1)
-    else:
+    if by_depth:
         mappable = ax.scatter([], [], c=[], cmap="viridis", vmin=1, vmax=len(layers))
         fig.colorbar(mappable, ax=ax, label="layer (1 = first)")
+    else:
+        legend = {"fontsize": _TICK - 1, "title": "layer", "title_fontsize": _TICK - 1}
+        if len(layers) <= 6:
+            ax.legend(**legend)
+        else:  # beside the plot, so that no line hides behind the legend
+            fig.legend(loc="outside right upper", ncols=2 if len(layers) > 10 else 1, **legend)
     return _save(fig, path)
 
 
@@ -243,6 +271,16 @@ def _edges(steps: list[int]) -> np.ndarray:
     return np.concatenate(
         [[points[0] - (middle[0] - points[0])], middle, [points[-1] + (points[-1] - middle[-1])]]
     )
+
+
+def _line_style(index: int, count: int, by_depth: bool) -> dict[str, Any]:
+    """Up to `_MAX_LEGEND_LAYERS` layers get a distinct colour and dash pattern each, so lines
+    can be told apart in colour or in grey; more layers are coloured by depth and read against a
+    colour bar."""
+    if by_depth:
+        return {"color": colormaps["viridis"](index / max(count - 1, 1))}
+    color = _LINE_COLORS[index % len(_LINE_COLORS)]
+    return {"color": color, "linestyle": _DASHES[index % len(_DASHES)]}
 
 
 def _layer_type(log: ProbeLog, name: str) -> str:

@@ -1,9 +1,10 @@
 """The run report: one static `report.html` that opens anywhere, offline, with nothing beside it.
 
-Plots are embedded as base64 PNGs and the CSS is inline, so the file can be mailed or archived on
-its own. Everything that comes from the user (run name, recipe, metric names, summary text, plot
-file names, section titles) is HTML-escaped; only the bodies of `extra_sections` are inserted as
-HTML, because the doctor builds them as HTML on purpose.
+The page leads with the doctor's diagnosis: that is what a reader opens it for. Plots are
+embedded as base64 PNGs and the CSS is inline, so the file can be mailed or archived on its own.
+Everything that comes from the user or the run (run name, recipe, description, findings, metric
+names, summary text, plot file names, section titles) is HTML-escaped; only the bodies of
+`extra_sections` are inserted as HTML, because their callers build them as HTML on purpose.
 """
 
 from __future__ import annotations
@@ -17,16 +18,55 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
+import yaml
+
+from layerwise.diagnose.findings import Diagnosis
+from layerwise.report.curve_marks import curve_marks
+from layerwise.report.findings import findings_html
 from layerwise.runs.atomic import atomic_write_text
 from layerwise.runs.run import STATUSES, Run
 
 __all__ = ["write_report"]
 
+# What each plot shows, and a one-line "how to read this" under it.
 _CAPTIONS = {
-    "curves": "Loss and metrics per epoch, for each split.",
-    "lr": "Learning rate over training.",
-    "confusion_matrix": "Confusion matrix on the test split: rows are true classes.",
-    "samples": "Test samples with their label; wrong predictions in red as label → prediction.",
+    "curves": (
+        "Loss and metrics per epoch, for each split.",
+        "Both lines falling (loss) or rising (accuracy) is learning; the validation line turning "
+        "away while the training line keeps improving is overfitting. The dotted green line and "
+        "ring mark the best epoch, the dashed grey line where early stopping ended training.",
+    ),
+    "lr": (
+        "Learning rate over training.",
+        "The rate the optimizer used at each step: flat for a constant rate, a rise and fall for "
+        "one-cycle; a finding that says the rate is off refers to this scale.",
+    ),
+    "confusion_matrix": (
+        "Confusion matrix on the test split: rows are true classes.",
+        "Each row shows where one true class's samples went; a dark diagonal is right, a dark "
+        "cell off it is a pair of classes the model mixes up.",
+    ),
+    "samples": (
+        "Test samples with their label; wrong predictions in red as label → prediction.",
+        "Look for a pattern in the red ones: one class, faint or odd-looking inputs, or labels "
+        "that look wrong to you too.",
+    ),
+    "gradient_flow": (
+        "Gradient flow: the weight-gradient norm of every layer at every sampled step.",
+        "Rows are layers, first on top. Even colour down the rows is healthy; rows fading to "
+        "dark towards the top are vanishing gradients; a bright band, a steep rise in the top "
+        "line or red cells are exploding gradients or NaN.",
+    ),
+    "update_ratios": (
+        "Update ratios: how much each step changes a layer's weights, relative to their size.",
+        "Lines near the dashed 1e-3 line are healthy; lines far above it (1e-2 and up) mean the "
+        "learning rate is too high, far below it (1e-5 and down) too low for that layer.",
+    ),
+    "activation_histograms": (
+        "Activation histograms: each activation layer's outputs, first and last epoch.",
+        "A tall spike at 0 with a high dead share is dying ReLUs; piles at the ends (±1 for "
+        "tanh, 0 and 1 for sigmoid) are saturated units; a broad spread is healthy.",
+    ),
 }
 _SPLITS = ("train", "val", "test")
 
@@ -35,20 +75,31 @@ def write_report(
     run: Run,
     *,
     summary_text: str | None = None,
+    diagnosis: Diagnosis | None = None,
     extra_sections: Sequence[tuple[str, str]] | None = None,
 ) -> Path:
     """Write `run.report_path` from the run's folder and return the path.
 
+    The page leads with the doctor's diagnosis, then the final metrics, the plots (each with a
+    line on how to read it), any extra sections, the model and the recipe.
+
     Args:
-        run: the run whose `run.json`, `metrics.jsonl`, `recipe.yaml` and `plots/*.png` are shown.
+        run: the run whose `run.json`, `metrics.jsonl`, `recipe.yaml`, `diagnosis.json` and
+            `plots/*.png` are shown.
         summary_text: the model summary table (`str(summary(model, shape))`), shown verbatim.
-        extra_sections: `(title, html)` pairs appended after the plots, e.g. the doctor's findings.
-            The title is escaped; the html is trusted and inserted as it is.
+        diagnosis: the doctor's diagnosis; by default the one in the run's `diagnosis.json`.
+        extra_sections: `(title, html)` pairs shown after the plots. The title is escaped; the
+            html is trusted and inserted as it is.
     """
     info = run.info()
-    sections = [("Final metrics", "metrics", _metrics_table(run))]
+    if diagnosis is None:
+        diagnosis = _saved_diagnosis(run)
     plots = _plots(run.plots_dir)
-    sections.append(("Plots", "plots", plots or '<p class="empty">No plots yet.</p>'))
+    sections = [
+        ("Diagnosis", "diagnosis", findings_html(diagnosis)),
+        ("Final metrics", "metrics", _metrics_table(run)),
+        ("Plots", "plots", plots or '<p class="empty">No plots yet.</p>'),
+    ]
     for i, (title, body) in enumerate(extra_sections or []):
         sections.append((html.escape(title), f"extra-{i}", body))
     if summary_text:
@@ -61,14 +112,49 @@ def write_report(
         name=html.escape(run.name),
         status=html.escape(status),
         status_class=status if status in STATUSES else "unknown",
+        summary=_header_lines(run, info),
         created=html.escape(_time(info.get("created"))),
         updated=html.escape(_time(info.get("updated"))),
         path=html.escape(str(run.path)),
         nav=" ".join(f'<a href="#{anchor}">{title}</a>' for title, anchor, _ in sections),
-        body="\n".join(f'<h2 id="{a}">{t}</h2>\n{body}' for t, a, body in sections),
+        body="\n".join(
+            f'<section id="{a}">\n<h2>{t}</h2>\n{body}\n</section>' for t, a, body in sections
+        ),
         generated=_time(datetime.now(UTC).isoformat()),
     )
     return atomic_write_text(run.report_path, page)
+
+
+def _header_lines(run: Run, info: dict) -> str:
+    """The recipe's description, what was trained on what for how long, and how it ended."""
+    recipe = _raw_recipe(run)
+    lines = []
+    description = recipe.get("description")
+    if isinstance(description, str) and description.strip():
+        lines.append(f'<p class="description">{html.escape(description.strip())}</p>')
+    facts = []
+    model, dataset = info.get("model"), info.get("dataset")
+    if model and dataset:
+        facts.append(f"{model} on {dataset}")
+    marks = curve_marks(run)
+    done = info.get("epochs_done")
+    if isinstance(done, int):
+        planned = f" of {marks.planned_epochs}" if marks.planned_epochs else ""
+        facts.append(f"{done}{planned} epochs")
+    for name, value in (info.get("test_metrics") or {}).items():
+        if isinstance(value, int | float):
+            facts.append(f"test {name} {_number(value)}")
+    if facts:
+        lines.append(f'<p class="facts">{html.escape(" · ".join(facts))}</p>')
+    stop = marks.stop_sentence()
+    if stop:
+        lines.append(f'<p class="facts">{html.escape(stop)}</p>')
+    return "\n".join(lines)
+
+
+def _saved_diagnosis(run: Run) -> Diagnosis | None:
+    saved = run.read_diagnosis()
+    return Diagnosis.from_dict(saved) if isinstance(saved, dict) else None
 
 
 def _metrics_table(run: Run) -> str:
@@ -96,13 +182,25 @@ def _plots(folder: Path) -> str:
     figures = []
     for png in files:
         data = base64.b64encode(png.read_bytes()).decode("ascii")
-        caption = _CAPTIONS.get(png.stem) or png.stem.replace("_", " ").capitalize() + "."
+        caption, how = _CAPTIONS.get(png.stem, (png.stem.replace("_", " ").capitalize() + ".", ""))
         alt = html.escape(png.stem.replace("_", " "), quote=True)
+        reading = (
+            f'<br><span class="how">How to read this: {html.escape(how)}</span>' if how else ""
+        )
         figures.append(
-            f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            f'<figure id="plot-{html.escape(png.stem, quote=True)}">'
+            f'<img src="data:image/png;base64,{data}" alt="{alt}">'
+            f"<figcaption>{html.escape(caption)}{reading}</figcaption></figure>"
         )
     return "\n".join(figures)
+
+
+def _raw_recipe(run: Run) -> dict:
+    try:
+        data = yaml.safe_load(_recipe(run))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _recipe(run: Run) -> str:

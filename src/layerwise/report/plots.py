@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from layerwise.errors import DataError, ShapeError
+from layerwise.report.curve_marks import CurveMarks, split_monitor
 from layerwise.runs.atomic import atomic_write_bytes
 from layerwise.runs.run import NOT_METRICS
 
@@ -30,16 +31,21 @@ _SPLIT_STYLE = {
     "val": {"color": "#d62728", "marker": "s"},
     "test": {"color": "#2ca02c", "marker": "*", "markersize": 12},
 }
+_BEST = "#1a7f37"
 _TITLE, _LABEL, _TICK = 13, 11, 9
 _DPI = 110
 
 
-def plot_curves(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
+def plot_curves(
+    records: Sequence[dict[str, Any]], path: str | Path, marks: CurveMarks | None = None
+) -> Path:
     """Loss and every metric over epochs, one panel each, a line per split (train/val/test).
 
     `records` are metrics.jsonl lines such as
     `{"epoch": 1, "step": 100, "split": "val", "loss": 0.3, "accuracy": 0.9}`; flat Keras-style
     records (`val_loss`, no `split`) work too. Records without an epoch are left out.
+    `marks` (see `curve_marks`) adds a line at the best epoch on every panel, a ring on the
+    monitored value there, and a line where early stopping ended training.
     """
     series = _series(records)
     if not series:
@@ -57,14 +63,29 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
             series[name].items(), key=lambda kv: _split_order(kv[0])
         ):
             style = _SPLIT_STYLE.get(split, {"marker": "^"})
-            ax.plot(epochs, values, label=split, linewidth=1.8, **_marker_style(style, len(epochs)))
+            label = split
+            if split == "test" and marks is not None and marks.kept and marks.stopped_epoch:
+                # the test split was scored on the restored weights: draw it at their epoch
+                epochs = [marks.best_epoch if e == marks.stopped_epoch else e for e in epochs]
+                label = f"test (epoch {marks.best_epoch}'s weights)"
+            ax.plot(epochs, values, label=label, linewidth=1.8, **_marker_style(style, len(epochs)))
         if name == "loss" and _spans_decades(series[name]):
             ax.set_yscale("log")
+        if marks is not None:
+            _mark(ax, name, series[name], marks)
         _label(ax, name.replace("_", " "), "epoch", name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=_TICK)
     for ax in axes[len(names) :]:
         ax.set_visible(False)
+    legend = _shared_legend(axes[: len(names)])  # one legend under the panels, over no line
+    fig.legend(
+        legend.values(),
+        legend.keys(),
+        loc="outside lower center",
+        ncols=min(len(legend), 3 if cols == 1 else 5),
+        fontsize=_TICK,
+        frameon=False,
+    )
     fig.suptitle("Training curves", fontsize=_TITLE + 1, fontweight="bold")
     return _save(fig, path)
 
@@ -211,6 +232,46 @@ def _split_keys(record: dict[str, Any]) -> list[tuple[str, str, float]]:
             split, key = (prefix, rest) if prefix in ("val", "test") and rest else ("train", key)
         found.append((str(split), key, float(value)))
     return found
+
+
+def _mark(ax: Axes, name: str, by_split: dict[str, tuple[list, list]], marks: CurveMarks) -> None:
+    """The best epoch (dotted green line, a ring on the monitored value) and the early stop
+    (dashed grey line) on one panel."""
+    if marks.best_epoch is not None:
+        label = f"best {marks.monitor} (epoch {marks.best_epoch})"
+        if marks.kept:
+            label += ", weights kept"
+        ax.axvline(marks.best_epoch, color=_BEST, linestyle=":", linewidth=1.6, label=label)
+        split, monitored = split_monitor(marks.monitor or "")
+        epochs, values = by_split.get(split, ([], []))
+        if monitored == name and marks.best_epoch in epochs:
+            ax.plot(
+                marks.best_epoch,
+                values[epochs.index(marks.best_epoch)],
+                marker="o",
+                markersize=13,
+                markerfacecolor="none",
+                markeredgecolor=_BEST,
+                markeredgewidth=2,
+                linestyle="none",
+            )
+    if marks.stopped_epoch is not None:
+        ax.axvline(
+            marks.stopped_epoch,
+            color="#57606a",
+            linestyle="--",
+            linewidth=1.4,
+            label=f"early stop (epoch {marks.stopped_epoch})",
+        )
+
+
+def _shared_legend(axes: Sequence[Axes]) -> dict[str, Any]:
+    """{label: handle} over all panels, first seen first."""
+    legend: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    return legend
 
 
 def _split_order(split: str) -> int:
