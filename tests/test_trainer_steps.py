@@ -288,7 +288,10 @@ def test_early_stopping_says_why_it_stopped():
     trainer.fit((torch.randn(16, 4), torch.randint(0, 2, (16,))), epochs=10, batch_size=8)
     reason = trainer.stop_reason
     assert reason.source == "EarlyStopping" and not reason.fatal
-    assert "early stopping at epoch 2: loss has not improved for 1 epoch(s)" in reason.message
+    assert reason.message.startswith(
+        "early stopping at epoch 2/10: loss has not improved for 1 epoch (best "
+    )
+    assert reason.message.endswith("at epoch 1); keeping the weights of epoch 1, the best")
     assert out.getvalue().rstrip().endswith(reason.message)
 
 
@@ -315,7 +318,7 @@ def test_the_doctor_is_attached_by_default_and_answers_diagnose():
     assert trainer.diagnose().to_dict()["findings"] is not None
     quiet = Trainer(nn.Linear(4, 2), doctor=False, device="cpu")
     quiet.fit((torch.randn(8, 4), torch.randint(0, 2, (8,))), epochs=1, batch_size=8)
-    assert quiet.callbacks == []
+    assert [type(c).__name__ for c in quiet.callbacks] == ["ProgressBar"]  # no doctor
     with pytest.raises(LayerwiseError, match="no doctor"):
         quiet.diagnose()
 

@@ -105,13 +105,25 @@ class Doctor(Callback):
             final=final,
         )
 
+    def on_fit_end(self, trainer: Trainer) -> None:
+        # A finding printed live that the whole run no longer shows is said to be withdrawn,
+        # rather than silently missing from the diagnosis (rules run again only if one was shown).
+        halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
+        if self.echo is None or not self.reported or halted:
+            return
+        for finding in self.diagnose(trainer.history).resolved:
+            self.echo(f"doctor: {finding.resolved_headline()}")
+
     def diagnose(self, history: list[dict[str, Any]]) -> Diagnosis:
-        """All rules on the whole history (training and, with a data profile, data findings)."""
+        """All rules on the whole history (training and, with a data profile, data findings);
+        findings shown live that no longer hold at the end are listed as `resolved`."""
         findings = run_rules(self.context(history, final=True))
         codes = {f.code for f in findings}
         # A fatal live finding (a NaN loss) stays in the diagnosis even if the logs end clean.
         findings += [f for f in self.findings if f.severity == "fatal" and f.code not in codes]
-        return Diagnosis(findings, self.data_profile)
+        codes = {f.code for f in findings}
+        resolved = [f for f in self.findings if f.code not in codes]
+        return Diagnosis(findings, self.data_profile, resolved=resolved)
 
     def _check(self, trainer: Trainer, only: tuple[str, ...] | None = None) -> None:
         for finding in run_rules(self.context(trainer.history, final=False), stage="training"):
@@ -230,7 +242,14 @@ def diagnose_run(run: Run, *, save: bool = True) -> Diagnosis:
         num_classes=(profile or {}).get("num_classes"),
         final=True,
     )
-    diagnosis = Diagnosis(run_rules(context), profile)
+    findings = run_rules(context)
+    # What was shown live and withdrawn is history the folder's logs cannot replay: keep it.
+    try:
+        earlier = Diagnosis.from_dict(run.read_diagnosis() or {}).resolved
+    except (RunError, TypeError):  # an unreadable diagnosis.json is what this rewrites
+        earlier = []
+    codes = {f.code for f in findings}
+    diagnosis = Diagnosis(findings, profile, resolved=[f for f in earlier if f.code not in codes])
     if save:
         run.write_diagnosis(diagnosis.to_dict())
     return diagnosis

@@ -77,6 +77,13 @@ class Finding:
         layer = f" in {self.layer}" if self.layer else ""
         return f"{where}{self.code}{layer}: {self.message}"
 
+    def resolved_headline(self) -> str:
+        """`overfitting at epoch 25 — resolved by the end`: a live finding the whole run no
+        longer shows."""
+        where = f" at epoch {self.epoch}" if self.epoch is not None else ""
+        layer = f" in {self.layer}" if self.layer else ""
+        return f"{self.code}{layer}{where} — resolved by the end"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -87,10 +94,16 @@ class Finding:
 
 @dataclass
 class Diagnosis:
-    """All findings of one run (or one data set), most severe first, plus the data profile."""
+    """All findings of one run (or one data set), most severe first, plus the data profile.
+
+    `resolved` holds findings shown live during training that no longer hold at the end (an
+    overfitting spell that later recovered): kept so that they are reported as withdrawn rather
+    than silently vanishing; they do not make the run unhealthy.
+    """
 
     findings: list[Finding] = field(default_factory=list)
     data_profile: dict[str, Any] | None = None
+    resolved: list[Finding] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.findings = sorted(self.findings, key=lambda f: -SEVERITY_ORDER[f.severity])
@@ -119,17 +132,23 @@ class Diagnosis:
             "codes": self.codes,
             "findings": [f.to_dict() for f in self.findings],
             "data_profile": self.data_profile,
+            "resolved": [f.to_dict() for f in self.resolved],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Diagnosis:
         findings = [Finding.from_dict(f) for f in data.get("findings", [])]
-        return cls(findings, data.get("data_profile"))
+        resolved = [Finding.from_dict(f) for f in data.get("resolved", [])]
+        return cls(findings, data.get("data_profile"), resolved=resolved)
 
     def render(self) -> str:
-        """Plain text for the terminal: one block per finding with evidence, causes, remedies."""
+        """Plain text for the terminal: one block per finding with evidence, causes, remedies,
+        then the findings shown live that were resolved by the end."""
+        withdrawn = [f"[resolved] {f.resolved_headline()}" for f in self.resolved]
         if self.healthy:
-            return "No problems found."
+            return "\n".join(
+                ["No problems found" + (" at the end." if withdrawn else "."), *withdrawn]
+            )
         blocks = []
         for f in self.findings:
             lines = [f"[{f.severity}] {f.headline()}"]
@@ -138,7 +157,7 @@ class Diagnosis:
             if f.patch:
                 lines.append("    patch: " + ", ".join(f"{k}={v!r}" for k, v in f.patch.items()))
             blocks.append("\n".join(lines))
-        return "\n".join(blocks)
+        return "\n".join(blocks + withdrawn)
 
 
 def apply_patch(recipe: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

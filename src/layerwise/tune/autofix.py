@@ -71,6 +71,7 @@ def auto_fix(
     overrides: list[str] | None = None,
     output: str | Path | None = None,
     echo: Callable[[str], None] | None = print,
+    progress: bool = False,
 ) -> AutoFixResult:
     """Train the recipe, then up to `rounds` more times, each with the previous round's fixes.
 
@@ -80,7 +81,9 @@ def auto_fix(
         runs_root: where the runs of each round go (`<name>-fix<k>`).
         overrides: `key.path=value` strings applied before the first round (like `--set`).
         output: where to write the fixed recipe (default: `<recipe>.fixed.yaml` beside it).
-        echo: where progress lines go (None: silent).
+        echo: where the rounds' lines go (None: silent).
+        progress: also show each round's training as it goes (a line per epoch, the data
+            checks and live findings, as `layerwise train` does).
     """
     if rounds < 1:
         raise RecipeError(f"--rounds must be at least 1, got {rounds}", hint="e.g. --rounds 3")
@@ -94,7 +97,9 @@ def auto_fix(
     for k in range(rounds + 1):
         current = _round_recipe(raw, applied, base.name, k)
         say(f"auto-fix round {k}: " + (_describe(applied) if applied else "the recipe as given"))
-        fix_round, diagnosis = _train_round(k, current, applied, recipe_path, runs_root)
+        fix_round, diagnosis = _train_round(
+            k, current, applied, recipe_path, runs_root, echo if progress else None
+        )
         history.append(fix_round)
         raws.append(current)
         say(f"  found: {', '.join(diagnosis.codes) or 'nothing'}; test {_fmt(fix_round)}")
@@ -135,12 +140,14 @@ def _train_round(
     applied: dict[str, Any],
     source: Path,
     runs_root: str | Path,
+    echo: Callable[[str], None] | None = None,
 ) -> tuple[FixRound, Diagnosis]:
     """Train round `k`'s recipe and read its diagnosis; data the doctor refuses to train on is
-    recorded as a `refused` round with the data findings."""
+    recorded as a `refused` round with the data findings. With `echo`, training shows its
+    progress and findings as it goes."""
     recipe = validate_recipe(current, f"{source} (round {k})")
     try:
-        run, test_metrics = train(recipe, runs_root, progress=False, echo=None)
+        run, test_metrics = train(recipe, runs_root, progress=echo is not None, echo=echo)
     except DataError as exc:
         diagnosis = exc.diagnosis
         if diagnosis is None:
@@ -185,8 +192,9 @@ def _measured_lr(current: dict[str, Any], patch: dict[str, Any], say: Callable) 
     """Replace a rule's guessed learning rate (x0.1, x10) by the range test's suggestion for the
     patched recipe; keep the guess if the test cannot suggest one."""
     guess = patch["train.optimizer.lr"]
+    say(f"  measuring a learning rate for the patch (lr-find; the rule guessed {guess:g})")
     try:
-        result = lr_find(build(validate_recipe(apply_patch(current, patch))))
+        result = lr_find(build(validate_recipe(apply_patch(current, patch))), echo=say)
     except LayerwiseError:
         return guess
     if not math.isfinite(result.suggestion) or result.suggestion <= 0:

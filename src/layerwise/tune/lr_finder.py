@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -110,6 +110,8 @@ class LRRangeTest(Callback):
         num_steps: optimizer steps in the sweep (at least 10).
         smooth: the weight of the past in the moving average of the loss (0 = no smoothing).
         diverge: stop once the smoothed loss exceeds this multiple of the lowest one so far.
+        echo: where a progress line goes about every tenth of the sweep (None: silent); lines
+            are written when the losses are read anyway, so they cost no extra sync.
 
     Attributes:
         lrs_: the rates of the sweep, set at `on_fit_start`.
@@ -131,8 +133,10 @@ class LRRangeTest(Callback):
         num_steps: int = 100,
         smooth: float = 0.98,
         diverge: float = 4.0,
+        echo: Callable[[str], None] | None = None,
     ) -> None:
         _check_args(start_lr, end_lr, num_steps, smooth, diverge)
+        self.echo = echo
         self.start_lr = start_lr
         self.end_lr = end_lr
         self.num_steps = num_steps
@@ -149,6 +153,7 @@ class LRRangeTest(Callback):
         self._losses = torch.empty(self.num_steps, device=trainer.device)
         self._steps = 0  # steps run in the sweep
         self._average, self._best = 0.0, math.inf
+        self._next_report = self._report_every = max(_CHECK_EVERY, self.num_steps // 10)
         _set_lr(trainer, self.lrs_[0])
 
     def on_batch_end(self, trainer: Trainer) -> None:
@@ -177,7 +182,19 @@ class LRRangeTest(Callback):
                 self.diverged_ = True
                 return True
             self._best = min(self._best, smoothed)
+        self._report()
         return False
+
+    def _report(self) -> None:
+        read = len(self.raw_losses_)
+        if self.echo is None or read < self._next_report:
+            return
+        self._next_report = read + self._report_every
+        smoothed = self._average / (1 - self.smooth**read)
+        self.echo(
+            f"lr-find: step {read}/{self.num_steps}  lr {self.lrs_[read - 1]:.3g}  "
+            f"loss {smoothed:.4f}"
+        )
 
     def result(self) -> LRFindResult:
         """The rates that ran, their losses and the suggested rate (see `suggest_lr`)."""
@@ -223,6 +240,7 @@ def lr_find(
     num_steps: int = 100,
     smooth: float = 0.98,
     diverge: float = 4.0,
+    echo: Callable[[str], None] | None = None,
 ) -> LRFindResult:
     """Run the range test on `experiment`'s training data, model and optimizer.
 
@@ -241,11 +259,12 @@ def lr_find(
         num_steps: mini-batches to train on (the training data is cycled when it has fewer).
         smooth: the weight of the past in the moving average of the loss (0 = no smoothing).
         diverge: stop once the smoothed loss exceeds this multiple of the lowest one so far.
+        echo: where progress lines go, about one per tenth of the sweep (None: silent).
 
     Returns:
         An `LRFindResult`; `suggestion` is the rate to train with (see `suggest_lr`).
     """
-    range_test = LRRangeTest(start_lr, end_lr, num_steps, smooth, diverge)  # checks the args
+    range_test = LRRangeTest(start_lr, end_lr, num_steps, smooth, diverge, echo)  # checks args
     trainer = _fresh_trainer(experiment.trainer, range_test)
     batcher = make_batcher(
         experiment.data.train,
@@ -269,6 +288,7 @@ def _fresh_trainer(trainer: Trainer, range_test: LRRangeTest) -> Trainer:
         callbacks=[range_test],
         train_metrics=False,
         doctor=False,
+        progress=False,  # the range test reports its own progress
     )
 
 

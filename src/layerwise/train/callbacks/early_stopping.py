@@ -68,13 +68,21 @@ class EarlyStopping(Callback):
         self.wait += 1
         if self.wait >= self.patience:
             self.stopped_epoch = trainer.state.epoch
-            restored = " (its weights are restored)" if self.restore_best_weights else ""
-            trainer.stop(
-                f"early stopping at epoch {self.stopped_epoch}: {self.monitor} has not improved "
-                f"for {self.patience} epoch(s); best {self.best:.4g} at epoch "
-                f"{self.best_epoch}{restored}",
-                source="EarlyStopping",
-            )
+            trainer.stop(self._stop_message(trainer.epochs), source="EarlyStopping")
+
+    def _stop_message(self, planned: int) -> str:
+        """When, why, and whose weights the model ends with: the one line people read."""
+        epochs = "1 epoch" if self.patience == 1 else f"{self.patience} epochs"
+        if self._best_weights is not None:
+            kept = f"keeping the weights of epoch {self.best_epoch}, the best"
+        else:
+            kept = f"keeping the last weights, epoch {self.stopped_epoch}'s"
+            if not self.restore_best_weights:
+                kept += " (restore_best_weights is off)"
+        return (
+            f"early stopping at epoch {self.stopped_epoch}/{planned}: {self.monitor} has not "
+            f"improved for {epochs} (best {self.best:.4g} at epoch {self.best_epoch}); {kept}"
+        )
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.stopped_epoch is not None and self._best_weights is not None:
