@@ -1,0 +1,241 @@
+"""The doctor on the independent field setups: root causes found, false findings, time.
+
+Every setup (setups.py) is run as a user of the Python API would run it: the doctor's data check
+first (`layerwise.diagnose.check_data`, refusing to train on a fatal finding as the CLI does),
+then `Trainer(...).fit(...)` with the doctor's callbacks (`doctor_callbacks`, fed the data
+profile), then the final diagnosis (`Doctor.diagnose`). For each setup and seed it records whether
+the root cause was named and which findings were false (outside the setup's true and acceptable
+sets).
+
+Run: .venv/bin/python benchmarks/doctor_field/run.py [--seeds 0 1 2 | --holdout]
+     [--only NAME ...] [--jobs 1]
+Writes benchmarks/results/doctor_field.json (tuning seeds) or doctor_field_holdout.json
+(--holdout), unless --only narrows the set (then it only prints, or writes to --output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+from setups import HEALTHY, SETUPS, Setup, build  # noqa: E402
+
+from _common import RESULTS_DIR, machine, table, write_json  # noqa: E402
+
+TUNING_SEEDS = [0, 1, 2]
+HOLDOUT_SEEDS = [100, 101, 102]
+
+
+def diagnose(setup: Setup, seed: int) -> tuple[str, list[str]]:
+    """Data check, then training with the doctor watching; the final finding codes."""
+    from layerwise import Trainer
+    from layerwise.data import DatasetBundle
+    from layerwise.diagnose import check_data
+    from layerwise.diagnose.doctor import Doctor, doctor_callbacks
+
+    bundle = DatasetBundle(
+        setup.name,
+        train=setup.train,
+        val=setup.val,
+        test=None,
+        num_classes=setup.num_classes,
+        input_shape=setup.input_shape,
+        task=setup.task,
+    )
+    data = check_data(bundle, num_params=setup.num_params(), seed=seed)
+    if any(f.severity == "fatal" for f in data.findings):
+        return "refused", data.codes  # the CLI refuses to train on such data, and so do we
+    callbacks = doctor_callbacks(
+        data_profile=data.data_profile,
+        task=setup.task,
+        num_classes=setup.num_classes,
+        echo=None,
+    )
+    quiet = {"progress": False} if "progress" in inspect.signature(Trainer).parameters else {}
+    trainer = Trainer(
+        setup.model,
+        loss=setup.loss,
+        optimizer=setup.optimizer,
+        metrics=("accuracy",) if setup.task == "classification" else (),
+        callbacks=callbacks,
+        device="cpu",
+        seed=seed,
+        num_classes=setup.num_classes,
+        doctor=False,  # ours is among `callbacks`, fed the data profile
+        **quiet,
+    )
+    trainer.fit(setup.train, setup.val, epochs=setup.epochs, batch_size=setup.batch_size)
+    doctor = next(c for c in callbacks if isinstance(c, Doctor))
+    halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
+    return ("halted" if halted else "trained"), doctor.diagnose(trainer.history).codes
+
+
+def run_one(name: str, seed: int, threads: int) -> dict[str, Any]:
+    """One setup on one seed, scored against its ground truth."""
+    import torch
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    setup = build(name, seed)
+    try:
+        status, codes = diagnose(setup, seed)
+        error = None
+    except Exception as exc:  # a crash is a result to report, not a reason to stop the table
+        status, codes, error = "error", [], "".join(traceback.format_exception_only(exc)).strip()
+    allowed = setup.truth | setup.acceptable
+    return {
+        "setup": name,
+        "seed": seed,
+        "kind": setup.kind,
+        "healthy": setup.healthy,
+        "root_cause": setup.root_cause,
+        "truth": sorted(setup.truth),
+        "acceptable": sorted(setup.acceptable),
+        "status": status,
+        "error": error,
+        "findings": codes,
+        "root_cause_found": None if setup.healthy else setup.root_cause in codes,
+        "false_findings": sorted(set(codes) - allowed),
+        "true_missed": sorted(setup.truth - set(codes)),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _progress(row: dict[str, Any]) -> dict[str, Any]:
+    found = (
+        "" if row["healthy"] else f" root cause {'found' if row['root_cause_found'] else 'MISSED'}"
+    )
+    false = f" false: {', '.join(row['false_findings'])}" if row["false_findings"] else ""
+    print(
+        f"{row['setup']} seed {row['seed']}: {row['status']}{found}{false} ({row['seconds']} s)",
+        flush=True,
+    )
+    return row
+
+
+def summarize(rows: list[dict[str, Any]], names: list[str], seeds: list[int]) -> dict[str, Any]:
+    per_setup = []
+    for name in names:
+        mine = [r for r in rows if r["setup"] == name]
+        broken = name not in HEALTHY
+        per_setup.append(
+            {
+                "setup": name,
+                "healthy": not broken,
+                "root_cause": mine[0]["root_cause"],
+                "found_every_seed": all(r["root_cause_found"] for r in mine) if broken else None,
+                "found_seeds": sum(bool(r["root_cause_found"]) for r in mine) if broken else None,
+                "false_findings": sorted({c for r in mine for c in r["false_findings"]}),
+                "errors": sum(r["status"] == "error" for r in mine),
+                "seconds": round(sum(r["seconds"] for r in mine), 1),
+            }
+        )
+    broken = [s for s in per_setup if not s["healthy"]]
+    healthy = [s for s in per_setup if s["healthy"]]
+    broken_rows = [r for r in rows if not r["healthy"]]
+    healthy_rows = [r for r in rows if r["healthy"]]
+    totals = {
+        "seeds": seeds,
+        "broken_setups": len(broken),
+        "healthy_setups": len(healthy),
+        "broken_root_cause_found_every_seed": sum(s["found_every_seed"] for s in broken),
+        "broken_setup_seeds_root_cause_found": sum(r["root_cause_found"] for r in broken_rows),
+        "broken_setup_seeds": len(broken_rows),
+        "broken_setups_with_false_finding": sum(bool(s["false_findings"]) for s in broken),
+        "healthy_setups_with_false_finding": sum(bool(s["false_findings"]) for s in healthy),
+        "healthy_setup_seeds_with_false_finding": sum(
+            bool(r["false_findings"]) for r in healthy_rows
+        ),
+        "healthy_setup_seeds": len(healthy_rows),
+        "errors": sum(r["status"] == "error" for r in rows),
+        "seconds": round(sum(r["seconds"] for r in rows), 1),
+    }
+    return {"per_setup": per_setup, "totals": totals}
+
+
+def print_report(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    lines = []
+    for s in summary["per_setup"]:
+        mine = [r for r in rows if r["setup"] == s["setup"]]
+        seeds = len(mine)
+        found = "-" if s["healthy"] else f"{s['found_seeds']}/{seeds}"
+        status = ",".join(sorted({r["status"] for r in mine}))
+        lines.append(
+            [
+                s["setup"],
+                "healthy" if s["healthy"] else s["root_cause"],
+                found,
+                ", ".join(s["false_findings"]) or "-",
+                status,
+                s["seconds"],
+            ]
+        )
+    print(table(["setup", "root cause", "found", "false findings", "status", "s"], lines))
+    t = summary["totals"]
+    print(
+        f"\nbroken: root cause found on every seed in {t['broken_root_cause_found_every_seed']}"
+        f"/{t['broken_setups']} setups ({t['broken_setup_seeds_root_cause_found']}/"
+        f"{t['broken_setup_seeds']} setup-seeds); {t['broken_setups_with_false_finding']}/"
+        f"{t['broken_setups']} with a false finding"
+    )
+    print(
+        f"healthy: {t['healthy_setups_with_false_finding']}/{t['healthy_setups']} setups with a "
+        f"false finding ({t['healthy_setup_seeds_with_false_finding']}/"
+        f"{t['healthy_setup_seeds']} setup-seeds); errors: {t['errors']}; {t['seconds']} s"
+    )
+    for r in rows:
+        if r["error"]:
+            print(f"error in {r['setup']} seed {r['seed']}: {r['error']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=TUNING_SEEDS)
+    parser.add_argument("--holdout", action="store_true", help="seeds 100 101 102")
+    parser.add_argument("--only", nargs="+", choices=sorted(SETUPS), metavar="NAME")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    parser.add_argument("--output", type=Path, help="where to write the JSON")
+    args = parser.parse_args(argv)
+    seeds = HOLDOUT_SEEDS if args.holdout else args.seeds
+    names = args.only or list(SETUPS)
+    threads = args.threads
+    info = machine()
+    jobs = [(name, seed) for name in names for seed in seeds]
+    start = time.perf_counter()
+    if args.jobs == 1:
+        rows = [_progress(run_one(name, seed, threads)) for name, seed in jobs]
+    else:
+        # Fresh interpreters: a fork of a process that already ran torch can deadlock.
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
+            futures = [pool.submit(run_one, name, seed, threads) for name, seed in jobs]
+            rows = [_progress(f.result()) for f in futures]
+    summary = summarize(rows, names, seeds)
+    print_report(summary, rows)
+    output = args.output
+    if output is None and args.only is None:
+        output = RESULTS_DIR / (
+            "doctor_field_holdout.json" if args.holdout else "doctor_field.json"
+        )
+    if output is not None:
+        info["load_average_at_end"] = list(os.getloadavg())
+        info["wall_seconds"] = round(time.perf_counter() - start, 1)
+        info["jobs"], info["threads_per_job"] = args.jobs, threads
+        write_json(output, {"machine": info, **summary, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
