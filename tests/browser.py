@@ -53,6 +53,7 @@ class PageCheck:
     images: list[dict[str, Any]] = field(default_factory=list)
     title: str = ""
     screenshot: Path | None = None
+    measured: Any = None  # what `open_page(script=...)` returned
 
     def problems(self) -> list[str]:
         """Everything that should not happen on a page we ship, one line each."""
@@ -82,9 +83,16 @@ def require_browser() -> None:
     pytest.skip(reason)
 
 
-def open_page(path: Path, screenshot: Path, width: int = 1200, height: int = 900) -> PageCheck:
+def open_page(
+    path: Path,
+    screenshot: Path,
+    width: int = 1200,
+    height: int = 900,
+    script: str | None = None,
+) -> PageCheck:
     """Load `path` (a local file) in headless Chromium with a fresh profile, wait for it and its
-    images, and save a full-page screenshot to `screenshot` (and a copy in test-artifacts/)."""
+    images, run `script` (a JavaScript function, its result in `measured`) and save a full-page
+    screenshot to `screenshot` (and a copy in test-artifacts/)."""
     from playwright.sync_api import Route, sync_playwright
 
     check = PageCheck()
@@ -120,6 +128,8 @@ def open_page(path: Path, screenshot: Path, width: int = 1200, height: int = 900
                 "section[id]", "els => els.map(e => e.id)"
             )
             check.images = page.evaluate(_IMAGES_JS)
+            if script is not None:
+                check.measured = page.evaluate(script)
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             context.close()

@@ -42,6 +42,12 @@ PLOTS = [
 ]
 
 
+# The rendered lines of each plot's "how to read" note (an inline span has one box per line).
+_HOW_TO_READ_JS = """() => Object.fromEntries(Array.from(document.querySelectorAll('figure')).map(
+    (fig) => [fig.id, Array.from(fig.querySelectorAll('.how')).map(
+        (span) => span.getClientRects().length).reduce((a, b) => a + b, 0)]))"""
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_browser()
@@ -53,7 +59,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_report_renders_in_chromium_with_the_diagnosis_first(
     report: Path, tmp_path: Path
 ) -> None:
-    check = open_page(report, tmp_path / "report_in_chromium.png")
+    check = open_page(report, tmp_path / "report_in_chromium.png", script=_HOW_TO_READ_JS)
 
     assert check.problems() == []
     assert check.title == "browser_report · layerwise report"
@@ -61,6 +67,8 @@ def test_the_report_renders_in_chromium_with_the_diagnosis_first(
     assert sorted(image["alt"] for image in check.images) == sorted(PLOTS)
     assert all(image["width"] >= 300 and image["height"] >= 150 for image in check.images)
     assert check.screenshot.stat().st_size > 50_000  # a full page, not a blank one
+    assert len(check.measured) == len(PLOTS), "a 'how to read this' under every plot"
+    assert all(lines == 1 for lines in check.measured.values()), check.measured
     page = report.read_text()
     diagnosis = page[page.index('<section id="diagnosis">') : page.index('<section id="metrics">')]
     assert "duplicate_samples" in diagnosis

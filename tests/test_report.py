@@ -167,7 +167,7 @@ def test_the_diagnosis_leads_and_the_description_heads_the_page(tmp_path: Path) 
     assert "lr: 0.0001" in diagnosis
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
     assert len(captions) == 3
-    assert all("How to read this: " in c for c in captions[:2]), "every built-in plot says how"
+    assert all("How to read it: " in c for c in captions[:2]), "every built-in plot says how"
     assert captions[2] == "Zz custom."  # an unknown plot gets its name, and no made-up advice
 
 

@@ -169,11 +169,13 @@ def plot_update_ratios(log: ProbeLog, path: str | Path) -> Path:
         mappable = ax.scatter([], [], c=[], cmap="viridis", vmin=1, vmax=len(layers))
         fig.colorbar(mappable, ax=ax, label="layer (1 = first)")
     else:
-        legend = {"fontsize": _TICK - 1, "title": "layer", "title_fontsize": _TICK - 1}
-        if len(layers) <= 6:
-            ax.legend(**legend)
-        else:  # beside the plot, so that no line hides behind the legend
-            fig.legend(loc="outside right upper", ncols=2 if len(layers) > 10 else 1, **legend)
+        fig.legend(  # beside the plot, so that no line hides behind it
+            loc="outside right upper",
+            ncols=2 if len(layers) > 10 else 1,
+            fontsize=_TICK - 1,
+            title="layer",
+            title_fontsize=_TICK - 1,
+        )
     return _save(fig, path)
 
 

@@ -28,44 +28,41 @@ from layerwise.runs.run import STATUSES, Run
 
 __all__ = ["write_report"]
 
-# What each plot shows, and a one-line "how to read this" under it.
+# What each plot shows, and one line (at most HOW_TO_READ_CHARS) on how to read it.
+HOW_TO_READ_CHARS = 140
 _CAPTIONS = {
     "curves": (
         "Loss and metrics per epoch, for each split.",
-        "Both lines falling (loss) or rising (accuracy) is learning; the validation line turning "
-        "away while the training line keeps improving is overfitting. The dotted green line and "
-        "ring mark the best epoch, the dashed grey line where early stopping ended training.",
+        "Loss falling and accuracy rising is learning; validation turning away from train is "
+        "overfitting. Green: best epoch; dashed: early stop.",
     ),
     "lr": (
         "Learning rate over training.",
-        "The rate the optimizer used at each step: flat for a constant rate, a rise and fall for "
-        "one-cycle; a finding that says the rate is off refers to this scale.",
+        "The rate each step used: flat when constant, a rise and fall for one-cycle.",
     ),
     "confusion_matrix": (
         "Confusion matrix on the test split: rows are true classes.",
-        "Each row shows where one true class's samples went; a dark diagonal is right, a dark "
-        "cell off it is a pair of classes the model mixes up.",
+        "A dark diagonal is right; a dark cell off it is a pair of classes the model mixes up.",
     ),
     "samples": (
         "Test samples with their label; wrong predictions in red as label → prediction.",
-        "Look for a pattern in the red ones: one class, faint or odd-looking inputs, or labels "
-        "that look wrong to you too.",
+        "Look for a pattern in the red ones: one class, faint or odd inputs, or labels you would "
+        "call wrong too.",
     ),
     "gradient_flow": (
         "Gradient flow: the weight-gradient norm of every layer at every sampled step.",
-        "Rows are layers, first on top. Even colour down the rows is healthy; rows fading to "
-        "dark towards the top are vanishing gradients; a bright band, a steep rise in the top "
-        "line or red cells are exploding gradients or NaN.",
+        "Even colour is healthy; rows darkening towards the top (first layer) are vanishing "
+        "gradients; a bright band or red, exploding.",
     ),
     "update_ratios": (
         "Update ratios: how much each step changes a layer's weights, relative to their size.",
-        "Lines near the dashed 1e-3 line are healthy; lines far above it (1e-2 and up) mean the "
-        "learning rate is too high, far below it (1e-5 and down) too low for that layer.",
+        "Near the dashed 1e-3 line is healthy; far above it the learning rate is too high for "
+        "that layer, far below too low.",
     ),
     "activation_histograms": (
         "Activation histograms: each activation layer's outputs, first and last epoch.",
-        "A tall spike at 0 with a high dead share is dying ReLUs; piles at the ends (±1 for "
-        "tanh, 0 and 1 for sigmoid) are saturated units; a broad spread is healthy.",
+        "A tall spike at 0 with a high dead share is dying ReLUs; piles at the ends (±1, or 0 and "
+        "1) are saturated units.",
     ),
 }
 _SPLITS = ("train", "val", "test")
@@ -184,9 +181,7 @@ def _plots(folder: Path) -> str:
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         caption, how = _CAPTIONS.get(png.stem, (png.stem.replace("_", " ").capitalize() + ".", ""))
         alt = html.escape(png.stem.replace("_", " "), quote=True)
-        reading = (
-            f'<br><span class="how">How to read this: {html.escape(how)}</span>' if how else ""
-        )
+        reading = f'<br><span class="how">How to read it: {html.escape(how)}</span>' if how else ""
         figures.append(
             f'<figure id="plot-{html.escape(png.stem, quote=True)}">'
             f'<img src="data:image/png;base64,{data}" alt="{alt}">'
