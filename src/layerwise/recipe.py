@@ -183,14 +183,32 @@ def parse_recipe(text: str, source: str = "<recipe>", overrides: list[str] | Non
         )
     for override in overrides or []:
         apply_override(raw, override)
-    return validate_recipe(raw, source)
+    overridden = {o.partition("=")[0].strip(): o for o in overrides or []}
+    return validate_recipe(raw, source, overridden)
 
 
-def validate_recipe(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
+def validate_recipe(
+    raw: dict[str, Any], source: str = "<recipe>", overridden: dict[str, str] | None = None
+) -> Recipe:
+    """Validate a raw recipe mapping; every problem is reported at once, not only the first.
+
+    `overridden` maps the key paths set by `--set` to the override text, so that a problem
+    there is blamed on the override rather than on the file.
+    """
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise RecipeError(f"{source}: {_describe(exc.errors()[0])}", hint=_hint(exc)) from exc
+        problems = [_problem(error, overridden or {}) for error in exc.errors()]
+    if len(problems) == 1:
+        message, hint = problems[0]
+        raise RecipeError(f"{source}: {message}", hint=hint) from None
+    lines = [f"{source}: {len(problems)} problems:"]
+    for message, hint in problems:
+        suggestion = hint.partition("? ")[0] + "?" if hint.startswith("did you mean") else ""
+        lines.append(f"  - {message}" + (f" ({suggestion})" if suggestion else ""))
+    raise RecipeError(
+        "\n".join(lines), hint="fix them all; docs/recipes.md lists every field"
+    ) from None
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -219,20 +237,23 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node[keys[-1]] = value
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _problem(error: dict[str, Any], overridden: dict[str, str]) -> tuple[str, str]:
+    """One validation error as (message naming the key path, hint)."""
     path = ".".join(str(part) for part in error["loc"])
+    culprit = next((o for key, o in overridden.items() if path.startswith(key)), None)
+    origin = f" (from --set {culprit})" if culprit else ""
     if error["type"] == "extra_forbidden":
-        return f"unknown key '{path}'"
+        return f"unknown key '{path}'{origin}", _unknown_key_hint(error)
+    hint = "see docs/recipes.md for every field, its type and default"
     if error["type"] == "missing":
-        return f"missing required key '{path}'"
+        return f"missing required key '{path}'", hint
     given = error.get("input")
-    return f"'{path}': {error['msg'].lower()} (got {given!r})"
+    return f"'{path}': {error['msg'].lower()} (got {given!r}){origin}", hint
 
 
-def _hint(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    if error["type"] != "extra_forbidden":
-        return "see docs/recipes.md for every field, its type and default"
+def _unknown_key_hint(error: dict[str, Any]) -> str:
+    """Did-you-mean for an unknown key: the same name elsewhere in the recipe (`epochs` ->
+    `train.epochs`), else a close name in its own section, else a close name anywhere."""
     *parents, key = (str(part) for part in error["loc"])
     model: type[BaseModel] = Recipe
     for part in parents:
@@ -241,10 +262,32 @@ def _hint(exc: ValidationError) -> str:
             (a for a in getattr(annotation, "__args__", (annotation,)) if _is_model(a)), model
         )
     valid = list(model.model_fields)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     section = ".".join(parents) or "the top level"
-    suggestion = f"did you mean '{close[0]}'? " if close else ""
-    return f"{suggestion}valid keys in {section}: {', '.join(valid)}"
+    everywhere = _field_paths(Recipe)
+    by_leaf = {path.rsplit(".", 1)[-1]: path for path in reversed(everywhere)}
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    close_anywhere = difflib.get_close_matches(key, list(by_leaf), n=1, cutoff=0.75)
+    if key in by_leaf:
+        suggestion = by_leaf[key]
+    elif close:
+        suggestion = close[0]
+    elif close_anywhere:
+        suggestion = by_leaf[close_anywhere[0]]
+    else:
+        suggestion = None
+    mean = f"did you mean '{suggestion}'? " if suggestion else ""
+    return f"{mean}valid keys in {section}: {', '.join(valid)}"
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted field path of a recipe model, outer fields first."""
+    paths = []
+    for name, field in model.model_fields.items():
+        paths.append(prefix + name)
+        for arg in getattr(field.annotation, "__args__", (field.annotation,)):
+            if _is_model(arg):
+                paths += _field_paths(arg, f"{prefix}{name}.")
+    return paths
 
 
 def _is_model(annotation: Any) -> bool:

@@ -62,6 +62,7 @@ class Registry(Generic[T]):
         as a TypeError from deep inside PyTorch. The values themselves are passed on unchanged.
         """
         factory = self.get(name)
+        self._check_names(name, factory, kwargs)
         for key, value in kwargs.items():
             self._check_argument(name, factory, key, value)
         try:
@@ -73,6 +74,33 @@ class Registry(Generic[T]):
                     hint=f"check the arguments of {self.kind} '{name}' in docs/recipes.md",
                 ) from exc
             raise
+
+    def _check_names(self, name: str, factory: Callable[..., T], kwargs: dict[str, Any]) -> None:
+        """Refuse arguments the factory does not take, all at once and with a did-you-mean
+        (`hiden` -> `hidden`), instead of Python's TypeError about the first one."""
+        try:
+            parameters = inspect.signature(factory).parameters.values()
+        except (TypeError, ValueError):
+            return
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return
+        accepted = [p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        unknown = [key for key in kwargs if key not in accepted]
+        if not unknown:
+            return
+        hints = {key: did_you_mean(key, accepted).partition("? ")[0] for key in unknown}
+        close = [
+            (f"{hint}?" if len(unknown) == 1 else f"'{key}': {hint}?")
+            for key, hint in hints.items()
+            if hint.startswith("did you mean")
+        ]
+        listed = ", ".join(f"'{key}'" for key in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise self.error(
+            f"bad arguments for {self.kind} '{name}': it has no argument{plural} {listed}"
+            + (f" ({'; '.join(close)})" if close else ""),
+            hint=f"{self.kind} '{name}' takes: {', '.join(accepted) or 'no arguments'}",
+        )
 
     def _check_argument(self, name: str, factory: Callable[..., T], key: str, value: Any) -> None:
         if not _is_plain(value):
