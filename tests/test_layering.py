@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"tasks"},
     {"experiment", "predict"},
     {"tune", "serve"},
+    {"cli_text"},
     {"cli", "__init__", "__main__"},
 ]
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
