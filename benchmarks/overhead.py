@@ -158,6 +158,7 @@ class Contenders:
             callbacks=callbacks,
             device="cpu",
             doctor=False,  # the loop alone; benchmarks/probe_overhead.py measures the doctor
+            progress=False,  # no epoch lines: the hand loop prints nothing either
         )
         batcher = make_batcher(
             (self.x, self.y), batch_size=self.batch_size, shuffle=True, seed=0, device="cpu"

@@ -84,6 +84,7 @@ def runner(
         callbacks=[*callbacks, StopAfter(steps)],
         device="cpu",
         doctor=name == "doctor",
+        progress=False,
     )
     batcher = make_batcher((x, y), batch_size=batch, shuffle=True, seed=0, device="cpu")
 
