@@ -47,9 +47,10 @@ from layerwise.errors import CheckpointError, DataError, LayerwiseError, RecipeE
 from layerwise.nn import call_model, check_arguments, materialize
 from layerwise.train.callbacks.base import Callback
 from layerwise.train.callbacks.lr_scheduler import LRScheduler
-from layerwise.train.callbacks.progress import ProgressBar
 from layerwise.train.device import (
+    CpuThreads,
     autocast_context,
+    forward_macs,
     resolve_device,
     rng_state,
     seed_everything,
@@ -123,9 +124,9 @@ class Trainer:
         doctor: attach the troubleshooting doctor (probes and live findings; installed as the
             `doctor` default callbacks, see `layerwise.train.plugins`) unless `callbacks` already
             hold it; `trainer.diagnose()` then gives its diagnosis.
-        progress: show progress while fitting (a bar on a terminal, one line per epoch
-            elsewhere) unless `callbacks` already hold a `ProgressBar`; `fit(progress=False)`
-            silences one fit.
+        threads: CPU intra-op threads while fitting: `auto` chooses from the work per batch and
+            the cores other processes leave free, following the load epoch by epoch (see
+            `layerwise.train.device.CpuThreads`); a number forces it; None leaves torch's.
 
     Example:
         >>> from layerwise.models import create_model
@@ -158,7 +159,7 @@ class Trainer:
         num_classes: int | None = None,
         train_metrics: bool = True,
         doctor: bool = True,
-        progress: bool = True,
+        threads: int | str | None = "auto",
     ) -> None:
         # The arguments as given, for `with_params` (scikit-learn keeps them for `clone`).
         self.params = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -181,9 +182,8 @@ class Trainer:
         self.num_classes = num_classes
         self.train_metrics = train_metrics
         self.doctor = doctor
-        self.progress = progress
-        self._own_progress: ProgressBar | None = None  # the bar `progress` added, if any
         self.autocast = autocast_context(self.device, precision)  # validates precision early
+        self.cpu_threads = CpuThreads(threads)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedules: dict[str, Schedule] = {}
         self.scaler: torch.amp.GradScaler | None = None
@@ -240,16 +240,12 @@ class Trainer:
         shuffle: bool = True,
         transform: Callable | None = None,
         eval_batch_size: int | None = None,
-        progress: bool | None = None,
     ) -> list[dict[str, float]]:
         """Train for `epochs` (counting epochs already done when resumed); returns the history.
 
         `train` and `val` are anything `layerwise.data.make_batcher` accepts: `(x, y)` tensors or
         arrays, a dict of equally long tensors, a `Dataset`, a `DataLoader`, or a batcher.
-        A line per epoch is printed (a bar on a terminal) unless `progress` is False (None: the
-        Trainer's `progress` setting).
         """
-        self._attach_progress(self.progress if progress is None else progress)
         self.epochs = epochs
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.train_data = self._batcher(train, batch_size, shuffle=shuffle, transform=transform)
@@ -257,22 +253,15 @@ class Trainer:
         self._setup(self.train_data)
         self.stop_training = False
         self.stop_reason = None
-        self._emit("on_fit_start")
-        while self.state.epoch < epochs and not self.stop_training:
-            self._run_epoch()
-        self._emit("on_fit_end")
+        self.cpu_threads.start(self.device, self._forward_macs)
+        try:
+            self._emit("on_fit_start")
+            while self.state.epoch < epochs and not self.stop_training:
+                self._run_epoch()
+            self._emit("on_fit_end")
+        finally:
+            self.cpu_threads.restore()
         return self.history
-
-    def _attach_progress(self, wanted: bool) -> None:
-        """Add (or take back) the progress bar this Trainer shows by itself; a `ProgressBar`
-        given in `callbacks` is the caller's and stays as it is."""
-        if self._own_progress is not None:
-            self.callbacks.remove(self._own_progress)
-            self._own_progress = None
-        given = any(isinstance(c, ProgressBar) for c in self.callbacks)
-        if wanted and not given:
-            self._own_progress = ProgressBar()
-            self.callbacks.append(self._own_progress)
 
     def stop(
         self, message: str, *, source: str = "user", fatal: bool = False, detail: Any = None
@@ -303,6 +292,7 @@ class Trainer:
             if self.stop_training:
                 return
         self._finish_epoch()
+        self.cpu_threads.epoch_end()
 
     # -------------------------------------------------------------- the steps
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
@@ -595,6 +585,18 @@ class Trainer:
         self.callbacks.sort(key=lambda callback: getattr(callback, "order", 0))
         if self._pending_state is not None:
             self._apply_pending_state()
+
+    def _forward_macs(self) -> float:
+        """Forward multiply-adds of one training batch (0 when the model is not called on its
+        inputs, e.g. a GAN pair); the RNG states are kept, so the estimate changes no result."""
+        if type(self).train_step is not Trainer.train_step:
+            return 0.0
+        saved = rng_state()
+        try:
+            inputs, _ = self.unpack(self.to_device(next(iter(self.train_data.iter_from(0)))))
+            return float(forward_macs(self.model, lambda: self.forward(inputs)))
+        finally:
+            set_rng_state(saved)
 
     def _build_model(self, batcher: Any) -> None:
         """Move the model to the device and build its lazy layers with one dry forward.
