@@ -45,6 +45,9 @@ class Doctor(Callback):
         task, num_classes: what the model predicts (chance-level loss depends on it).
         echo: where a new finding's headline goes (None: stay silent).
         stop_on_fatal: stop training on a fatal finding (a NaN loss).
+        check_data: without a `data_profile`, run the data checks (`check_data`, what the CLI runs
+            before training) on the tensors `fit` is given, once per training set, so the data
+            gets the same findings from Python as from the CLI.
 
     Example:
         >>> probes = Probes()
@@ -63,6 +66,7 @@ class Doctor(Callback):
         num_classes: int | None = None,
         echo: Callable[[str], None] | None = print,
         stop_on_fatal: bool = True,
+        check_data: bool = False,
     ) -> None:
         self.probes = probes
         self.data_profile = data_profile
@@ -71,6 +75,7 @@ class Doctor(Callback):
         self.num_classes = num_classes
         self.echo = echo
         self.stop_on_fatal = stop_on_fatal
+        self.check_data = check_data
         self.reported: dict[str, Finding] = {}
         self._records_seen = 0
 
@@ -80,6 +85,39 @@ class Doctor(Callback):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self._records_seen = len(self.probes.log.steps) if self.probes else 0
+        if self.check_data and self.data_profile is None:
+            self._check_fit_data(trainer)
+
+    def _check_fit_data(self, trainer: Trainer) -> None:
+        """The CLI's data checks on in-memory `(x, y)` tensors (other data is not profiled)."""
+        from layerwise.data import DatasetBundle
+
+        splits = [_tensor_pair(trainer.train_data), _tensor_pair(trainer.val_data)]
+        if splits[0] is None:
+            return
+        x, y = splits[0]
+        regression = y.is_floating_point()
+        num_classes = (
+            (y[0].numel() if y.dim() > 1 else 1)
+            if regression
+            else (trainer.num_classes or int(y.max()) + 1 if len(y) else 1)
+        )
+        bundle = DatasetBundle(
+            name="fit data",
+            train=splits[0],
+            val=splits[1],
+            test=None,
+            num_classes=num_classes,
+            input_shape=tuple(x.shape[1:]),
+            task="regression" if regression else "classification",
+        )
+        params = sum(p.numel() for p in trainer.model.parameters())
+        diagnosis = check_data(bundle, num_params=params, recipe=self.recipe, seed=trainer.seed)
+        self.data_profile, self.task = diagnosis.data_profile, bundle.task
+        self.num_classes = self.num_classes or num_classes
+        for finding in diagnosis.findings:
+            if self.echo is not None:
+                self.echo(f"doctor: {finding.headline()}")
 
     def on_batch_end(self, trainer: Trainer) -> None:
         # A NaN loss is checked at every sampled step, so a diverged run stops within k steps.
@@ -156,6 +194,7 @@ def doctor_callbacks(
     num_classes: int | None = None,
     echo: Callable[[str], None] | None = print,
     stop_on_fatal: bool = True,
+    check_data: bool = False,
 ) -> list[Callback]:
     """The doctor as callbacks: `[Probes, Doctor]`, for a Trainer's `callbacks=`.
 
@@ -175,6 +214,7 @@ def doctor_callbacks(
         num_classes=num_classes,
         echo=echo,
         stop_on_fatal=stop_on_fatal,
+        check_data=check_data,
     )
     return [doctor] if watcher is None else [watcher, doctor]
 
@@ -184,7 +224,17 @@ def default_doctor(trainer: Trainer) -> list[Callback]:
     callbacks already hold one."""
     if any(isinstance(c, Probes | Doctor) for c in trainer.callbacks):
         return []
-    return doctor_callbacks(num_classes=trainer.num_classes)
+    return doctor_callbacks(num_classes=trainer.num_classes, check_data=True)
+
+
+def _tensor_pair(batcher: Any) -> tuple[Any, Any] | None:
+    """The `(x, y)` tensors an in-memory batcher slices, or None for any other data."""
+    import torch
+
+    x, y = getattr(batcher, "x", None), getattr(batcher, "y", None)
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or not len(x):
+        return None
+    return x.cpu(), y.cpu()
 
 
 def check_data(
