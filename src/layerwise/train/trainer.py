@@ -47,6 +47,7 @@ from layerwise.errors import CheckpointError, DataError, LayerwiseError, RecipeE
 from layerwise.nn import call_model, check_arguments, materialize
 from layerwise.train.callbacks.base import Callback
 from layerwise.train.callbacks.lr_scheduler import LRScheduler
+from layerwise.train.callbacks.progress import ProgressBar
 from layerwise.train.device import (
     CpuThreads,
     autocast_context,
@@ -127,6 +128,9 @@ class Trainer:
         threads: CPU intra-op threads while fitting: `auto` chooses from the work per batch and
             the cores other processes leave free, following the load epoch by epoch (see
             `layerwise.train.device.CpuThreads`); a number forces it; None leaves torch's.
+        progress: show progress while fitting (a bar on a terminal, one line per epoch
+            elsewhere) unless `callbacks` already hold a `ProgressBar`; `fit(progress=False)`
+            silences one fit.
 
     Example:
         >>> from layerwise.models import create_model
@@ -160,6 +164,7 @@ class Trainer:
         train_metrics: bool = True,
         doctor: bool = True,
         threads: int | str | None = "auto",
+        progress: bool = True,
     ) -> None:
         # The arguments as given, for `with_params` (scikit-learn keeps them for `clone`).
         self.params = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -182,6 +187,8 @@ class Trainer:
         self.num_classes = num_classes
         self.train_metrics = train_metrics
         self.doctor = doctor
+        self.progress = progress
+        self._own_progress: ProgressBar | None = None  # the bar `progress` added, if any
         self.autocast = autocast_context(self.device, precision)  # validates precision early
         self.cpu_threads = CpuThreads(threads)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -240,12 +247,16 @@ class Trainer:
         shuffle: bool = True,
         transform: Callable | None = None,
         eval_batch_size: int | None = None,
+        progress: bool | None = None,
     ) -> list[dict[str, float]]:
         """Train for `epochs` (counting epochs already done when resumed); returns the history.
 
         `train` and `val` are anything `layerwise.data.make_batcher` accepts: `(x, y)` tensors or
         arrays, a dict of equally long tensors, a `Dataset`, a `DataLoader`, or a batcher.
+        A line per epoch is printed (a bar on a terminal) unless `progress` is False (None: the
+        Trainer's `progress` setting).
         """
+        self._attach_progress(self.progress if progress is None else progress)
         self.epochs = epochs
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.train_data = self._batcher(train, batch_size, shuffle=shuffle, transform=transform)
@@ -262,6 +273,17 @@ class Trainer:
         finally:
             self.cpu_threads.restore()
         return self.history
+
+    def _attach_progress(self, wanted: bool) -> None:
+        """Add (or take back) the progress bar this Trainer shows by itself; a `ProgressBar`
+        given in `callbacks` is the caller's and stays as it is."""
+        if self._own_progress is not None:
+            self.callbacks.remove(self._own_progress)
+            self._own_progress = None
+        given = any(isinstance(c, ProgressBar) for c in self.callbacks)
+        if wanted and not given:
+            self._own_progress = ProgressBar()
+            self.callbacks.append(self._own_progress)
 
     def stop(
         self, message: str, *, source: str = "user", fatal: bool = False, detail: Any = None
