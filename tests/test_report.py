@@ -211,7 +211,9 @@ def test_early_stopping_marks_the_kept_epoch_and_the_stop(tmp_path: Path) -> Non
         "Early stopping ended training at epoch 5 of 10; the model keeps epoch 2's weights "
         "(best val_loss 0.6)."
     )
-    assert "Early stopping ended training at epoch 5 of 10" in write_report(run).read_text()
+    page = write_report(run).read_text()
+    assert "Early stopping ended training at epoch 5 of 10" in page
+    assert "train and val are epoch 5's; the model, and so the test column, has epoch 2's" in page
     assert _png_ok(plot_run_curves(run))
 
 

@@ -81,7 +81,7 @@ def curve_marks(run: Run) -> CurveMarks:
     if stopped:
         monitor = str(stopper.get("monitor", "val_loss"))
         mode = stopper.get("mode", "auto")
-        best = _best(records, monitor, mode, float(stopper.get("min_delta", 0.0)))
+        best = _best(records, monitor, mode, float(stopper.get("min_delta") or 0.0))
         return CurveMarks(
             best_epoch=best[0] if best else None,
             monitor=monitor,

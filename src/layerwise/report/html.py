@@ -21,7 +21,7 @@ from string import Template
 import yaml
 
 from layerwise.diagnose.findings import Diagnosis
-from layerwise.report.curve_marks import curve_marks
+from layerwise.report.curve_marks import CurveMarks, curve_marks
 from layerwise.report.findings import findings_html
 from layerwise.runs.atomic import atomic_write_text
 from layerwise.runs.run import STATUSES, Run
@@ -92,9 +92,10 @@ def write_report(
     if diagnosis is None:
         diagnosis = _saved_diagnosis(run)
     plots = _plots(run.plots_dir)
+    marks = curve_marks(run)
     sections = [
         ("Diagnosis", "diagnosis", findings_html(diagnosis)),
-        ("Final metrics", "metrics", _metrics_table(run)),
+        ("Final metrics", "metrics", _metrics_table(run) + _kept_note(marks)),
         ("Plots", "plots", plots or '<p class="empty">No plots yet.</p>'),
     ]
     for i, (title, body) in enumerate(extra_sections or []):
@@ -109,7 +110,7 @@ def write_report(
         name=html.escape(run.name),
         status=html.escape(status),
         status_class=status if status in STATUSES else "unknown",
-        summary=_header_lines(run, info),
+        summary=_header_lines(run, info, marks),
         created=html.escape(_time(info.get("created"))),
         updated=html.escape(_time(info.get("updated"))),
         path=html.escape(str(run.path)),
@@ -122,7 +123,7 @@ def write_report(
     return atomic_write_text(run.report_path, page)
 
 
-def _header_lines(run: Run, info: dict) -> str:
+def _header_lines(run: Run, info: dict, marks: CurveMarks) -> str:
     """The recipe's description, what was trained on what for how long, and how it ended."""
     recipe = _raw_recipe(run)
     lines = []
@@ -133,7 +134,6 @@ def _header_lines(run: Run, info: dict) -> str:
     model, dataset = info.get("model"), info.get("dataset")
     if model and dataset:
         facts.append(f"{model} on {dataset}")
-    marks = curve_marks(run)
     done = info.get("epochs_done")
     if isinstance(done, int):
         planned = f" of {marks.planned_epochs}" if marks.planned_epochs else ""
@@ -152,6 +152,16 @@ def _header_lines(run: Run, info: dict) -> str:
 def _saved_diagnosis(run: Run) -> Diagnosis | None:
     saved = run.read_diagnosis()
     return Diagnosis.from_dict(saved) if isinstance(saved, dict) else None
+
+
+def _kept_note(marks: CurveMarks) -> str:
+    """Train and val are the last epoch's numbers; say so when the model is another epoch's."""
+    if not (marks.kept and marks.stopped_epoch and marks.best_epoch != marks.stopped_epoch):
+        return ""
+    return (
+        f'<p class="note">train and val are epoch {marks.stopped_epoch}\'s; the model, and so '
+        f"the test column, has epoch {marks.best_epoch}'s weights.</p>"
+    )
 
 
 def _metrics_table(run: Run) -> str:
