@@ -7,7 +7,6 @@ they are the whole story, told by the functions below them in the order they are
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,14 +28,7 @@ from layerwise.diagnose.doctor import (
     write_data_profile,
 )
 from layerwise.diagnose.findings import Diagnosis
-from layerwise.errors import (
-    CheckpointError,
-    DataError,
-    LayerwiseError,
-    RecipeError,
-    ShapeError,
-    did_you_mean,
-)
+from layerwise.errors import CheckpointError, DataError, RecipeError, ShapeError, did_you_mean
 from layerwise.models import MODELS, create_model
 from layerwise.nn import call_model, init_weights, materialize, summary
 from layerwise.recipe import Recipe
@@ -60,7 +52,6 @@ from layerwise.train import (
     create_metric,
     seed_everything,
 )
-from layerwise.train.callbacks.stop_on_signal import StopOnSignal
 from layerwise.train.losses import align_target
 
 Echo = Callable[[str], None] | None
@@ -105,6 +96,8 @@ def train(
     build_trainer(recipe, model, data)  # a misspelt optimizer, schedule or monitor stops here
     data_diagnosis = check_recipe_data(recipe, data, model, echo=echo)
     run = Run.create(runs_root, recipe.name, recipe.to_yaml())
+    if getattr(data, "pipeline", None) is not None:
+        data.pipeline.save(run.path)  # text_pipeline.json: predict reads raw text through it
     profile = data_diagnosis.data_profile if data_diagnosis is not None else None
     if profile is not None:
         write_data_profile(run, profile)
@@ -207,6 +200,9 @@ def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
     accepts = inspect.signature(MODELS.get(recipe.model.name)).parameters
     if "num_classes" in accepts and "num_classes" not in args and data.num_classes:
         args["num_classes"] = data.num_classes
+    for key, value in getattr(data, "model_args", {}).items():  # e.g. a text vocabulary's size
+        if key in accepts and key not in args:
+            args[key] = value
     if recipe.model.init != "default" and "init" in accepts:
         args.setdefault("init", recipe.model.init)
     model = create_model(recipe.model.name, **args)
@@ -459,12 +455,8 @@ def restore_last_checkpoint(experiment: Experiment, echo: Echo = print) -> None:
 def fit_and_finish(experiment: Experiment) -> tuple[Run, dict[str, float]]:
     """Fit into the experiment's run, then finish it (test, diagnosis, plots, report).
 
-    SIGINT or SIGTERM checkpoints at the next step boundary and stops (`StopOnSignal`); then, as
-    after a second signal or any other interrupt, the run is marked `stopped` and a
-    `KeyboardInterrupt` carrying the run (and the signal) goes up, so the CLI can say how to
-    resume. Any other error marks it `failed`, when run.json can still be written (a full disk
-    may refuse that too; the original error is what is raised). A run the doctor stopped for a
-    fatal reason is finished on its last good weights.
+    An interrupt marks the run `stopped` (the CLI says how to resume), any other error `failed`.
+    A run the doctor stopped for a fatal reason is finished on its last good weights.
     """
     run, trainer, data, recipe = (
         experiment.run,
@@ -473,43 +465,26 @@ def fit_and_finish(experiment: Experiment) -> tuple[Run, dict[str, float]]:
         experiment.recipe,
     )
     run.set_status("running")
-    stopper = StopOnSignal(run)
-    trainer.callbacks.append(stopper)
     try:
-        with stopper.listening():
-            trainer.fit(
-                data.train,
-                data.val,
-                epochs=recipe.train.epochs,
-                batch_size=recipe.data.batch_size,
-                transform=experiment.transform,
-                eval_batch_size=recipe.data.eval_batch_size,
-            )
-        if stopper.received is not None:
-            raise _interrupted(stopper, trainer)
+        trainer.fit(
+            data.train,
+            data.val,
+            epochs=recipe.train.epochs,
+            batch_size=recipe.data.batch_size,
+            transform=experiment.transform,
+            eval_batch_size=recipe.data.eval_batch_size,
+        )
     except KeyboardInterrupt as interrupt:
         run.set_status("stopped")
         interrupt.run = run  # lets the CLI say how to resume
         raise
     except BaseException:
-        with contextlib.suppress(LayerwiseError):
-            run.set_status("failed")
+        run.set_status("failed")
         raise
-    finally:
-        trainer.callbacks.remove(stopper)
     if _halted(trainer) and run.has_checkpoint("last"):
         weights, _ = run.load_checkpoint("last")  # the last good weights, not the diverged ones
         _load_weights(experiment.model, weights, run.checkpoints_dir)
     return run, finish_run(experiment)
-
-
-def _interrupted(stopper: StopOnSignal, trainer: Trainer) -> KeyboardInterrupt:
-    """The interrupt a clean stop on a signal ends with, saying where it stopped."""
-    where = f"step {trainer.state.step} ({trainer.state.epoch} epoch(s) complete)"
-    saved = "checkpoint saved" if stopper.saved_step is not None else "no checkpoint written"
-    interrupt = KeyboardInterrupt(f"stopped by {stopper.received.name} at {where}; {saved}")
-    interrupt.signal = stopper.received
-    return interrupt
 
 
 def finish_run(experiment: Experiment) -> dict[str, float]:
@@ -601,9 +576,10 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ using a run
-def load_experiment(run: Run, which: str = "last") -> Experiment:
-    """Rebuild a run's data, model and Trainer and load its `best` (or `last`) weights."""
-    experiment = build(run.recipe())
+def load_experiment(run: Run, which: str = "last", data: DatasetBundle | None = None) -> Experiment:
+    """Rebuild a run's data (unless given: prediction passes a data-free `TextBundle`), model
+    and Trainer and load its `best` (or `last`) weights."""
+    experiment = build(run.recipe(), data=data)
     if which == "best" and not run.has_checkpoint("best"):
         which = "last"
     weights, _ = run.load_checkpoint(which)

@@ -40,6 +40,30 @@ class TextBundle(DatasetBundle):
         sequence it will see, for position tables)."""
         return {"vocab_size": self.pipeline.vocab_size, "max_length": int(self.input_shape[0])}
 
+    @classmethod
+    def from_pipeline(cls, pipeline: TextPipeline) -> TextBundle:
+        """A bundle holding only what building a run's model needs (the pipeline, class names,
+        input width) and two placeholder rows, so `layerwise predict` on raw text neither reads
+        nor tokenises the training data again."""
+        class_names = list(pipeline.meta.get("class_names") or [])
+        if not class_names or not pipeline.max_length:
+            raise DataError(
+                "the saved text pipeline lacks the class names or max_length of its run",
+                hint="train the run again with this version of layerwise",
+            )
+        width = int(pipeline.max_length)
+        rows = (torch.zeros(2, width, dtype=torch.long), torch.tensor([0, len(class_names) - 1]))
+        return cls(
+            name=str(pipeline.meta.get("dataset", "text")),
+            train=rows,
+            val=rows,
+            test=None,
+            num_classes=len(class_names),
+            input_shape=(width,),
+            class_names=class_names,
+            pipeline=pipeline,
+        )
+
     def batcher(
         self,
         split_name: str,

@@ -100,6 +100,14 @@ class TextPipeline:
             for ids in self.encode_ids(texts)
         ]
 
+    def predict(self, trainer: Any, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+        """`trainer.predict` on raw texts: `pipeline.predict(trainer, ["a raw sentence"])`.
+
+        Texts are cut to `max_length`, as in training; an empty one is a `DataError` naming it.
+        A text none of whose tokens is known still gets an answer (see `unknown_share`).
+        """
+        return trainer.predict(self.encode(texts), batch_size=batch_size)
+
     @property
     def vocab_size(self) -> int:
         return len(self._fitted())
