@@ -9,6 +9,7 @@ sets).
 
 Run: .venv/bin/python benchmarks/doctor_field/run.py [--seeds 0 1 2 | --holdout]
      [--only NAME ...] [--jobs 1]
+     .venv/bin/python benchmarks/doctor_field/run.py --rescore RESULTS.json  (ground truth changed)
 Writes benchmarks/results/doctor_field.json (tuning seeds) or doctor_field_holdout.json
 (--holdout), unless --only narrows the set (then it only prints, or writes to --output).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import multiprocessing
 import os
 import sys
@@ -93,23 +95,37 @@ def run_one(name: str, seed: int, threads: int) -> dict[str, Any]:
         error = None
     except Exception as exc:  # a crash is a result to report, not a reason to stop the table
         status, codes, error = "error", [], "".join(traceback.format_exception_only(exc)).strip()
-    allowed = setup.truth | setup.acceptable
+    row = {"setup": name, "seed": seed, "status": status, "error": error, "findings": codes}
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return score(row, setup)
+
+
+def score(row: dict[str, Any], setup: Setup) -> dict[str, Any]:
+    """The row's findings judged against the setup's ground truth."""
+    codes = row["findings"]
     return {
-        "setup": name,
-        "seed": seed,
+        **row,
         "kind": setup.kind,
         "healthy": setup.healthy,
         "root_cause": setup.root_cause,
         "truth": sorted(setup.truth),
         "acceptable": sorted(setup.acceptable),
-        "status": status,
-        "error": error,
-        "findings": codes,
         "root_cause_found": None if setup.healthy else setup.root_cause in codes,
-        "false_findings": sorted(set(codes) - allowed),
+        "false_findings": sorted(set(codes) - setup.truth - setup.acceptable),
         "true_missed": sorted(setup.truth - set(codes)),
-        "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def rescore(path: Path) -> int:
+    """Judge a results file's findings again after a ground-truth correction (no retraining)."""
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    rows = [score(row, build(row["setup"], row["seed"])) for row in payload["rows"]]
+    names = list(dict.fromkeys(row["setup"] for row in rows))
+    summary = summarize(rows, names, payload["totals"]["seeds"])
+    print_report(summary, rows)
+    payload["machine"]["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    write_json(path, {"machine": payload["machine"], **summary, "rows": rows})
+    return 0
 
 
 def _progress(row: dict[str, Any]) -> dict[str, Any]:
@@ -207,10 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--output", type=Path, help="where to write the JSON")
+    parser.add_argument("--rescore", type=Path, help="re-judge a results file; no training")
     args = parser.parse_args(argv)
+    if args.rescore:
+        return rescore(args.rescore)
     seeds = HOLDOUT_SEEDS if args.holdout else args.seeds
     names = args.only or list(SETUPS)
     threads = args.threads
+    import layerwise
+
     info = machine()
     jobs = [(name, seed) for name in names for seed in seeds]
     start = time.perf_counter()
@@ -233,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         info["load_average_at_end"] = list(os.getloadavg())
         info["wall_seconds"] = round(time.perf_counter() - start, 1)
         info["jobs"], info["threads_per_job"] = args.jobs, threads
+        info["layerwise_imported_from"] = str(Path(layerwise.__file__).parent)
+        info["layerwise_commit"] = os.environ.get("FIELD_LAYERWISE_COMMIT", info["commit"])
         write_json(output, {"machine": info, **summary, "rows": rows})
     return 0
 

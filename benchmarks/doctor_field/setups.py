@@ -610,7 +610,9 @@ def vanishing_deep_sigmoid(seed: int) -> Setup:
         32,
         root_cause="vanishing_gradients",
         truth=frozenset({"vanishing_gradients"}),
-        acceptable=STALL | {"saturated_activations", "lr_too_low"},
+        # Not `lr_too_low`: a larger rate would not reach the first layers (issue 9: a symptom
+        # explained by another finding gives way to it).
+        acceptable=STALL | {"saturated_activations"},
         symptom="no_progress",
     )
 

@@ -12,26 +12,65 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from layerwise import __version__
+from layerwise.cli_text import PipeSafeStream, ReadableHelpCommand, ReadableHelpGroup
 from layerwise.errors import LayerwiseError
 
-app = typer.Typer(
+
+class _Typer(typer.Typer):
+    """Every command of this app renders its help for people (see `layerwise.cli_text`)."""
+
+    def command(self, *args, **kwargs):
+        kwargs.setdefault("cls", ReadableHelpCommand)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(
     help="layerwise: build, train, diagnose and ship neural networks.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=ReadableHelpGroup,
 )
-runs_app = typer.Typer(help="List, show and compare runs.", no_args_is_help=True)
+runs_app = _Typer(help="List, show and compare runs.", no_args_is_help=True, cls=ReadableHelpGroup)
 app.add_typer(runs_app, name="runs")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder holding the run folders.")]
+RunsDir = Annotated[
+    Path, typer.Option("--runs-dir", metavar="PATH", help="Folder holding the run folders.")
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", metavar="KEY=VALUE", help="Override a recipe field, e.g. train.epochs=5 (repeat)."
+    ),
+]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"layerwise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """layerwise: build, train, diagnose and ship neural networks."""
 
 
 class Split(StrEnum):
@@ -57,11 +96,10 @@ def train(
         Path | None,
         typer.Argument(help="Recipe YAML file, or a bundled recipe's name (digits_cnn)."),
     ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a field: key.path=value.")
-    ] = None,
+    set_: Overrides = None,
     resume: Annotated[
-        str | None, typer.Option("--resume", help="Continue this run (name or path).")
+        str | None,
+        typer.Option("--resume", metavar="RUN", help="Continue this run (name or path)."),
     ] = None,
     runs_dir: RunsDir = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
@@ -125,15 +163,16 @@ def doctor(
     auto_fix: Annotated[
         bool, typer.Option("--auto-fix", help="Train, fix the recipe, retrain (recipe only).")
     ] = False,
-    rounds: Annotated[int, typer.Option(help="Fix rounds after the first training.")] = 3,
+    rounds: Annotated[
+        int, typer.Option(metavar="N", help="Fix rounds after the first training.")
+    ] = 3,
     data_only: Annotated[
         bool, typer.Option("--data-only", help="Only check the data; do not train.")
     ] = False,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a field: key.path=value.")
-    ] = None,
+    set_: Overrides = None,
     output: Annotated[
-        Path | None, typer.Option(help="Where --auto-fix writes the fixed recipe.")
+        Path | None,
+        typer.Option(metavar="FILE", help="Where --auto-fix writes the fixed recipe."),
     ] = None,
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
@@ -145,8 +184,9 @@ def doctor(
     then applies the findings' patches and retrains, and writes a fixed copy of the recipe (the
     original file is never changed).
 
-    Examples: layerwise doctor digits_cnn;
-    layerwise doctor recipes/broken/lr_too_high.yaml --auto-fix --rounds 2
+    Examples:
+      layerwise doctor digits_cnn
+      layerwise doctor recipes/broken/lr_too_high.yaml --auto-fix --rounds 2
     """
     is_recipe = target.endswith((".yaml", ".yml")) or Path(target).is_file()
     if not is_recipe:
@@ -186,7 +226,8 @@ def _auto_fix(
         runs_root=runs_dir,
         overrides=overrides,
         output=output,
-        echo=out.print,
+        echo=_plain,
+        progress=True,
     )
     _print_auto_fix(result)
 
@@ -216,7 +257,7 @@ def _train_and_diagnose(target: str, overrides: list[str] | None, runs_dir: Path
 
     recipe = load_recipe(target, overrides)
     try:
-        run, test_metrics = experiment.train(recipe, runs_dir, progress=False)
+        run, test_metrics = experiment.train(recipe, runs_dir, echo=_plain)
     except DataError as exc:
         if exc.diagnosis is not None:
             out.print(exc.diagnosis.render(), markup=False)
@@ -228,13 +269,17 @@ def _train_and_diagnose(target: str, overrides: list[str] | None, runs_dir: Path
 @app.command("lr-find")
 def lr_find(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a field: key.path=value.")
+    set_: Overrides = None,
+    start_lr: Annotated[
+        float, typer.Option(metavar="LR", help="Lowest learning rate tried.")
+    ] = 1e-7,
+    end_lr: Annotated[
+        float, typer.Option(metavar="LR", help="Highest learning rate tried.")
+    ] = 10.0,
+    steps: Annotated[int, typer.Option(metavar="N", help="Mini-batches in the sweep.")] = 100,
+    plot: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Where to write the plot (PNG).")
     ] = None,
-    start_lr: Annotated[float, typer.Option(help="Lowest learning rate tried.")] = 1e-7,
-    end_lr: Annotated[float, typer.Option(help="Highest learning rate tried.")] = 10.0,
-    steps: Annotated[int, typer.Option(help="Mini-batches in the sweep.")] = 100,
-    plot: Annotated[Path | None, typer.Option(help="Where to write the plot (PNG).")] = None,
     debug: Debug = False,
 ) -> None:
     """Run the learning-rate range test on a recipe and suggest a learning rate.
@@ -247,7 +292,9 @@ def lr_find(
     from layerwise.tune.lr_finder import plot_lr_find
 
     parsed = load_recipe(recipe, set_)
-    result = run_lr_find(build(parsed), start_lr=start_lr, end_lr=end_lr, num_steps=steps)
+    result = run_lr_find(
+        build(parsed), start_lr=start_lr, end_lr=end_lr, num_steps=steps, echo=_plain
+    )
     path = plot_lr_find(result, plot or Path(f"{parsed.name}.lr_find.png"))
     out.print(f"suggested learning rate: {result.suggestion:.3g}  ({result.rule})")
     out.print(
@@ -283,9 +330,12 @@ def predict(
         typer.Argument(help=".npy, .csv, image files or a folder; for a text run, raw texts."),
     ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write predictions to this CSV.")
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write predictions to this CSV."),
     ] = None,
-    top_k: Annotated[int, typer.Option(help="How many classes to show per input.")] = 3,
+    top_k: Annotated[
+        int, typer.Option(metavar="K", help="How many classes to show per input.")
+    ] = 3,
     weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.last,
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
@@ -374,13 +424,22 @@ def summary(
 
 @runs_app.command("ls")
 def runs_ls(runs_dir: RunsDir = Path("runs"), debug: Debug = False) -> None:
-    """List runs, newest first.
+    """List runs, newest first: status, model, data, epochs, the headline test figure (acc:
+    accuracy) and when each was created (UTC; the year only for older runs).
 
     Example: layerwise runs ls
     """
     from layerwise.runs import RunIndex
 
-    table = Table("name", "status", "model", "dataset", "epochs", "test metrics", "created")
+    # Sized for an 80-column terminal: no borders, one headline figure, minutes-precise times.
+    table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, show_edge=False)
+    table.add_column("name", overflow="fold", min_width=8)
+    table.add_column("status", no_wrap=True)
+    table.add_column("model", overflow="ellipsis", max_width=12)
+    table.add_column("data", overflow="ellipsis", max_width=13)
+    table.add_column("epochs", justify="right", no_wrap=True)
+    table.add_column("test", no_wrap=True)
+    table.add_column("created", no_wrap=True)
     for row in RunIndex(runs_dir).list():
         final = json.loads(row.get("final_metrics_json") or "{}")
         metrics = {k[5:]: v for k, v in final.items() if k.startswith("test_")}
@@ -390,10 +449,29 @@ def runs_ls(runs_dir: RunsDir = Path("runs"), debug: Debug = False) -> None:
             str(row.get("model") or ""),
             str(row.get("dataset") or ""),
             str(row.get("epochs") or ""),
-            _fmt(metrics),
-            str(row.get("created") or "")[:19],
+            _headline(metrics),
+            _when(str(row.get("created") or "")),
         )
     out.print(table)
+
+
+def _when(created: str) -> str:
+    """`12-03 06:05` for this year's runs, `2025-12-03` for older ones (times are UTC)."""
+    from datetime import UTC, datetime
+
+    if created[:4] == str(datetime.now(UTC).year):
+        return created[5:16].replace("T", " ")
+    return created[:10]
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    """The one test figure people scan for: accuracy, else the first other metric, else loss."""
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    if not numbers:
+        return ""
+    others = [k for k in numbers if k != "loss"]
+    key = "accuracy" if "accuracy" in numbers else (others[0] if others else "loss")
+    return f"{'acc' if key == 'accuracy' else key} {numbers[key]:.4f}"
 
 
 @runs_app.command("show")
@@ -466,7 +544,10 @@ def _print_outcome(run, test_metrics: dict[str, float]) -> None:
 
 
 def _print_doctor_summary(run) -> None:
-    """One line per finding after training; a halted run is an error with the doctor's reason."""
+    """One line per finding after training, and one per finding shown live that no longer
+    held at the end; a halted run is an error with the doctor's reason."""
+    from layerwise.diagnose.findings import Finding
+
     diagnosis = run.read_diagnosis() or {}
     findings = diagnosis.get("findings", [])
     info = run.info()
@@ -479,14 +560,15 @@ def _print_doctor_summary(run) -> None:
             + f"; the last good checkpoint is in {run.checkpoints_dir}; "
             f"details: layerwise doctor {run.name}",
         )
+    resolved = [Finding.from_dict(f) for f in diagnosis.get("resolved", [])]
     if not findings:
-        out.print("doctor: no problems found")
-        return
-    out.print(f"doctor: {len(findings)} finding(s); details: layerwise doctor {run.name}")
+        _plain("doctor: no problems found" + (" at the end" if resolved else ""))
+    else:
+        _plain(f"doctor: {len(findings)} finding(s); details: layerwise doctor {run.name}")
     for finding in findings:
-        out.print(
-            f"  [{finding['severity']}] {finding['code']}: {finding['message']}", markup=False
-        )
+        _plain(f"  [{finding['severity']}] {finding['code']}: {finding['message']}")
+    for finding in resolved:
+        _plain(f"  [resolved] {finding.resolved_headline()}")
 
 
 def _print_auto_fix(result) -> None:
@@ -524,6 +606,11 @@ def _write_predictions(path: Path, names: list[str], rows: list[list[tuple[str, 
     atomic_write_text(path, buffer.getvalue())
 
 
+def _plain(line: str) -> None:
+    """Print a line as it is (finding messages quote `[...]`, which is not markup)."""
+    out.print(line, markup=False)
+
+
 def _fmt(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, int | float))
 
@@ -535,6 +622,7 @@ def _num(value: float | None) -> str:
 def main() -> None:
     """Console entry point: people get one message and a hint; --debug gets the traceback."""
     debug = "--debug" in sys.argv
+    sys.stdout = PipeSafeStream(sys.stdout)  # `layerwise train … | head` keeps training
     try:
         app()
     except LayerwiseError as exc:

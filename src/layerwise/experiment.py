@@ -403,6 +403,7 @@ def build_trainer(
         seed=recipe.seed,
         num_classes=data.num_classes,
         doctor=False,  # the recipe's doctor, if any, is among `callbacks`
+        progress=False,  # and so is the progress bar, when wanted
     )
     _check_monitors(recipe, trainer, has_val=data.val is not None)
     return trainer
