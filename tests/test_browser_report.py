@@ -74,3 +74,26 @@ def test_the_report_renders_in_chromium_with_the_diagnosis_first(
     assert "duplicate_samples" in diagnosis
     assert '<table class="evidence">' in diagnosis
     assert "A small CNN on digits with duplicated rows" in page.split("<nav>")[0]
+
+
+def test_the_browser_check_catches_what_a_broken_page_does(tmp_path: Path) -> None:
+    require_browser()
+    page = tmp_path / "broken.html"
+    page.write_text(
+        "<!DOCTYPE html><html><head><title>broken</title></head><body>"
+        '<section id="only"><img alt="not a png" src="data:image/png;base64,AAAA">'
+        '<img alt="remote" src="https://example.invalid/x.png"></section>'
+        "<script>console.error('boom'); missing_function();</script></body></html>"
+    )
+
+    check = open_page(page, tmp_path / "broken.png")
+
+    assert "boom" in check.console_errors
+    assert any("missing_function" in error for error in check.page_errors)
+    assert check.external_requests == ["https://example.invalid/x.png"]
+    assert {image["alt"]: image["decoded"] for image in check.images} == {
+        "not a png": False,
+        "remote": False,
+    }
+    assert check.section_ids == ["only"]
+    assert len(check.problems()) >= 5
