@@ -57,8 +57,10 @@ def test_split_rows_gives_every_split_trains_dtype_and_refuses_other_shapes():
 
 
 # ------------------------------------------------------------------------------ near copies
-def brute_force(train: np.ndarray, query: np.ndarray, image: bool) -> np.ndarray:
-    """(query, train) pairs within NEAR_RMS, by checking every pair: what the search must find."""
+def brute_force(
+    train: np.ndarray, query: np.ndarray, image: bool, radius: float = NEAR_RMS
+) -> np.ndarray:
+    """(query, train) pairs within `radius`, by checking every pair: what the search must find."""
     lo, hi = np.nanmin(train, axis=0), np.nanmax(train, axis=0)
     if image:
         lo, hi = np.full_like(lo, lo.min()), np.full_like(hi, hi.max())
@@ -69,7 +71,7 @@ def brute_force(train: np.ndarray, query: np.ndarray, image: bool) -> np.ndarray
         return np.clip(np.where(np.isfinite(s), s, 0.0), -1, 2)
 
     d = scale(query)[:, None, :] - scale(train)[None, :, :]
-    return np.argwhere(np.sqrt((d**2).mean(axis=2)) <= NEAR_RMS)
+    return np.argwhere(np.sqrt((d**2).mean(axis=2)) <= radius)
 
 
 @pytest.mark.parametrize(("shape", "image"), [((8,), False), ((40,), False), ((1, 8, 8), True)])
@@ -85,8 +87,10 @@ def test_near_search_finds_every_pair_brute_force_finds(shape, image):
     )
     rows = {"train": train.flatten(1).numpy(), "test": query.flatten(1).numpy()}
     copies = find_copies(rows, image=image, seed=0)
-    pairs = brute_force(rows["train"], rows["test"], image)
-    assert len(pairs) > 20  # the crowd gives queries several near copies each
+    # The crowds are denser than 1.5%, so the radius shrinks to where ordinary neighbours sit.
+    assert 0 < copies.near_rms <= NEAR_RMS
+    pairs = brute_force(rows["train"], rows["test"], image, copies.near_rms)
+    assert len(pairs) > 5  # the crowd gives some queries near copies
     assert set(np.flatnonzero(copies.near["test"])) == set(pairs[:, 0])
     assert set(np.flatnonzero(copies.train_near)) == set(pairs[:, 1])
     assert np.flatnonzero(copies.exact["test"]).tolist() == [20, 21, 22, 23, 24]
@@ -172,3 +176,38 @@ def test_importing_data_loads_no_package_above_it():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def nearest_rms(train: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """Each sampled train row's RMS distance (scaled per column) to its nearest other row."""
+    lo, hi = train.min(axis=0), train.max(axis=0)
+    s = (train - lo) / (hi - lo)
+    d = np.sqrt(((s[sample][:, None, :] - s[None, :, :]) ** 2).mean(axis=2))
+    d[np.arange(len(sample)), sample] = np.inf
+    return d.min(axis=1)
+
+
+def test_dense_low_dimensional_rows_are_not_near_copies_of_each_other():
+    """Two features, 3,000 rows: ordinary neighbours sit ~0.3% apart, so a fixed 1.5% radius
+    called nearly every held-out row a copy; the radius measured on the data calls about 1%."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3_600, 2)).astype(np.float32)
+    rows = {"train": x[:3_000], "val": x[3_000:]}
+    copies = find_copies(rows, image=False, seed=0)
+    assert copies.near_rms == copies.ordinary_rms < NEAR_RMS / 10
+    # The radius is the 1% quantile of the distance to the nearest other train row.
+    sample = np.sort(rng.choice(3_000, 500, replace=False))
+    truth = np.quantile(nearest_rms(rows["train"].astype(np.float64), sample), 0.01)
+    assert copies.near_rms == pytest.approx(truth, rel=0.5)
+    assert copies.near["val"].mean() < 0.03
+    # A row copied with tiny noise (0.01% of the range) is still a near copy.
+    leaked = x[3_000:3_100] + 1e-4 * (x.max(axis=0) - x.min(axis=0))
+    rows = {"train": np.concatenate([x[:3_000], leaked]), "val": x[3_000:]}
+    assert find_copies(rows, image=False, seed=0).near["val"][:100].all()
+
+
+def test_wide_data_keeps_the_fixed_radius():
+    digits = load_dataset("digits")
+    rows = split_rows(digits)
+    copies = find_copies(rows, image=True, seed=0)
+    assert copies.near_rms == NEAR_RMS and copies.ordinary_rms > 2 * NEAR_RMS

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from layerwise.diagnose.probe_log import ProbeLog
-from layerwise.diagnose.probes import Probes, auto_every, watched_layers
+from layerwise.diagnose.probes import Probes, auto_every, early_steps, watched_layers
 from layerwise.errors import LayerwiseError, RecipeError, RunError
 from layerwise.report.doctor_plots import (
     plot_activation_histograms,
@@ -52,13 +52,22 @@ def _png(path) -> bool:
 def test_records_appear_exactly_at_sampled_steps():
     probes = Probes(every=4)
     trainer = _fit(_mlp(), probes, epochs=3)  # 3 batches per epoch: steps 0..8
-    assert [r["step"] for r in probes.log.steps] == [0, 4, 8]
-    assert [r["epoch"] for r in probes.log.steps] == [1, 2, 3]
-    assert [(h["epoch"], h["step"]) for h in probes.log.hists] == [(1, 0), (2, 4), (3, 8)]
+    # Steps 1-3 are the dense early samples (every step up to 3, then powers of two below 4).
+    assert early_steps(4) == {0, 1, 2, 3}
+    assert [r["step"] for r in probes.log.steps] == [0, 1, 2, 3, 4, 8]
+    assert [bool(r.get("early")) for r in probes.log.steps] == [0, 1, 1, 1, 0, 0]
+    assert [r["epoch"] for r in probes.log.steps] == [1, 1, 1, 2, 2, 3]
+    assert [(h["epoch"], h["step"]) for h in probes.log.hists] == [(1, 0), (2, 3), (3, 8)]
     # A second fit continues the run: its first step (9) is sampled too, then every 4th.
     trainer.fit(_data(), epochs=5, batch_size=8, shuffle=False)
-    assert [r["step"] for r in probes.log.steps] == [0, 4, 8, 9, 12]
-    assert [h["step"] for h in probes.log.hists] == [0, 4, 8, 9, 12]
+    assert [r["step"] for r in probes.log.steps] == [0, 1, 2, 3, 4, 8, 9, 12]
+    assert [h["step"] for h in probes.log.hists] == [0, 3, 8, 9, 12]
+
+
+def test_early_steps_are_dense_then_sparse():
+    assert early_steps(1) == {0}
+    assert early_steps(50) == {0, 1, 2, 3, 8, 16, 32}
+    assert early_steps(5) == {0, 1, 2, 3}
 
 
 def test_every_one_samples_every_step_and_auto_follows_the_epoch_length():
@@ -73,7 +82,7 @@ def test_every_one_samples_every_step_and_auto_follows_the_epoch_length():
     auto = Probes()
     _fit(_mlp(), auto, data=_data(rows=80), batch_size=4)  # 20 batches -> every 3
     assert auto.every_ == 3
-    assert [r["step"] for r in auto.log.steps] == [0, 3, 6, 9, 12, 15, 18]
+    assert [r["step"] for r in auto.log.steps] == [0, 1, 2, 3, 6, 9, 12, 15, 18]
 
 
 class HookCounter(Callback):
@@ -93,13 +102,15 @@ class HookCounter(Callback):
 
 @pytest.mark.parametrize(
     ("every", "armed_after"),
-    [(3, []), (4, [3, 7])],  # every 3: each sample starts an epoch, so it is armed there
+    # every 3: each regular sample starts an epoch, so it is armed there; the early samples
+    # (steps 1, 2) are armed after the step before them
+    [(3, [0, 1]), (4, [0, 1, 3, 7])],
 )
 def test_no_hooks_on_unsampled_steps_and_none_after_fit(every, armed_after):
     model = _mlp()
     counter = HookCounter(list(model))
     _fit(model, Probes(every=every), callbacks=[counter], epochs=3)  # steps 0..8
-    sampled = [step % every == 0 for step in range(9)]
+    sampled = [step % every == 0 or step in early_steps(every) for step in range(9)]
     assert [n > 0 for n in counter.during_step] == sampled
     assert counter.during_step[0] == 3  # Linear, ReLU, Linear
     # After step s ends, hooks are present only if step s + 1 is sampled (armed in advance)
@@ -371,7 +382,7 @@ def test_log_is_written_at_epoch_end_and_resume_drops_records_to_be_redone(tmp_p
     torch.manual_seed(0)
     full = Probes(every=2, path=path)
     _fit(_mlp(), full, epochs=3, callbacks=[KeepState()])  # steps 0..8
-    assert [r["step"] for r in ProbeLog.load(path).steps] == [0, 2, 4, 6, 8]
+    assert [r["step"] for r in ProbeLog.load(path).steps] == [0, 1, 2, 4, 6, 8]
     expected = [(r["step"], r["loss"]) for r in full.log.steps]
 
     # Resume after epoch 1 (step 3) while the file already holds steps up to 8.
@@ -383,7 +394,7 @@ def test_log_is_written_at_epoch_end_and_resume_drops_records_to_be_redone(tmp_p
     trainer.load_state_dict(state)
     trainer.fit(_data(), epochs=3, batch_size=8, shuffle=False)
     got = [(r["step"], r["loss"]) for r in ProbeLog.load(path).steps]
-    assert [s for s, _ in got] == [0, 2, 3, 4, 6, 8]  # step 3 is the resumed fit's first
+    assert [s for s, _ in got] == [0, 1, 2, 3, 4, 6, 8]  # step 3 is the resumed fit's first
     assert dict(got)[8] == pytest.approx(dict(expected)[8])  # the same run, bit for bit
     assert [h["epoch"] for h in ProbeLog.load(path).hists] == [1, 2, 3]
 
@@ -393,7 +404,7 @@ def test_a_fresh_fit_starts_an_empty_log(tmp_path):
     _log().save(path)
     probes = Probes(every=2, path=path)
     _fit(_mlp(), probes)
-    assert [r["step"] for r in ProbeLog.load(path).steps] == [0, 2]
+    assert [r["step"] for r in ProbeLog.load(path).steps] == [0, 1, 2]
 
 
 # ---------------------------------------------------------------------------- plots

@@ -762,7 +762,13 @@ def test_lr_too_high_from_a_spike_and_from_a_climbing_loss() -> None:
     climbing = history([2.0, 1.0, 0.6, 0.5, 0.9, 1.6], lr=0.01)
     finding = curves.lr_too_high(ctx(climbing, rec=mlp_recipe(train__optimizer__lr=0.01)))
     assert finding is not None and finding.epoch == 5
-    assert finding.evidence == {"best_loss": 0.5, "best_epoch": 4, "risen_loss": 0.9, "lr": 0.01}
+    assert finding.evidence == {
+        "best_loss": 0.5,
+        "best_epoch": 4,
+        "risen_loss": 0.9,
+        "lr": 0.01,
+        "rests_on": ["rising_loss"],  # a later rise: it can be one climb of an oscillation
+    }
     assert finding.patch == {"train.optimizer.lr": 0.001}
 
 
@@ -1153,13 +1159,28 @@ def test_unscaled_inputs() -> None:
             "std": 0.6,
             "max_abs_feature_mean": 1.0,
             "feature_std_ratio": 500.0,
+            "feature_range_ratio": 500.0,
         }
     )
     found = data_rules.unscaled_inputs(ctx(data=spread, num_classes=2))
-    assert (
-        found is not None
-        and found.evidence["reason"] == "feature standard deviations differ 500-fold"
+    assert found is not None and found.evidence["reason"] == "feature ranges differ 500-fold"
+    # Flattened 8x8 digits in [0, 1] as a table: near-empty border columns make the stds differ
+    # 277-fold, but every column spans a sixteenth or more of the same [0, 1] range.
+    bounded = tabular_profile(
+        scale={
+            "min": 0.0,
+            "max": 1.0,
+            "mean": 0.3,
+            "std": 0.38,
+            "max_abs_feature_mean": 0.8,
+            "feature_std_ratio": 277.0,
+            "feature_range_ratio": 16.0,
+        }
     )
+    assert data_rules.unscaled_inputs(ctx(data=bounded, num_classes=10)) is None
+    # Within [-1, 1] even a rare tf-idf term's small range is no unit problem.
+    tfidf = tabular_profile(scale={**bounded["scale"], "feature_range_ratio": 300.0})
+    assert data_rules.unscaled_inputs(ctx(data=tfidf, num_classes=10)) is None
     tiny = digits_profile(
         scale={
             "min": 0.0,

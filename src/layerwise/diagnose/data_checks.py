@@ -25,7 +25,7 @@ from torch import Tensor
 
 from layerwise.data.bundle import DatasetBundle
 from layerwise.data.label_noise import estimate_label_noise, one_thread
-from layerwise.data.overlap import NEAR_RMS, find_copies, repeated_rows, row_hashes, split_rows
+from layerwise.data.overlap import find_copies, repeated_rows, row_hashes, split_rows
 from layerwise.errors import DataError
 
 __all__ = ["profile_data"]
@@ -71,14 +71,19 @@ def profile_data(
       (rows with an exact or near copy in train, see `layerwise.data.overlap`), fraction
       (max(exact, near) / rows)}}, `train_rows` (train rows that are exact or near copies of a
       val/test row: what `data.drop_leaked` drops), `train_indices` (the first 1000 of them,
-      sorted), `near_rms` (the near-copy threshold).
+      sorted), `near_rms` (the near-copy radius used: `NEAR_RMS`, or less where ordinary
+      neighbours are closer), `ordinary_rms` (the distance within which 1% of train rows have
+      their nearest other train row; None when not measured).
     - `nonfinite` {split: {nan, inf (element counts), rows (rows with any), column_count
       (flattened input positions with any), columns (the first 20 of those)}}.
     - `scale` over the finite train values: `min`, `max`, `mean`, `std` (all values pooled),
       `max_abs_feature_mean` (largest |mean| of a feature), `feature_std_ratio` (largest over
       smallest std among features whose std > 0; None when there are none), `feature_std`
       {min, p10, median, p90, max} over those features (p90/p10 is a ratio that ignores a few
-      near-empty columns), `features` (how many features there are).
+      near-empty columns), `features` (how many features there are), `feature_range_ratio`
+      (largest over smallest range, max - min, among non-constant features: features in
+      different units differ in range, while a mostly-empty column of a bounded table, a border
+      pixel, has a tiny std but the table's full range; None when no feature varies).
     - `constant_features`: flattened input positions whose finite train values are all equal
       (or that have none): `count`, `fraction` (of all positions), `indices` (first 50).
       Images have naturally constant border pixels.
@@ -197,7 +202,8 @@ def _overlap(
     train_rows = np.flatnonzero(copies.train_near)
     out["train_rows"] = len(train_rows)
     out["train_indices"] = train_rows[:MAX_OVERLAP_INDICES].tolist()
-    out["near_rms"] = NEAR_RMS
+    out["near_rms"] = copies.near_rms
+    out["ordinary_rms"] = copies.ordinary_rms
     return out
 
 
@@ -277,6 +283,7 @@ def _scale(stats: dict[str, np.ndarray], groups: np.ndarray) -> dict[str, Any]:
     _, all_mean, all_std = _pool(stats, np.zeros_like(groups))
     seen = count > 0
     varying = std[seen & (std > 0)]
+    spans = _feature_spans(stats, groups)
     return {
         "min": float(stats["min"][has].min()) if has.any() else None,
         "max": float(stats["max"][has].max()) if has.any() else None,
@@ -289,7 +296,19 @@ def _scale(stats: dict[str, np.ndarray], groups: np.ndarray) -> dict[str, Any]:
             for key, q in (("min", 0), ("p10", 0.1), ("median", 0.5), ("p90", 0.9), ("max", 1))
         },
         "features": len(count),
+        "feature_range_ratio": float(spans.max() / spans.min()) if len(spans) else None,
     }
+
+
+def _feature_spans(stats: dict[str, np.ndarray], groups: np.ndarray) -> np.ndarray:
+    """Each non-constant feature's range (max - min over its finite values and positions)."""
+    has = stats["count"] > 0
+    width = int(groups.max()) + 1 if len(groups) else 0
+    lo, hi = np.full(width, np.inf), np.full(width, -np.inf)
+    np.minimum.at(lo, groups[has], stats["min"][has])
+    np.maximum.at(hi, groups[has], stats["max"][has])
+    span = hi - lo
+    return span[np.isfinite(span) & (span > 0)]
 
 
 def _constant(stats: dict[str, np.ndarray]) -> dict[str, Any]:

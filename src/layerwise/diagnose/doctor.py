@@ -18,7 +18,7 @@ import yaml
 from layerwise.diagnose.findings import Diagnosis, Finding
 from layerwise.diagnose.probe_log import PROBES_FILE, ProbeLog
 from layerwise.diagnose.probes import Probes
-from layerwise.diagnose.rules import RuleContext, run_rules
+from layerwise.diagnose.rules import RuleContext, evaluate, run_rules
 from layerwise.errors import RunError
 from layerwise.train.callbacks.base import Callback
 
@@ -155,13 +155,14 @@ class Doctor(Callback):
     def diagnose(self, history: list[dict[str, Any]]) -> Diagnosis:
         """All rules on the whole history (training and, with a data profile, data findings);
         findings shown live that no longer hold at the end are listed as `resolved`."""
-        findings = run_rules(self.context(history, final=True))
+        findings, explained = evaluate(self.context(history, final=True))
         codes = {f.code for f in findings}
         # A fatal live finding (a NaN loss) stays in the diagnosis even if the logs end clean.
         findings += [f for f in self.findings if f.severity == "fatal" and f.code not in codes]
         codes = {f.code for f in findings}
+        codes |= {f.code for f in explained}  # explained symptoms still hold: not withdrawn
         resolved = [f for f in self.findings if f.code not in codes]
-        return Diagnosis(findings, self.data_profile, resolved=resolved)
+        return Diagnosis(findings, self.data_profile, resolved=resolved, explained=explained)
 
     def _check(self, trainer: Trainer, only: tuple[str, ...] | None = None) -> None:
         for finding in run_rules(self.context(trainer.history, final=False), stage="training"):
@@ -258,7 +259,8 @@ def check_data(
         num_classes=data.num_classes,
         final=True,
     )
-    return Diagnosis(run_rules(context, stage="data"), profile)
+    findings, explained = evaluate(context, stage="data")
+    return Diagnosis(findings, profile, explained=explained)
 
 
 def epoch_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -282,7 +284,7 @@ def diagnose_run(run: Run, *, save: bool = True) -> Diagnosis:
     probes_path = run.path / PROBES_FILE
     probes = ProbeLog.load(probes_path) if probes_path.exists() else None
     profile = read_data_profile(run)
-    recipe = yaml.safe_load(run.read_recipe())
+    recipe = _read_raw_recipe(run)
     context = RuleContext(
         history=epoch_history(run.read_metrics()),
         probes=probes,
@@ -292,14 +294,15 @@ def diagnose_run(run: Run, *, save: bool = True) -> Diagnosis:
         num_classes=(profile or {}).get("num_classes"),
         final=True,
     )
-    findings = run_rules(context)
+    findings, explained = evaluate(context)
     # What was shown live and withdrawn is history the folder's logs cannot replay: keep it.
     try:
         earlier = Diagnosis.from_dict(run.read_diagnosis() or {}).resolved
     except (RunError, TypeError):  # an unreadable diagnosis.json is what this rewrites
         earlier = []
-    codes = {f.code for f in findings}
-    diagnosis = Diagnosis(findings, profile, resolved=[f for f in earlier if f.code not in codes])
+    codes = {f.code for f in [*findings, *explained]}
+    resolved = [f for f in earlier if f.code not in codes]
+    diagnosis = Diagnosis(findings, profile, resolved=resolved, explained=explained)
     if save:
         run.write_diagnosis(diagnosis.to_dict())
     return diagnosis
@@ -309,6 +312,20 @@ def write_data_profile(run: Run, profile: dict[str, Any]) -> Path:
     from layerwise.runs.atomic import atomic_write_json
 
     return atomic_write_json(run.path / DATA_PROFILE_FILE, profile)
+
+
+def _read_raw_recipe(run: Run) -> dict[str, Any]:
+    """The run's recipe.yaml as a dict; a damaged one is a `RunError` naming it."""
+    try:
+        recipe = yaml.safe_load(run.read_recipe())
+    except yaml.YAMLError as exc:
+        recipe = exc
+    if not isinstance(recipe, dict):
+        raise RunError(
+            f"'{run.recipe_path}' is damaged: not a YAML mapping of recipe keys",
+            hint="restore it from the recipe file the run was started with",
+        )
+    return recipe
 
 
 def read_data_profile(run: Run) -> dict[str, Any] | None:

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 Severity = Literal["info", "warning", "error", "fatal"]
 SEVERITY_ORDER: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "fatal": 3}
+Confidence = Literal["strong", "possible"]
+CONFIDENCES: tuple[str, ...] = ("strong", "possible")
 
 # Stable codes (extend, never rename): code -> one-line title shown in reports.
 CODES: dict[str, str] = {
@@ -53,6 +55,9 @@ class Finding:
         causes: likely causes, most likely first.
         remedies: what to do, as text, most effective first.
         patch: the recipe patch `--auto-fix` applies: {"train.optimizer.lr": 1e-4, ...}.
+        confidence: how sure the doctor is: `strong`, or `possible` when the deciding measurement
+            is only just past its threshold; `decided_by` names that measurement, its value and
+            the threshold (see `layerwise.diagnose.rules.sureness`).
     """
 
     code: str
@@ -64,18 +69,27 @@ class Finding:
     causes: list[str] = field(default_factory=list)
     remedies: list[str] = field(default_factory=list)
     patch: dict[str, Any] = field(default_factory=dict)
+    confidence: Confidence = "strong"
+    decided_by: str = ""
 
     def __post_init__(self) -> None:
         if self.code not in CODES:
             raise ValueError(f"unknown finding code '{self.code}' (add it to CODES first)")
         if self.severity not in SEVERITY_ORDER:
             raise ValueError(f"unknown severity '{self.severity}'")
+        if self.confidence not in CONFIDENCES:
+            raise ValueError(f"unknown confidence '{self.confidence}'")
+
+    @property
+    def possible(self) -> bool:
+        return self.confidence == "possible"
 
     def headline(self) -> str:
         """`epoch 3: exploding_gradients in conv2: gradient norm 3.1e6, 40x the previous epoch`."""
         where = f"epoch {self.epoch}: " if self.epoch is not None else ""
         layer = f" in {self.layer}" if self.layer else ""
-        return f"{where}{self.code}{layer}: {self.message}"
+        maybe = " (possible)" if self.possible else ""
+        return f"{where}{self.code}{maybe}{layer}: {self.message}"
 
     def resolved_headline(self) -> str:
         """`overfitting at epoch 25 — resolved by the end`: a live finding the whole run no
@@ -99,11 +113,15 @@ class Diagnosis:
     `resolved` holds findings shown live during training that no longer hold at the end (an
     overfitting spell that later recovered): kept so that they are reported as withdrawn rather
     than silently vanishing; they do not make the run unhealthy.
+
+    `explained` holds findings that are true but not the root cause: symptoms another finding
+    accounts for (their `evidence["explained_by"]` names it). They are not in `codes` either.
     """
 
     findings: list[Finding] = field(default_factory=list)
     data_profile: dict[str, Any] | None = None
     resolved: list[Finding] = field(default_factory=list)
+    explained: list[Finding] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.findings = sorted(self.findings, key=lambda f: -SEVERITY_ORDER[f.severity])
@@ -133,30 +151,47 @@ class Diagnosis:
             "findings": [f.to_dict() for f in self.findings],
             "data_profile": self.data_profile,
             "resolved": [f.to_dict() for f in self.resolved],
+            "explained": [f.to_dict() for f in self.explained],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Diagnosis:
         findings = [Finding.from_dict(f) for f in data.get("findings", [])]
         resolved = [Finding.from_dict(f) for f in data.get("resolved", [])]
-        return cls(findings, data.get("data_profile"), resolved=resolved)
+        explained = [Finding.from_dict(f) for f in data.get("explained", [])]
+        return cls(findings, data.get("data_profile"), resolved=resolved, explained=explained)
 
-    def render(self) -> str:
-        """Plain text for the terminal: one block per finding with evidence, causes, remedies,
-        then the findings shown live that were resolved by the end."""
+    def render(self, verbose: bool = False) -> str:
+        """Plain text for the terminal: one block per finding with evidence, causes, remedies.
+
+        Possible findings and explained symptoms are listed only with `verbose`; otherwise one
+        line says how many possible findings were left out."""
         withdrawn = [f"[resolved] {f.resolved_headline()}" for f in self.resolved]
         if self.healthy:
             return "\n".join(
                 ["No problems found" + (" at the end." if withdrawn else "."), *withdrawn]
             )
+        shown = [f for f in self.findings if verbose or not f.possible]
         blocks = []
-        for f in self.findings:
+        for f in shown:
             lines = [f"[{f.severity}] {f.headline()}"]
+            if verbose and f.decided_by:
+                lines.append(f"    decided by: {f.decided_by}")
             lines += [f"    cause: {c}" for c in f.causes[:3]]
             lines += [f"    fix:   {r}" for r in f.remedies[:3]]
             if f.patch:
                 lines.append("    patch: " + ", ".join(f"{k}={v!r}" for k, v in f.patch.items()))
             blocks.append("\n".join(lines))
+        if verbose:
+            blocks += [
+                f"[explained] {f.headline()} (explained by "
+                f"{', '.join(f.evidence.get('explained_by', []))})"
+                for f in self.explained
+            ]
+        hidden = len(self.findings) - len(shown)
+        if hidden:
+            plural = "s" if hidden > 1 else ""
+            blocks.append(f"{hidden} possible finding{plural} not shown (verbose)")
         return "\n".join(blocks + withdrawn)
 
 

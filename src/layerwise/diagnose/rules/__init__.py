@@ -3,9 +3,10 @@
 A rule takes a `RuleContext` (the epoch history, the probe log, the data profile, the recipe) and
 returns one `Finding` or None. Rules never see the model, so each can be tested on a hand-made
 log. `run_rules` runs them in a fixed order: data rules before training rules (bad data explains
-bad training), then the order of `CODES`; a symptom (a plateau, underfitting, an oscillating loss)
-is dropped when a finding that explains it was raised too, so the report names causes first and
-`--auto-fix` applies the fix for the cause. The thresholds live as constants in the modules that
+bad training), then the order of `CODES`; a symptom (a plateau, underfitting, an oscillating loss,
+a slow loss) is dropped when a finding that accounts for what it rests on was raised too
+(`RESTS_ON`, `ACCOUNTS_FOR`), so the report names causes first and `--auto-fix` applies the fix
+for the cause. The thresholds live as constants in the modules that
 use them and are documented in docs/doctor.md.
 
 Example:
@@ -28,29 +29,50 @@ from layerwise.diagnose.findings import CODES, SEVERITY_ORDER, Finding, get_path
 Stage = Literal["data", "training"]
 STAGES: tuple[Stage, ...] = ("data", "training")
 
-# A symptom finding is dropped when one of the findings that explain it is raised in the same run.
-EXPLAINED_BY: dict[str, tuple[str, ...]] = {
-    "loss_plateau": (
-        "loss_nan",
-        "lr_too_high",
-        "lr_too_low",
-        "exploding_gradients",
-        "vanishing_gradients",
-        "dead_units",
-        "saturated_activations",
-    ),
-    # A model too small to fit also shows dead or saturated units: those do not explain it away.
-    "underfitting": (
-        "loss_nan",
-        "lr_too_high",
-        "lr_too_low",
-        "exploding_gradients",
-        "vanishing_gradients",
-    ),
-    "oscillating_loss": ("loss_nan", "exploding_gradients"),
-    "lr_too_high": ("loss_nan",),
-    "lr_too_low": ("loss_nan", "vanishing_gradients", "saturated_activations"),
+# Symptoms give way to causes. A symptom rule's finding rests on observations of the loss curve
+# (RESTS_ON); a finding accounts for observations it produces (ACCOUNTS_FOR). A finding is kept
+# out of the report, and listed as explained by its cause, when another finding raised in the
+# same run accounts for everything it rests on: units that never fire leave the weights still,
+# so the slow loss `lr_too_low` reads is theirs; a NaN loss accounts for every curve symptom.
+# The table is data, so a new rule joins by naming its observations, not by editing pairs.
+RESTS_ON: dict[str, frozenset[str]] = {
+    "loss_plateau": frozenset({"flat_loss"}),
+    "underfitting": frozenset({"poor_fit"}),
+    "oscillating_loss": frozenset({"swinging_loss"}),
+    # A rate too high shows either as an overshoot at the start (the first epoch worse than the
+    # untrained model, a spike) or as the loss rising above its best later; a finding names which
+    # in `evidence["rests_on"]`, and only the later rise can be one climb of an oscillation.
+    "lr_too_high": frozenset({"rising_loss", "overshoot"}),
+    "lr_too_low": frozenset({"slow_loss"}),
 }
+_CURVE = frozenset(
+    {"flat_loss", "poor_fit", "swinging_loss", "rising_loss", "overshoot", "slow_loss"}
+)
+ACCOUNTS_FOR: dict[str, frozenset[str]] = {
+    "loss_nan": _CURVE,
+    "exploding_gradients": frozenset({"flat_loss", "poor_fit", "swinging_loss"}),
+    "lr_too_high": frozenset({"flat_loss", "poor_fit"}),
+    "lr_too_low": frozenset({"flat_loss", "poor_fit"}),
+    "oscillating_loss": frozenset({"rising_loss"}),
+    "vanishing_gradients": frozenset({"flat_loss", "poor_fit", "slow_loss"}),
+    # A model too small to fit also shows dead or saturated units: they do not explain poor_fit.
+    "dead_units": frozenset({"flat_loss", "slow_loss"}),
+    "saturated_activations": frozenset({"flat_loss", "slow_loss"}),
+}
+
+
+def explainers(code: str, rests_on: frozenset[str] | None = None) -> tuple[str, ...]:
+    """The codes whose findings account for everything a `code` finding rests on (`rests_on`
+    when the finding names it, else all of `RESTS_ON[code]`)."""
+    needs = rests_on if rests_on is not None else RESTS_ON.get(code)
+    if not needs:
+        return ()
+    return tuple(c for c in CODES if c != code and needs <= ACCOUNTS_FOR.get(c, frozenset()))
+
+
+# code -> the codes that explain any finding of it (derived from the two tables above); a finding
+# that rests on part of its code's observations may have more explainers (`explainers`).
+EXPLAINED_BY: dict[str, tuple[str, ...]] = {c: e for c in CODES if (e := explainers(c))}
 
 # Tasks whose loss curve is not a supervised loss (a GAN's or an RL agent's), so curve rules skip.
 UNSUPERVISED_TASKS = ("generative", "gan", "rl", "reinforcement")
@@ -86,6 +108,22 @@ def median(values: Iterable[float]) -> float | None:
         return None
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+STRONG_MARGIN = 1.5  # a measurement 1.5x past its threshold or more makes a strong finding
+
+
+def sureness(
+    finding: Finding, what: str, value: float, threshold: float, *, higher: bool = True
+) -> Finding:
+    """Set how sure `finding` is from the measurement that decided it: `strong` when `value` is
+    `STRONG_MARGIN` times past `threshold` (above it when `higher`, else below), `possible`
+    when it is just past it. Thresholds sit above what healthy runs show, so a value just past
+    one is where a healthy run would be misread, if anywhere."""
+    margin = value / threshold if higher else threshold / value if value else math.inf
+    finding.confidence = "strong" if margin >= STRONG_MARGIN else "possible"
+    finding.decided_by = f"{what} {fmt(value)} ({'>=' if higher else '<='} {fmt(threshold)})"
+    return finding
 
 
 def trailing(by_epoch: dict[int, Any], condition: Callable[[Any], bool]) -> list[int]:
@@ -164,6 +202,19 @@ class RuleContext:
         """Step records whose loss is finite: statistics of a diverged network mean nothing."""
         return [s for s in self.steps if number(s.get("loss")) is None or finite(s.get("loss"))]
 
+    @cached_property
+    def regular_steps(self) -> list[dict[str, Any]]:
+        """`finite_steps` without the dense early samples (`"early": True`) of any epoch that has
+        regular ones: per-epoch medians then weigh the first moments of training as they did
+        before early steps were sampled, while a run that dies within its first steps still
+        has its records."""
+        regular_epochs = {s.get("epoch") for s in self.finite_steps if not s.get("early")}
+        return [
+            s
+            for s in self.finite_steps
+            if not (s.get("early") and s.get("epoch") in regular_epochs)
+        ]
+
     def layer_names(self, role: str | None = None) -> list[str]:
         """Probed layer names in model order (first seen), optionally of one role."""
         names: dict[str, None] = {}
@@ -176,7 +227,7 @@ class RuleContext:
     def layer_epoch_medians(self, key: str, role: str | None = None) -> dict[int, dict[str, float]]:
         """{epoch: {layer: median of `key` over that epoch's sampled steps}}, finite values only."""
         per_epoch: dict[int, dict[str, list[float]]] = {}
-        for record in self.finite_steps:
+        for record in self.regular_steps:
             epoch = int(record.get("epoch", 0))
             for name, stats in (record.get("layers") or {}).items():
                 if role is not None and stats.get("role") != role:
@@ -258,10 +309,28 @@ class Rule:
         finding = self.fn(ctx)
         if finding is not None and finding.code != self.code:
             raise ValueError(f"rule '{self.code}' returned a finding coded '{finding.code}'")
+        decide = DECIDERS.get(self.code)
+        measured = decide(finding) if finding is not None and decide is not None else None
+        if finding is not None and measured is not None:
+            what, value, threshold, higher = measured
+            sureness(finding, what, value, threshold, higher=higher)
         return finding
 
 
 RULES: dict[str, Rule] = {}
+# code -> what decided a finding: (measurement, value, threshold, higher is worse), or None.
+Decider = Callable[[Finding], tuple[str, float, float, bool] | None]
+DECIDERS: dict[str, Decider] = {}
+
+
+def decided_by(code: str) -> Callable[[Decider], Decider]:
+    """Register how sure a `code` finding is: the measurement that decided it (see `sureness`)."""
+
+    def register(fn: Decider) -> Decider:
+        DECIDERS[code] = fn
+        return fn
+
+    return register
 
 
 def rule(code: str, stage: Stage) -> Callable[[RuleFn], RuleFn]:
@@ -294,28 +363,64 @@ def run_rules(ctx: RuleContext, stage: Stage | None = None) -> list[Finding]:
     """
     if stage is not None and stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES} or None, got '{stage}'")
-    findings = [f for r in ordered_rules(stage) if (f := r(ctx)) is not None]
+    return evaluate(ctx, stage)[0]
+
+
+def evaluate(ctx: RuleContext, stage: Stage | None = None) -> tuple[list[Finding], list[Finding]]:
+    """(findings, explained symptoms) for `ctx`: `run_rules` plus what gave way (see `explain`)."""
+    if stage is not None and stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES} or None, got '{stage}'")
+    return explain([f for r in ordered_rules(stage) if (f := r(ctx)) is not None])
+
+
+def explain(findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
+    """(causes, symptoms): findings split by `EXPLAINED_BY`, each sorted most severe first.
+
+    A symptom's evidence names its explainers (`explained_by`), and each cause lists the symptoms
+    it accounts for (`explains`), so a report can say "true, but not the root cause"."""
     raised = {f.code for f in findings}
-    kept = [f for f in findings if not raised.intersection(EXPLAINED_BY.get(f.code, ()))]
-    return sorted(kept, key=lambda f: -SEVERITY_ORDER[f.severity])
+    kept, explained = [], []
+    for finding in findings:
+        named = finding.evidence.get("rests_on")
+        rests_on = frozenset(named) & RESTS_ON.get(finding.code, frozenset()) if named else None
+        by = [c for c in explainers(finding.code, rests_on) if c in raised]
+        if by:
+            finding.evidence["explained_by"] = by
+            explained.append(finding)
+        else:
+            kept.append(finding)
+    for cause in kept:
+        symptoms = [f.code for f in explained if cause.code in f.evidence["explained_by"]]
+        if symptoms:
+            cause.evidence["explains"] = symptoms
+    order = lambda f: -SEVERITY_ORDER[f.severity]  # noqa: E731
+    return sorted(kept, key=order), sorted(explained, key=order)
 
 
 # The rule modules register themselves on import.
 from layerwise.diagnose.rules import activations, curves, data, gradients  # noqa: E402
 
 __all__ = [
+    "ACCOUNTS_FOR",
+    "DECIDERS",
     "EXPLAINED_BY",
+    "RESTS_ON",
     "RULES",
     "Rule",
     "RuleContext",
     "activations",
     "curves",
     "data",
+    "decided_by",
+    "evaluate",
+    "explain",
+    "explainers",
     "fmt",
     "gradients",
     "ordered_rules",
     "persistent",
     "rule",
     "run_rules",
+    "sureness",
     "trailing",
 ]

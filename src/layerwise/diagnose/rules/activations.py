@@ -11,7 +11,7 @@ epochs in a row.
 from __future__ import annotations
 
 from layerwise.diagnose.findings import Finding
-from layerwise.diagnose.rules import RuleContext, persistent, rule, trailing
+from layerwise.diagnose.rules import RuleContext, decided_by, persistent, rule, trailing
 from layerwise.diagnose.rules import fixes as fx
 from layerwise.diagnose.rules.data import unscaled_reason
 
@@ -111,3 +111,11 @@ def saturated_activations(ctx: RuleContext) -> Finding | None:
         ],
         patch=fx.merge(inputs_fix, model_fix),
     )
+
+
+decided_by("dead_units")(
+    lambda f: ("share of dead units", f.evidence["dead_frac"], DEAD_FRACTION, True)
+)
+decided_by("saturated_activations")(
+    lambda f: ("share of saturated outputs", f.evidence["sat_frac"], SAT_FRACTION, True)
+)

@@ -16,8 +16,9 @@ from itertools import pairwise
 from typing import Any
 
 from layerwise.diagnose.findings import Finding
-from layerwise.diagnose.rules import RuleContext, finite, fmt, median, number, rule
+from layerwise.diagnose.rules import RuleContext, decided_by, finite, fmt, median, number, rule
 from layerwise.diagnose.rules import fixes as fx
+from layerwise.diagnose.rules.gradients import describe_lead_up, exploded, lead_up
 
 # overfitting
 OVERFIT_SMOOTH = 3  # val loss is read as running medians of 3 epochs (small val sets are noisy)
@@ -53,6 +54,9 @@ OSC_MOVE = 0.1  # an epoch-to-epoch change of >= 10% of the loss ...
 OSC_MIN_SWING = 0.1  # ... and >= 10% of the range the loss has covered so far counts as a move
 OSC_MIN_RISES = 2
 OSC_MIN_REVERSALS = 3
+OSC_CLIMBS = 3  # or the loss climbs again and again: 3 climbs, each from a low to a high ...
+OSC_CLIMB_REL = 0.25  # ... 25% above that low ...
+OSC_CLIMB_GIVE_BACK = 0.1  # ... giving back 10% or more of the progress made since epoch 1
 
 
 def _reference(ctx: RuleContext, first_loss: float) -> float:
@@ -124,6 +128,12 @@ def loss_nan(ctx: RuleContext) -> Finding | None:
         "exploding gradients with no gradient clipping",
         "a numerically unsafe loss or layer (log of 0, division by 0) or fp16 overflow",
     ]
+    lead = lead_up(ctx) if key == "loss" else None
+    if lead:
+        evidence["lead_up"] = lead
+        where += "; just before: " + describe_lead_up(lead)
+    if exploded(lead) and not bad_inputs:
+        causes.insert(0, "exploding gradients (see exploding_gradients): " + describe_lead_up(lead))
     if bad_inputs or key == "val_loss":
         causes.insert(0, f"the {bad_inputs or 'validation'} inputs contain NaN or infinite values")
     if bad_inputs and not ctx.get("data.impute"):
@@ -159,9 +169,10 @@ def _nonfinite_inputs(ctx: RuleContext) -> str:
 
 # ---------------------------------------------------------------------------- lr_too_high
 def _step_losses(ctx: RuleContext) -> list[tuple[dict[str, Any], float]]:
-    """(record, loss) of the sampled steps with a finite loss, oldest first."""
+    """(record, loss) of the regularly sampled steps with a finite loss, oldest first (the dense
+    early samples only add moments the regular ones never showed before)."""
     out = []
-    for record in ctx.steps:
+    for record in ctx.regular_steps:
         loss = number(record.get("loss"))
         if loss is not None and math.isfinite(loss):
             out.append((record, loss))
@@ -189,7 +200,8 @@ def lr_too_high_signal(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | No
                 f"epoch {epoch} averaged a loss of {fmt(first)}, "
                 f"{fmt(first / base)}x {what} ({fmt(base)})"
             )
-            signs.append((epoch, message, {"first_epoch_loss": first, "baseline": base}))
+            evidence = {"first_epoch_loss": first, "baseline": base, "rests_on": ["overshoot"]}
+            signs.append((epoch, message, evidence))
     # 2. a sampled step far above where training started
     if start is not None and len(steps) > 1 and base:
         spike, loss = max(steps[1:], key=lambda p: p[1])
@@ -199,7 +211,12 @@ def lr_too_high_signal(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | No
                 f"the loss jumped to {fmt(loss)} at step {spike.get('step')}, "
                 f"{loss / base:.3g}x the loss before training ({fmt(base)})"
             )
-            evidence = {"spike_loss": loss, "spike_step": spike.get("step"), "baseline": base}
+            evidence = {
+                "spike_loss": loss,
+                "spike_step": spike.get("step"),
+                "baseline": base,
+                "rests_on": ["overshoot"],
+            }
             signs.append((int(spike.get("epoch", 1)), message, evidence))
     # 3. the epoch loss climbs well above its best so far
     for i in range(1, len(losses)):
@@ -211,7 +228,12 @@ def lr_too_high_signal(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | No
                     epoch,
                     f"the training loss rose from {fmt(best)} (epoch {best_epoch}) "
                     f"to {fmt(value)} (epoch {epoch})",
-                    {"best_loss": best, "best_epoch": best_epoch, "risen_loss": value},
+                    {
+                        "best_loss": best,
+                        "best_epoch": best_epoch,
+                        "risen_loss": value,
+                        "rests_on": ["rising_loss"],
+                    },
                 )
             )
             break
@@ -381,24 +403,44 @@ def oscillating_loss(ctx: RuleContext) -> Finding | None:
         ),
         None,
     )
-    if found is None:
-        return None
-    window, rises, reversals = found
-    shown = ", ".join(fmt(v) for _, v in window)
-    return Finding(
-        code="oscillating_loss",
-        severity="warning",
-        message=(
+    if found is not None:
+        window, rises, reversals = found
+        shown = ", ".join(fmt(v) for _, v in window)
+        message = (
             f"the training loss went up {len(rises)} times in {len(window)} epochs "
             f"(epochs {window[0][0]}-{window[-1][0]}: {shown}){_lr_text(ctx)}"
-        ),
-        evidence={
+        )
+        evidence: dict[str, Any] = {
             "losses": [v for _, v in window],
             "epochs": [e for e, _ in window],
             "rises": len(rises),
             "reversals": reversals,
-        },
-        epoch=rises[0],
+        }
+        epoch = rises[0]
+    else:
+        found_climbs = climbs(losses)
+        if len(found_climbs) < OSC_CLIMBS:
+            return None
+        shown = ", ".join(
+            f"{fmt(low)} -> {fmt(high)} (epochs {a}-{b})" for a, b, low, high in found_climbs
+        )
+        message = (
+            f"the training loss climbed back {len(found_climbs)} times: {shown}{_lr_text(ctx)}"
+        )
+        evidence = {
+            "climbs": [
+                {"from_epoch": a, "to_epoch": b, "low": low, "high": high}
+                for a, b, low, high in found_climbs
+            ],
+            "rises": len(found_climbs),
+        }
+        epoch = found_climbs[0][1]
+    return Finding(
+        code="oscillating_loss",
+        severity="warning",
+        message=message,
+        evidence=evidence,
+        epoch=epoch,
         causes=[
             "the learning rate is a little too high: updates jump across the minimum",
             "batches too small or too uneven (a noisy gradient estimate)",
@@ -414,6 +456,40 @@ def oscillating_loss(ctx: RuleContext) -> Finding | None:
             else {},
         ),
     )
+
+
+def climbs(losses: list[tuple[int, float]]) -> list[tuple[int, int, float, float]]:
+    """(low epoch, high epoch, low, high) of each time the loss climbed back up.
+
+    A climb starts at the lowest loss since the last climb and counts once the loss is
+    `OSC_CLIMB_REL` above that low and the rise gives back `OSC_CLIMB_GIVE_BACK` of the progress
+    made from epoch 1 down to the low; it ends at its peak, once the loss has fallen back by half
+    the rise (or training ended). Adam at too high a rate climbs like this again and again late
+    in training, a few epochs up and a few down, which epoch-to-epoch zig-zags do not show, and
+    which a share of the progress tells from the blips of a small data set (+30% on a loss of
+    0.1 after falling from 0.63 gives back 5%) or a converged run's tiny losses."""
+    if not losses:
+        return []
+    first = losses[0][1]
+    found: list[tuple[int, int, float, float]] = []
+    low_epoch, low = losses[0]
+    peak: tuple[int, float] | None = None
+    for epoch, value in losses[1:]:
+        if peak is None:
+            if value < low:
+                low_epoch, low = epoch, value
+            elif value >= (1 + OSC_CLIMB_REL) * low and value - low >= OSC_CLIMB_GIVE_BACK * (
+                first - low
+            ):
+                peak = (epoch, value)
+        elif value > peak[1]:
+            peak = (epoch, value)
+        elif value <= peak[1] - (peak[1] - low) / 2:
+            found.append((low_epoch, peak[0], low, peak[1]))
+            low_epoch, low, peak = epoch, value, None
+    if peak is not None:
+        found.append((low_epoch, peak[0], low, peak[1]))
+    return found
 
 
 def _swings(
@@ -594,3 +670,12 @@ def underfitting(ctx: RuleContext) -> Finding | None:
             fx.less_weight_decay(ctx),
         ),
     )
+
+
+@decided_by("overfitting")
+def _overfit_margin(f: Finding) -> tuple[str, float, float, bool] | None:
+    low, recent = number(f.evidence.get("val_loss_min")), number(f.evidence.get("val_loss_recent"))
+    if low and recent is not None:
+        return "val loss rise over its lowest", (recent - low) / low, OVERFIT_REL_RISE, True
+    gap = number(f.evidence.get("accuracy_gap"))
+    return ("train - val accuracy", gap, OVERFIT_ACC_GAP, True) if gap is not None else None

@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from layerwise.diagnose.findings import Finding
-from layerwise.diagnose.rules import RuleContext, number, rule
+from layerwise.diagnose.rules import RuleContext, decided_by, number, rule
 from layerwise.diagnose.rules import fixes as fx
 
 IMBALANCE_RATIO = 5.0  # largest class / smallest class in the training split
@@ -32,7 +32,8 @@ DUPLICATE_FRACTION = 0.05  # 5% of the training rows repeat an earlier row
 UNSCALED_MEAN_STD = 5.0  # overall |mean| or std above 5 ...
 UNSCALED_FEATURE_MEAN = 10.0  # ... or a feature whose mean is above 10 in magnitude
 TINY_INPUTS = 0.01  # every value within ±0.01
-FEATURE_STD_RATIO = 100.0  # tabular features whose spreads differ 100-fold
+FEATURE_RANGE_RATIO = 100.0  # tabular features whose ranges differ 100-fold ...
+UNIT_BOUND = 1.0  # ... unless every value lies within [-1, 1] (a bounded encoding)
 TOO_SMALL_ROWS = 100  # fewer training rows than this ...
 TOO_SMALL_PER_CLASS = 10  # ... or fewer than 10 rows per class on average ...
 PARAMS_PER_ROW = 1000  # ... or over 1,000 parameters per training row (not pretrained)
@@ -290,7 +291,8 @@ def unscaled_reason(data: dict[str, Any], image: bool) -> str | None:
     lo, hi = number(scale.get("min")), number(scale.get("max"))
     mean, std = number(scale.get("mean")), number(scale.get("std"))
     feature_mean = number(scale.get("max_abs_feature_mean"))
-    ratio = number(scale.get("feature_std_ratio"))
+    ratio = number(scale.get("feature_range_ratio"))
+    bounded = lo is not None and hi is not None and lo >= -UNIT_BOUND and hi <= UNIT_BOUND
     span = f"values span [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else "values"
     if (mean is not None and abs(mean) > UNSCALED_MEAN_STD) or (
         std is not None and std > UNSCALED_MEAN_STD
@@ -300,8 +302,12 @@ def unscaled_reason(data: dict[str, Any], image: bool) -> str | None:
         return f"{span}; one feature averages {feature_mean:.3g}"
     if lo is not None and hi is not None and hi > lo and max(abs(lo), abs(hi)) < TINY_INPUTS:
         return f"all values lie within ±{max(abs(lo), abs(hi)):.2g}"
-    if not image and ratio is not None and ratio >= FEATURE_STD_RATIO:
-        return f"feature standard deviations differ {ratio:.3g}-fold"
+    # Features in different units differ in range. Spreads (stds) would also compare a mostly
+    # empty column of a bounded table (a border pixel) with busy ones, which is no unit problem,
+    # and a table already within [-1, 1] (pixels, min-max scaling, one-hot, tf-idf) has no
+    # feature that can swamp the others.
+    if not image and not bounded and ratio is not None and ratio >= FEATURE_RANGE_RATIO:
+        return f"feature ranges differ {ratio:.3g}-fold"
     return None
 
 
@@ -406,3 +412,33 @@ def data_too_small(ctx: RuleContext) -> Finding | None:
         ],
         patch=patch,
     )
+
+
+# ---------------------------------------------------------------------------- how sure
+def _share(f: Finding, key: str, what: str, threshold: float) -> tuple[str, float, float, bool]:
+    return what, float(f.evidence[key]), threshold, True
+
+
+decided_by("label_noise")(
+    lambda f: _share(
+        f, "estimated_fraction", "estimated share of wrong labels", LABEL_NOISE_FRACTION
+    )
+)
+decided_by("duplicate_samples")(
+    lambda f: _share(f, "fraction", "share of repeated training rows", DUPLICATE_FRACTION)
+)
+decided_by("train_test_leakage")(
+    lambda f: (
+        "share of a held-out split copied from train",
+        float(f.evidence["splits"][f.evidence["split"]]["fraction"]),
+        LEAK_ANY_FRACTION,
+        True,
+    )
+)
+decided_by("class_imbalance")(
+    lambda f: (
+        ("largest/smallest class", float(f.evidence["ratio"]), IMBALANCE_RATIO, True)
+        if f.evidence["ratio"] != "inf"
+        else None
+    )
+)

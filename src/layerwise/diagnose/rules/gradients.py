@@ -15,6 +15,7 @@ from typing import Any
 from layerwise.diagnose.findings import Finding
 from layerwise.diagnose.rules import (
     RuleContext,
+    decided_by,
     fmt,
     median,
     number,
@@ -27,7 +28,11 @@ from layerwise.diagnose.rules import fixes as fx
 EXPLODE_BASE_STEPS = 3  # baseline: the first sampled step's norm, or the median of the first 3
 EXPLODE_RATIO = 100.0  # a sampled step whose norm is 100x that baseline ...
 EXPLODE_MIN_STEPS = 2  # ... at 2 sampled steps or more (or an infinite norm with a finite loss)
+EXPLODE_UPDATE = 1.0  # before a NaN loss: one step moved a layer's weights by their own norm
 VANISH_RATIO = 1e-3  # first weight layer's relative gradient below 1e-3x the last layer's
+VANISH_TIME_RATIO = 1e-3  # ‖∂L/∂x_0‖ below 1e-3x ‖∂L/∂x_T‖ along a recurrent layer's input ...
+VANISH_TIME_LEVEL = 0.5  # ... while the loss is still half the chance level (first epoch's) or more
+VANISH_TIME_PROGRESS = 0.1  # ... and has removed under 10% of its first epoch's reducible loss
 # Layers left out of the first/last comparison: their gradients scale differently by design.
 NOT_A_WEIGHT_LAYER = ("norm", "embedding")
 
@@ -55,7 +60,7 @@ def exploding_gradients(ctx: RuleContext) -> Finding | None:
     ]
     infinite = any(not math.isfinite(n) for _, n in hot)
     if len(hot) < EXPLODE_MIN_STEPS and not infinite:
-        return None
+        return _exploded_into_nan(ctx, baseline)
     worst, peak = max(hot, key=lambda p: p[1])
     layer, layer_ratios = _worst_layer(steps, worst)
     ratio = peak / baseline
@@ -99,6 +104,112 @@ def exploding_gradients(ctx: RuleContext) -> Finding | None:
     )
 
 
+def lead_up(ctx: RuleContext) -> dict[str, Any] | None:
+    """What the sampled steps just before the first non-finite loss show, or None (no such
+    loss, or no sampled step before it): the last finite step's gradient norm and its growth
+    from the first sample, the largest update-to-weight ratio of a layer (how far one step moved
+    its weights, relative to their norm) and how much the weights grew since the first sample."""
+    bad = next((s for s in ctx.steps if _nonfinite_loss(s)), None)
+    if bad is None:
+        return None
+    before = [s for s in ctx.steps if s["step"] < bad["step"] and not _nonfinite_loss(s)]
+    if not before:
+        return None
+    first, last = before[0], before[-1]
+    out: dict[str, Any] = {"nan_step": bad["step"], "step": last["step"]}
+    grad, start = number(last.get("grad_norm")), number(first.get("grad_norm"))
+    if grad is not None:
+        out["grad_norm"] = grad if math.isfinite(grad) else str(grad)
+        if start and math.isfinite(start) and last is not first:
+            out["grad_growth"] = grad / start if math.isfinite(grad) else "inf"
+            out["first_step"], out["first_grad_norm"] = first["step"], start
+    updates = {
+        name: u
+        for name, stats in (last.get("layers") or {}).items()
+        if (u := number(stats.get("update_ratio"))) is not None
+    }
+    if updates:
+        layer = max(updates, key=lambda n: updates[n] if math.isfinite(updates[n]) else math.inf)
+        out["update_layer"], out["update_ratio"] = layer, updates[layer]
+    growth = [
+        w / w0
+        for name, stats in (last.get("layers") or {}).items()
+        if (w := number(stats.get("weight_norm"))) is not None
+        and (w0 := number(((first.get("layers") or {}).get(name) or {}).get("weight_norm")))
+    ]
+    if growth and last is not first:
+        out["weight_growth"] = max(growth)
+    return out
+
+
+def exploded(lead: dict[str, Any] | None) -> bool:
+    """True when the steps before a NaN loss show an explosion: a gradient norm grown
+    `EXPLODE_RATIO`x or overflowed, or one step that moved a layer by its own norm."""
+    if not lead:
+        return False
+    growth = lead.get("grad_growth")
+    grown = growth == "inf" or (isinstance(growth, float) and growth >= EXPLODE_RATIO)
+    update = number(lead.get("update_ratio"))
+    moved = update is not None and (not math.isfinite(update) or update >= EXPLODE_UPDATE)
+    return grown or moved or isinstance(lead.get("grad_norm"), str)
+
+
+def describe_lead_up(lead: dict[str, Any]) -> str:
+    """`gradient norm inf at step 1 (1.92e+07 at step 0); update/weight ratio 435 in fc1`: the
+    numbers of `lead_up`, for a message (a ratio of 1 means one step moved the weights by their
+    own norm; healthy steps move them by about 1e-3)."""
+    parts = []
+    if "grad_norm" in lead:
+        grad = lead["grad_norm"]
+        shown = grad if isinstance(grad, str) else fmt(grad)
+        text = f"gradient norm {shown} at step {lead['step']}"
+        if "first_grad_norm" in lead:
+            text += f" ({fmt(lead['first_grad_norm'])} at step {lead['first_step']})"
+        parts.append(text)
+    update = number(lead.get("update_ratio"))
+    if update is not None:
+        size = "inf" if not math.isfinite(update) else fmt(update)
+        parts.append(f"update/weight ratio {size} in {lead['update_layer']}")
+    if "weight_growth" in lead:
+        parts.append(f"weights up to {fmt(lead['weight_growth'])}x their first norm")
+    return "; ".join(parts)
+
+
+def _nonfinite_loss(record: dict[str, Any]) -> bool:
+    loss = number(record.get("loss"))
+    return loss is not None and not math.isfinite(loss)
+
+
+def _exploded_into_nan(ctx: RuleContext, baseline: float) -> Finding | None:
+    """The explosion that ended in a NaN loss before a second sample could show it grow."""
+    lead = lead_up(ctx)
+    if not exploded(lead):
+        return None
+    assert lead is not None
+    layer = lead.get("update_layer")
+    return Finding(
+        code="exploding_gradients",
+        severity="error",
+        message=f"the loss turned non-finite at step {lead['nan_step']} right after "
+        + describe_lead_up(lead),
+        evidence={**lead, "baseline": baseline},
+        epoch=next((int(s.get("epoch", 1)) for s in ctx.steps if s["step"] == lead["step"]), 1),
+        layer=layer,
+        causes=[
+            "a weight initialisation far too large: activations and gradients grow layer by "
+            "layer until one step throws the weights away",
+            "the learning rate is too high",
+            "no gradient clipping on a deep or recurrent network",
+        ],
+        remedies=[
+            "use the layers' default (He/Glorot) initialisation",
+            "clip the global gradient norm (train.grad_clip: 1.0)",
+            "lower the learning rate about 3x",
+        ],
+        patch=fx.merge(fx.grad_clip(ctx, 1.0), fx.scale_lr(ctx, 0.3)),
+    )
+
+
 def _worst_layer(
     steps: list[dict[str, Any]], worst: dict[str, Any]
 ) -> tuple[str | None, dict[str, float]]:
@@ -127,7 +238,7 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
         if not any(word in ctx.layer_type(name).lower() for word in NOT_A_WEIGHT_LAYER)
     ]
     if len(layers) < 2:
-        return None
+        return _through_time(ctx)
     last = layers[-1]
     by_epoch = _relative_grads(ctx, layers)
     ratios = {
@@ -137,7 +248,7 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
     }
     streak = trailing(ratios, lambda r: min(r.values(), default=1.0) < VANISH_RATIO)
     if not persistent(streak, len(ratios), ctx.final):
-        return None
+        return _through_time(ctx)
     latest = ratios[streak[-1]]
     worst = min(latest, key=lambda name: latest[name])
     below = [name for name, r in latest.items() if r < VANISH_RATIO]
@@ -172,10 +283,70 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
     )
 
 
+def _through_time(ctx: RuleContext) -> Finding | None:
+    """Vanishing gradients along a recurrent layer's input sequence, while the model fails.
+
+    The probes record ‖∂L/∂x_t‖ at the first and last time step of each RNN/LSTM/GRU input.
+    A ratio far below 1 alone is no fault: a model whose answer depends on the latest steps
+    rightly learns to forget the first ones. It is one when the model also fails to learn: the
+    training loss is still `VANISH_TIME_LEVEL` of the way from the floor to the chance level
+    (to the first epoch's loss for regression), so whatever the early steps carry never reaches
+    the weights. It must also have stalled, having removed under `VANISH_TIME_PROGRESS` of its
+    first epoch's loss above the floor, so a model that is still learning is not judged early."""
+    by_epoch = ctx.layer_epoch_medians("time_grad_ratio", role="param")
+    if not by_epoch:
+        return None
+    streak = trailing(by_epoch, lambda r: min(r.values(), default=1.0) < VANISH_TIME_RATIO)
+    if not persistent(streak, len(by_epoch), ctx.final):
+        return None
+    losses = ctx.values("loss")
+    if not losses or not ctx.supervised:
+        return None
+    floor = ctx.loss_floor
+    top = ctx.chance_loss if ctx.chance_loss is not None else losses[0]
+    level = (losses[-1] - floor) / (top - floor) if top > floor else 0.0
+    progress = (losses[0] - losses[-1]) / (losses[0] - floor) if losses[0] > floor else 1.0
+    if level < VANISH_TIME_LEVEL or progress >= VANISH_TIME_PROGRESS:
+        return None
+    latest = by_epoch[streak[-1]]
+    worst = min(latest, key=lambda name: latest[name])
+    ref = "the chance level" if ctx.chance_loss is not None else "its first epoch"
+    return Finding(
+        code="vanishing_gradients",
+        severity="error",
+        message=(
+            f"through time: the gradient reaching the first time step of {worst}'s input is "
+            f"{latest[worst]:.1e}x the one reaching the last (median over epoch {streak[-1]}), "
+            f"and the loss is still {level:.0%} of {ref}"
+        ),
+        evidence={
+            "ratio": latest[worst],
+            "through_time": True,
+            "layer_time_ratios": latest,
+            "loss_level": level,
+            "loss_progress": progress,
+            "since_epoch": streak[0],
+        },
+        epoch=streak[0],
+        layer=worst,
+        causes=[
+            "a plain recurrent layer (tanh RNN) multiplies the gradient by a factor below 1 at "
+            "every step back, so what the first steps carry never reaches the weights",
+            "sequences too long for the recurrent layer to carry information along",
+        ],
+        remedies=[
+            "use an LSTM or GRU (gated layers carry gradients across many steps)",
+            "shorten the sequences, or let the model see every step (attention, pooling over "
+            "time, or a convolution over the sequence)",
+        ],
+        patch={},
+    )
+
+
 def _relative_grads(ctx: RuleContext, layers: list[str]) -> dict[int, dict[str, float]]:
     """{epoch: {layer: median of grad_norm / weight_norm}} (raw norms when weights are absent)."""
     per_epoch: dict[int, dict[str, list[float]]] = {}
-    for record in ctx.finite_steps:
+    for record in ctx.regular_steps:
         for name in layers:
             stats = (record.get("layers") or {}).get(name) or {}
             grad, weight = _grad(stats), number(stats.get("weight_norm"))
@@ -192,3 +363,19 @@ def _relative_grads(ctx: RuleContext, layers: list[str]) -> dict[int, dict[str, 
 def _relu_if_saturating(ctx: RuleContext) -> fx.Patch:
     current = str(ctx.get("model.args.activation", "relu")).lower()
     return fx.activation(ctx, "relu") if current in ("sigmoid", "tanh") else {}
+
+
+@decided_by("exploding_gradients")
+def _explosion_margin(f: Finding) -> tuple[str, float, float, bool] | None:
+    ratio = number(f.evidence.get("ratio"))
+    if ratio is None or not math.isfinite(ratio):
+        return None  # an overflow or a NaN right after a huge step: no doubt
+    return "gradient norm / its start", ratio, EXPLODE_RATIO, True
+
+
+@decided_by("vanishing_gradients")
+def _vanishing_margin(f: Finding) -> tuple[str, float, float, bool]:
+    through_time = bool(f.evidence.get("through_time"))
+    what = "first/last time step gradient" if through_time else "first/last layer gradient"
+    threshold = VANISH_TIME_RATIO if through_time else VANISH_RATIO
+    return what, float(f.evidence["ratio"]), threshold, False
