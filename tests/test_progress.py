@@ -16,7 +16,7 @@ from layerwise.diagnose.doctor import Doctor, diagnose_run
 from layerwise.diagnose.findings import Diagnosis, Finding
 from layerwise.errors import DataError
 from layerwise.runs import Run
-from layerwise.train import EarlyStopping, ProgressBar, Trainer
+from layerwise.train import Callback, EarlyStopping, ProgressBar, Trainer
 from layerwise.tune import autofix
 from layerwise.tune.lr_finder import LRRangeTest
 
@@ -68,13 +68,22 @@ def test_a_progress_bar_given_by_the_caller_is_the_only_one(capsys):
 
 
 # ------------------------------------------------------------------------------ early stopping
+class SaysGoodbye(Callback):
+    """Prints at the end of fit, as the doctor does when a finding was resolved."""
+
+    def on_fit_end(self, trainer):
+        print("goodbye")
+
+
 def test_early_stopping_without_restoring_says_the_last_weights_are_kept(capsys):
     stopper = EarlyStopping("loss", patience=2, min_delta=1e9, restore_best_weights=False)
-    trainer = Trainer(nn.Linear(4, 2), doctor=False, callbacks=[stopper])
+    trainer = Trainer(nn.Linear(4, 2), doctor=False, callbacks=[stopper, SaysGoodbye()])
     trainer.fit(blobs(), epochs=20, batch_size=8)
-    last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith("early stopping at epoch 3/20: loss has not improved for 2 epochs")
-    assert last.endswith("keeping the last weights, epoch 3's (restore_best_weights is off)")
+    *_, epoch, stop, goodbye = capsys.readouterr().out.strip().splitlines()
+    # The stop is told right under the epoch that decided it, once, before anything at fit end.
+    assert epoch.startswith("epoch 3/20 ") and goodbye == "goodbye"
+    assert stop.startswith("early stopping at epoch 3/20: loss has not improved for 2 epochs")
+    assert stop.endswith("keeping the last weights, epoch 3's (restore_best_weights is off)")
 
 
 # ------------------------------------------------------------------------------ findings

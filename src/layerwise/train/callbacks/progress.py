@@ -43,6 +43,7 @@ class ProgressBar(Callback):
         self.console = Console(file=self.stream, force_terminal=self.tty, highlight=False)
         self._progress: Progress | None = None
         self._task = None
+        self._told_stop = False
 
     def on_epoch_start(self, trainer: Trainer) -> None:
         if not self.tty:
@@ -67,17 +68,26 @@ class ProgressBar(Callback):
         if self._progress is not None:
             self._progress.advance(self._task)
 
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._told_stop = False
+
     def on_epoch_end(self, trainer: Trainer) -> None:
         self._stop_bar()
         logs = trainer.logs
         line = f"epoch {int(logs['epoch'])}/{trainer.epochs}  {format_logs(logs)}"
         self.console.print(f"{line}  {logs.get('time', 0.0):.1f}s", soft_wrap=True)
+        self._tell_stop(trainer)  # early stopping decided on this epoch: say so right under it
 
     def on_fit_end(self, trainer: Trainer) -> None:
         self._stop_bar()
+        self._tell_stop(trainer)
+
+    def _tell_stop(self, trainer: Trainer) -> None:
         reason = trainer.stop_reason
-        if reason is not None and not reason.fatal:  # a fatal one was printed by its source
-            self.console.print(reason.message, soft_wrap=True, markup=False)
+        if self._told_stop or reason is None or reason.fatal:  # a fatal one: told by its source
+            return
+        self._told_stop = True
+        self.console.print(reason.message, soft_wrap=True, markup=False)
 
     def _stop_bar(self) -> None:
         if self._progress is not None:
