@@ -731,7 +731,9 @@ def underfit_tiny_mlp_mnist(seed: int) -> Setup:
         64,
         root_cause="underfitting",
         truth=frozenset({"underfitting"}),
-        acceptable=frozenset({"loss_plateau"}),
+        # Training drives the lone tanh unit to its limits (70% of images beyond ±0.98 on seed
+        # 0, measured in plain PyTorch): saturation is a true fact of this run.
+        acceptable=frozenset({"loss_plateau", "saturated_activations"}),
         symptom="no_progress",
     )
 
@@ -934,7 +936,10 @@ def label_noise_30_wine(seed: int) -> Setup:
         16,
         root_cause="label_noise",
         truth=frozenset({"label_noise"}),
-        acceptable=frozenset({"overfitting"}),
+        # Like the shifted and permuted labels: the wrong labels cannot be fitted, so a model
+        # that does not fit its training data (`underfitting`, whose documented causes include
+        # labels with little signal) is a consequence, not a false alarm.
+        acceptable=STALL | {"overfitting"},
         symptom="data",
         clean_labels=y_tr,
     )
@@ -955,7 +960,10 @@ def label_noise_25_digits_cnn(seed: int) -> Setup:
         32,
         root_cause="label_noise",
         truth=frozenset({"label_noise"}),
-        acceptable=frozenset({"overfitting"}),
+        # Like the shifted and permuted labels: the wrong labels cannot be fitted, so a model
+        # that does not fit its training data (`underfitting`, whose documented causes include
+        # labels with little signal) is a consequence, not a false alarm.
+        acceptable=STALL | {"overfitting"},
         symptom="data",
         clean_labels=y_tr,
     )

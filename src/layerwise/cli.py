@@ -175,6 +175,10 @@ def doctor(
         typer.Option(metavar="FILE", help="Where --auto-fix writes the fixed recipe."),
     ] = None,
     runs_dir: RunsDir = Path("runs"),
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", help="Also show possible findings and explained symptoms."),
+    ] = False,
     debug: Debug = False,
 ) -> None:
     """Diagnose a finished run, or check and train a recipe, or auto-fix a recipe.
@@ -195,22 +199,22 @@ def doctor(
                 f"'{target}' is a run; --auto-fix, --data-only and --set need a recipe file",
                 hint="give a recipe: layerwise doctor recipes/<name>.yaml --auto-fix",
             )
-        _diagnose_run(target, runs_dir)
+        _diagnose_run(target, runs_dir, verbose)
     elif auto_fix:
         _auto_fix(target, rounds, runs_dir, set_, output)
     elif data_only:
-        _check_data_only(target, set_)
+        _check_data_only(target, set_, verbose)
     else:
-        _train_and_diagnose(target, set_, runs_dir)
+        _train_and_diagnose(target, set_, runs_dir, verbose)
 
 
-def _diagnose_run(target: str, runs_dir: Path) -> None:
+def _diagnose_run(target: str, runs_dir: Path, verbose: bool = False) -> None:
     """`doctor RUN`: diagnose a run from its folder, print it and write diagnosis.json."""
     from layerwise.diagnose.doctor import diagnose_run
     from layerwise.runs import Run
 
     found = Run.open(target, root=runs_dir)
-    out.print(diagnose_run(found).render(), markup=False)
+    out.print(diagnose_run(found).render(verbose), markup=False)
     out.print(f"diagnosis: {found.diagnosis_path}")
 
 
@@ -232,7 +236,7 @@ def _auto_fix(
     _print_auto_fix(result)
 
 
-def _check_data_only(target: str, overrides: list[str] | None) -> None:
+def _check_data_only(target: str, overrides: list[str] | None, verbose: bool = False) -> None:
     """`doctor RECIPE --data-only`: the data checks alone, reported whatever they find."""
     from layerwise import experiment
     from layerwise.recipe import load_recipe
@@ -244,10 +248,12 @@ def _check_data_only(target: str, overrides: list[str] | None) -> None:
     data = experiment.build_data(recipe)
     model = experiment.build_model(recipe, data)
     diagnosis = experiment.check_recipe_data(recipe, data, model, echo=None, refuse_fatal=False)
-    out.print(diagnosis.render(), markup=False)
+    out.print(diagnosis.render(verbose), markup=False)
 
 
-def _train_and_diagnose(target: str, overrides: list[str] | None, runs_dir: Path) -> None:
+def _train_and_diagnose(
+    target: str, overrides: list[str] | None, runs_dir: Path, verbose: bool = False
+) -> None:
     """`doctor RECIPE`: check the data, train with the doctor watching, print the diagnosis (the
     whole data diagnosis too when the data is refused)."""
     from layerwise import experiment
@@ -260,10 +266,10 @@ def _train_and_diagnose(target: str, overrides: list[str] | None, runs_dir: Path
         run, test_metrics = experiment.train(recipe, runs_dir, echo=_plain)
     except DataError as exc:
         if exc.diagnosis is not None:
-            out.print(exc.diagnosis.render(), markup=False)
+            out.print(exc.diagnosis.render(verbose), markup=False)
         raise
     _print_outcome(run, test_metrics)
-    out.print(Diagnosis.from_dict(run.read_diagnosis() or {}).render(), markup=False)
+    out.print(Diagnosis.from_dict(run.read_diagnosis() or {}).render(verbose), markup=False)
 
 
 @app.command("lr-find")
