@@ -49,8 +49,8 @@ def test_a_save_is_one_folder_with_a_manifest_and_only_the_last_two_are_kept(run
     for step in range(1, 6):
         run.save_checkpoint(_weights(step), _state(step), best=step % 2 == 1)
     names = sorted(p.name for p in run.checkpoints_dir.iterdir())
-    # saves are numbered in order across kinds: last 1, best 2, last 3, last 4, best 5, ...
-    assert names == ["best-000005", "best-000008", "last-000006", "last-000007"]
+    # numbered in order across kinds, a best before its last: best 1, last 2, last 3, best 4, ...
+    assert names == ["best-000004", "best-000007", "last-000006", "last-000008"]
     newest = run.checkpoints.latest("last")
     assert sorted(p.name for p in newest.iterdir()) == [
         "manifest.json",

@@ -183,10 +183,11 @@ class Run:
         """The recipe text this run was created with."""
         try:
             return self.recipe_path.read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise RunError(
                 f"cannot read '{self.recipe_path}': {_reason(exc)}",
-                hint="the run folder is incomplete; start a new run from the recipe file",
+                hint="the run folder is incomplete or damaged; start a new run from the recipe "
+                "file",
             ) from exc
 
     def recipe(self, overrides: list[str] | None = None) -> Recipe:
@@ -262,7 +263,13 @@ class Run:
         """Every metrics record in order; a half-written last line (from a kill) is skipped."""
         if not self.metrics_path.exists():
             return []
-        lines = self.metrics_path.read_text(encoding="utf-8").split("\n")
+        try:
+            lines = self.metrics_path.read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as exc:
+            raise RunError(
+                f"'{self.metrics_path}' is damaged: not UTF-8 text (byte {exc.start})",
+                hint="fix or delete the damaged line",
+            ) from exc
         records = []
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -320,16 +327,15 @@ class Run:
     def save_checkpoint(
         self, weights: dict[str, torch.Tensor], state: dict[str, Any], best: bool = False
     ) -> Path:
-        """Save a `last` checkpoint (weights + state as one atomic unit), and a `best` one too
-        when `best`; returns the `last` folder.
+        """Save a `last` checkpoint (weights + state as one atomic unit), and a `best` one before
+        it when `best`; returns the `last` folder.
 
         `state` must hold only types `torch.load(weights_only=True)` accepts (see
         `layerwise.runs.checkpoint`); it is checked before anything is written.
         """
-        folder = self.checkpoints.save("last", weights, state)
-        if best:
+        if best:  # first: a kill before `last` is written replays the epoch and saves both again
             self.checkpoints.save("best", weights)
-        return folder
+        return self.checkpoints.save("last", weights, state)
 
     def save_best(self, weights: dict[str, torch.Tensor]) -> Path:
         """Save a `best` checkpoint alone (e.g. when the monitored metric improves)."""
@@ -375,8 +381,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)
+def _reason(exc: OSError | UnicodeDecodeError) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def _recipe_summary(recipe_text: str) -> dict[str, Any]:

@@ -128,8 +128,7 @@ class CheckpointStore:
     def _make_tmp(self) -> Path:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            for stale in self.folder.glob(".tmp-*"):  # left by a save that was killed
-                shutil.rmtree(stale, ignore_errors=True)
+            self._remove_leftovers()
             tmp = self.folder / f".tmp-{secrets.token_hex(4)}"
             tmp.mkdir()
         except OSError as exc:
@@ -153,8 +152,14 @@ class CheckpointStore:
             with contextlib.suppress(OSError):
                 os.rename(old, trash)
                 shutil.rmtree(trash, ignore_errors=True)
-        for trash in self.folder.glob(".trash-*"):  # from a prune that was killed
-            shutil.rmtree(trash, ignore_errors=True)
+        self._remove_leftovers()
+
+    def _remove_leftovers(self) -> None:
+        """Delete the hidden folders of a save or prune that was killed (only this run writes
+        here, so any that exist are stale)."""
+        for pattern in (".tmp-*", ".trash-*"):
+            for stale in self.folder.glob(pattern):
+                shutil.rmtree(stale, ignore_errors=True)
 
     # ------------------------------------------------------------------ read
     def entries(self, kind: str) -> list[Path]:
@@ -200,6 +205,7 @@ class CheckpointStore:
                 skipped.append((path, exc.message))
                 continue
             if quarantine:
+                self._remove_leftovers()
                 for damaged, _ in skipped:
                     with contextlib.suppress(OSError):
                         os.rename(damaged, damaged.with_name(f"damaged-{damaged.name}"))
