@@ -3,7 +3,7 @@
 DESIGN.md's order, with the small modules placed where their imports put them:
 
     errors ← registry, recipe, text ← nn, data, runs ← models ← train ← diagnose ← report ← tasks
-           ← experiment, predict ← tune, serve ← cli, the top-level package
+           ← experiment ← predict, tune, serve ← cli, the top-level package
 
 Every `import` and `from … import` counts, including those inside functions (lazy imports are
 still dependencies) and under `TYPE_CHECKING` (a type annotation is a dependency too). A unit is
@@ -27,8 +27,8 @@ LAYERS: list[set[str]] = [
     {"diagnose"},
     {"report"},
     {"tasks"},
-    {"experiment", "predict"},
-    {"tune", "serve"},
+    {"experiment"},
+    {"predict", "tune", "serve"},
     {"cli_text"},
     {"cli", "__init__", "__main__"},
 ]

@@ -20,12 +20,22 @@ def test_images_are_scaled_and_standardised_like_the_training_data(tmp_path):
     assert standardised.x.max().item() == pytest.approx((1.0 - 0.1307) / 0.3081)
 
 
-def test_arrays_are_reshaped_not_rescaled(tmp_path):
+def test_pixel_arrays_for_an_image_model_are_read_as_pixels(tmp_path):
+    """Without a run's preprocessing (an input shape only), rows for an image model are pixels:
+    0-255 values are scaled to [0, 1] (with a note), then standardised like image files."""
     np.save(tmp_path / "rows.npy", np.arange(3 * 64, dtype=np.float32).reshape(3, 64))
     inputs = read_inputs([tmp_path / "rows.npy"], (1, 8, 8), pixel_stats=(0.5, 0.5))
     assert inputs.x.shape == (3, 1, 8, 8)
-    assert inputs.x[2, 0, 7, 7].item() == 191.0
+    assert inputs.x[2, 0, 7, 7].item() == pytest.approx((191 / 255 - 0.5) / 0.5)
     assert inputs.names == ["rows.npy[0]", "rows.npy[1]", "rows.npy[2]"]
+    assert inputs.notes == ["note: rows.npy read as pixels 0-255 (largest value 191)"]
+
+
+def test_arrays_for_a_table_model_go_through_unchanged_without_a_preprocessing(tmp_path):
+    np.save(tmp_path / "rows.npy", np.arange(6, dtype=np.float32).reshape(2, 3) * 100)
+    inputs = read_inputs([tmp_path / "rows.npy"], (3,))
+    assert inputs.x.tolist() == [[0.0, 100.0, 200.0], [300.0, 400.0, 500.0]]
+    assert inputs.notes == []
 
 
 def test_top_predictions_for_multiclass_and_binary():

@@ -315,15 +315,33 @@ def evaluate(
     run: Annotated[str, typer.Argument(help="Run name or folder.")],
     split: Annotated[Split, typer.Option(help="Which data split.")] = Split.test,
     weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.last,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            metavar="FILE",
+            help="A new labelled file instead of a split: .csv with the training label column, "
+            "or .npz with x and y; raw, as the training file (the run's preprocessing is "
+            "applied).",
+        ),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
 ) -> None:
-    """Evaluate a run's weights on a data split.
+    """Evaluate a run's weights on a data split, or on a new labelled file.
 
     Example: layerwise evaluate digits_cnn --split test
+    Example: layerwise evaluate wine_mlp --data new_wines.csv
     """
     from layerwise.experiment import evaluate_run
+    from layerwise.predict import evaluate_file
 
+    if data is not None:
+        found, metrics, notes = evaluate_file(run, data, weights.value, runs_dir)
+        for note in notes:
+            err.print(escape(note))
+        out.print(f"{found.name} ({weights.value} weights) on {data.name}: {_fmt(metrics)}")
+        return
     found, metrics = evaluate_run(run, split.value, weights.value, runs_dir)
     out.print(f"{found.name} ({weights.value} weights) on {split.value}: {_fmt(metrics)}")
 
@@ -351,9 +369,7 @@ def predict(
     Example: layerwise predict digits_cnn images/ --output predictions.csv
     Example: layerwise predict imdb_fasttext "A gripping, beautifully acted film."
     """
-    from layerwise.experiment import load_experiment
-    from layerwise.nn import check_input
-    from layerwise.predict import read_inputs, top_predictions
+    from layerwise.predict import predict_run
     from layerwise.runs import Run
     from layerwise.text import TextPipeline
 
@@ -361,17 +377,16 @@ def predict(
     if TextPipeline.exists(found.path):
         _predict_texts(found.path, inputs, output, top_k, weights.value)
         return
-    experiment = load_experiment(found, weights.value)
-    data = experiment.data
-    batch = read_inputs([Path(i) for i in inputs], tuple(data.input_shape), data.pixel_stats)
-    check_input(experiment.model, batch.x[:1])
-    logits = experiment.trainer.predict(batch.x)
-    rows = top_predictions(logits, data.class_names, top_k)
+    # New inputs get the run's preprocessing (preprocess.json); notes say how they were read.
+    paths = [Path(i) for i in inputs]
+    names, rows, notes = predict_run(found.path, paths, weights.value, runs_dir, top_k)
+    for note in notes:
+        err.print(escape(note))
     if output is not None:
-        _write_predictions(output, batch.names, rows)
+        _write_predictions(output, names, rows)
         out.print(f"wrote {len(rows)} predictions to {output}")
         return
-    for name, ranked in zip(batch.names, rows, strict=True):
+    for name, ranked in zip(names, rows, strict=True):
         best = "  ".join(f"{label} {p:.3f}" for label, p in ranked)
         out.print(f"{escape(name)}: {escape(best)}")
 

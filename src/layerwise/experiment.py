@@ -19,6 +19,7 @@ import yaml
 from torch import nn
 
 from layerwise.data import DatasetBundle, check_finite, clean_bundle, load_dataset, split
+from layerwise.data.preprocess import Preprocess, fit_preprocess, load_preprocess
 from layerwise.diagnose.doctor import (
     PROBES_FILE,
     Doctor,
@@ -91,11 +92,12 @@ def train(
     the ones the recipe asks for.
     """
     seed_everything(recipe.seed)
-    data = build_data(recipe)
+    data, preprocess = prepare_data(recipe)
     model = build_model(recipe, data)
     build_trainer(recipe, model, data)  # a misspelt optimizer, schedule or monitor stops here
     data_diagnosis = check_recipe_data(recipe, data, model, echo=echo)
     run = Run.create(runs_root, recipe.name, recipe.to_yaml())
+    preprocess.save(run.path)  # what predict and evaluate apply to new files
     if getattr(data, "pipeline", None) is not None:
         data.pipeline.save(run.path)  # text_pipeline.json: predict reads raw text through it
     profile = data_diagnosis.data_profile if data_diagnosis is not None else None
@@ -182,6 +184,12 @@ def build(
 def build_data(recipe: Recipe) -> DatasetBundle:
     """Load the recipe's dataset, carve out a validation split when asked and none exists, then
     apply the recipe's data fixes (`data.impute`, `data.standardize`, …; see `data.clean`)."""
+    return prepare_data(recipe)[0]
+
+
+def prepare_data(recipe: Recipe) -> tuple[DatasetBundle, Preprocess]:
+    """`build_data`, and the fitted preprocessing that turns new raw inputs into model inputs
+    the same way (saved with a run as `preprocess.json`)."""
     bundle = load_dataset(recipe.data.name, **recipe.data.args)
     if recipe.data.val_fraction and bundle.val is None:
         x, y = bundle.train
@@ -190,8 +198,8 @@ def build_data(recipe: Recipe) -> DatasetBundle:
             x, y, recipe.data.val_fraction, seed=recipe.seed, stratify=stratify
         )
         bundle.train, bundle.val = (x_train, y_train), val
-    cleaned, _ = clean_bundle(bundle, recipe.data, seed=recipe.seed)
-    return cleaned
+    cleaned, report = clean_bundle(bundle, recipe.data, seed=recipe.seed)
+    return cleaned, fit_preprocess(bundle, report, cleaned)
 
 
 def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
@@ -606,3 +614,9 @@ def evaluate_run(
     metrics = experiment.trainer.evaluate(data)
     run.append_metrics({"split": split_name, "eval": which, **metrics})
     return run, metrics
+
+
+def run_preprocess(run: Run) -> Preprocess:
+    """The run's saved preprocessing; for a run made before it was saved, fit again from the
+    recipe's data (the same numbers: the fixes are deterministic)."""
+    return load_preprocess(run.path) or prepare_data(run.recipe())[1]

@@ -1,80 +1,177 @@
-"""Read inputs for prediction from files (.npy, .csv, images) and turn outputs into answers."""
+"""Read inputs for prediction from files (.npy, .csv, images), arrays or PIL images, preprocessed
+as the run's training data was (`layerwise.data.preprocess`), and turn outputs into answers."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from layerwise.data.convert import to_tensors
-from layerwise.errors import DataError, ShapeError
+from layerwise.data.preprocess import ImageSpec, Preprocess
+from layerwise.errors import DataError
+from layerwise.experiment import load_experiment, run_preprocess
+from layerwise.nn import check_input
+from layerwise.runs import Run
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".gif", ".tif", ".tiff"}
 
 
 @dataclass
 class PredictionInputs:
-    """Rows ready for the model, and a name for each row (file name or row number)."""
+    """Rows ready for the model, a name for each row (file name or row number), and notes on how
+    the inputs were read (warnings when they do not look like the training data)."""
 
     x: torch.Tensor
     names: list[str]
+    notes: list[str] = field(default_factory=list)
 
 
 def read_inputs(
-    paths: list[Path],
-    input_shape: tuple[int, ...],
+    items: Sequence[Any],
+    preprocess: Preprocess | tuple[int, ...],
     pixel_stats: tuple[float, float] | None = None,
 ) -> PredictionInputs:
-    """Read every path (a folder means the images in it) into one tensor shaped for the model.
+    """Read every input into one tensor for the model, preprocessed as the training data was.
 
-    Image pixels are scaled to [0, 1] and, when the training data was standardised with
-    `pixel_stats = (mean, std)`, standardised the same way. Arrays (.npy, .csv) are taken as
-    they are: they must already be in the form the model was trained on.
+    `items` are paths (a folder means the images in it: .npy, .csv and image files), arrays or
+    tensors of raw rows, or PIL images. `preprocess` is the run's `Preprocess`; given a model
+    input shape instead (and the `pixel_stats` images were standardised with), only the image
+    pixels are scaled, as before runs saved their preprocessing.
     """
-    mean, std = pixel_stats or (0.0, 1.0)
-    tensors, names = [], []
-    for path in _expand(paths):
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            x = _fit_rows(_load_npy(path), input_shape, path)
-            tensors.append(x)
-            names += [f"{path.name}[{i}]" for i in range(len(x))]
-        elif suffix == ".csv":
-            x = _fit_rows(_load_csv(path), input_shape, path)
-            tensors.append(x)
-            names += [f"{path.name}[{i}]" for i in range(len(x))]
-        elif suffix in IMAGE_SUFFIXES:
-            tensors.append((_load_image(path, input_shape).unsqueeze(0) - mean) / std)
-            names.append(path.name)
+    if not isinstance(preprocess, Preprocess):
+        preprocess = plain_preprocess(tuple(preprocess), pixel_stats)
+    tensors, names, notes = [], [], []
+    for number, item in enumerate(_expand(items)):
+        if isinstance(item, Path):
+            x, more = _read_file(item, preprocess)
+            label = item.name
+        elif hasattr(item, "getbands"):  # a PIL image
+            pixels, more = preprocess.image_pixels(item, f"image {number}")
+            x = preprocess.pixels_to_model(pixels, f"image {number}")
+            label = f"image {number}"
         else:
+            label = f"input {number}"
+            x, more = preprocess.rows(item, label)
+        tensors.append(x)
+        notes += more
+        one_image = hasattr(item, "getbands") or (
+            isinstance(item, Path) and item.suffix.lower() in IMAGE_SUFFIXES
+        )
+        names += [label] if one_image else [f"{label}[{i}]" for i in range(len(x))]
+    return PredictionInputs(torch.cat(tensors), names, notes)
+
+
+def plain_preprocess(
+    input_shape: tuple[int, ...], pixel_stats: tuple[float, float] | None = None
+) -> Preprocess:
+    """No fitted fixes: rows go to the model as they are; images are read as pixels in [0, 1],
+    standardised with `pixel_stats` when given."""
+    image = None
+    if len(input_shape) == 3:
+        image = ImageSpec(*input_shape)
+        if pixel_stats is not None:
+            image.loader_mean, image.loader_std = pixel_stats
+    return Preprocess(input_shape=list(input_shape), raw_shape=list(input_shape), image=image)
+
+
+def read_labelled(
+    path: Path, target: str, class_names: list[str], task: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw inputs and labels of a labelled file: a .csv with the `target` column, or an .npz
+    with arrays `x` and `y`. Text labels are matched to the run's class names."""
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                x, y = archive["x"], archive["y"]
+        except (OSError, ValueError, KeyError, EOFError) as exc:
             raise DataError(
-                f"cannot read '{path}': unknown file type '{suffix or '(none)'}'",
-                hint="give .npy, .csv or image files (.png, .jpg, .pgm …), or a folder of images",
+                f"cannot read arrays x and y from '{path}': {exc}",
+                hint="save them with numpy.savez(path, x=inputs, y=labels)",
+            ) from exc
+        labels = pd.Series(y)
+        inputs = x
+    elif suffix == ".csv":
+        frame = _read_table(path)
+        if target not in frame.columns:
+            raise DataError(
+                f"'{path.name}' has no label column '{target}' (columns: "
+                f"{', '.join(map(str, frame.columns[:8]))})",
+                hint=f"name the label column '{target}', as in the training file",
             )
-    return PredictionInputs(torch.cat(tensors), names)
+        labels, inputs = frame[target], frame.drop(columns=[target])
+    else:
+        raise DataError(
+            f"cannot evaluate on '{path.name}': give a .csv with a '{target}' column or an .npz "
+            "with arrays x and y",
+            hint="labelled files only: predict takes unlabelled ones",
+        )
+    if task == "classification" and not pd.api.types.is_numeric_dtype(labels):
+        unknown = sorted(set(map(str, labels)) - set(class_names))
+        if unknown:
+            raise DataError(
+                f"'{path.name}' has labels the model does not know: {', '.join(unknown[:5])}",
+                hint=f"the classes are: {', '.join(class_names)}",
+            )
+        labels = labels.map({name: i for i, name in enumerate(class_names)})
+    y = torch.as_tensor(np.array(labels.to_numpy()))
+    y = y.float() if task == "regression" else y.long()
+    x = to_tensors(inputs, name=f"inputs in '{path}'", allow_nonfinite=True)[0]
+    return x, y
 
 
-def _expand(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
+def _read_file(path: Path, preprocess: Preprocess) -> tuple[torch.Tensor, list[str]]:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return preprocess.rows(_load_npy(path), path.name)
+    if suffix == ".csv":
+        frame = _read_table(path)
+        notes = []
+        width = int(np.prod(preprocess.raw_shape))
+        extra = [c for c in frame.columns if str(c).lower() in ("label", "target", "class", "y")]
+        if frame.shape[1] == width + 1 and extra:
+            frame = frame.drop(columns=extra[:1])
+            notes.append(f"note: {path.name}: column '{extra[0]}' left out (a label, not an input)")
+        x, more = preprocess.rows(
+            to_tensors(frame, name=f"inputs in '{path}'", allow_nonfinite=True)[0], path.name
+        )
+        return x, notes + more
+    if suffix in IMAGE_SUFFIXES:
+        return preprocess.image_file(path)
+    raise DataError(
+        f"cannot read '{path}': unknown file type '{suffix or '(none)'}'",
+        hint="give .npy, .csv or image files (.png, .jpg, .pgm …), or a folder of images",
+    )
+
+
+def _expand(items: Sequence[Any]) -> list[Any]:
+    found: list[Any] = []
+    for item in items:
+        if not isinstance(item, str | Path):
+            found.append(item)
+            continue
+        path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
                 raise DataError(f"folder '{path}' holds no image files", hint="add .png/.jpg files")
-            files += found
+            found += files
         elif path.is_file():
-            files.append(path)
+            found.append(path)
         else:
             raise DataError(f"input '{path}' not found", hint="check the path")
-    return files
+    return found
 
 
 def _load_npy(path: Path) -> torch.Tensor:
-    """float32 rows; text, object or NaN-holding arrays are refused naming the file."""
+    """float32 rows; text or object arrays are refused naming the file (NaN is left for the
+    run's imputation, or refused by it)."""
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -82,56 +179,29 @@ def _load_npy(path: Path) -> torch.Tensor:
             f"cannot read '{path}' as a NumPy .npy file: {exc}",
             hint="save the inputs with numpy.save(path, array) (a numeric array)",
         ) from exc
-    return to_tensors(array, name=f"inputs in '{path}'")[0]
+    return to_tensors(array, name=f"inputs in '{path}'", allow_nonfinite=True)[0]
 
 
-def _load_csv(path: Path) -> torch.Tensor:
-    """float32 rows, one per line of the table; text columns and NaN are refused by name."""
+def _read_table(path: Path) -> pd.DataFrame:
+    """A CSV table; one whose first line is numbers has no header and is read as data."""
     try:
         frame = pd.read_csv(path)
+        if len(frame.columns) and all(_is_number(c) for c in frame.columns):
+            frame = pd.read_csv(path, header=None)
     except (ValueError, OSError) as exc:
         raise DataError(
             f"cannot read '{path}' as CSV: {exc}",
-            hint="give a table with a header line and one numeric column per input feature",
+            hint="give a table with one numeric column per input feature",
         ) from exc
-    return to_tensors(frame, name=f"inputs in '{path}'")[0]
+    return frame
 
 
-def _load_image(path: Path, input_shape: tuple[int, ...]) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    if len(input_shape) != 3:
-        raise ShapeError(
-            f"image '{path.name}' given, but the model takes inputs of shape {input_shape}",
-            hint="images suit models trained on (channels, height, width) data",
-        )
-    channels, height, width = input_shape
+def _is_number(text: Any) -> bool:
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB").resize((width, height))
-            array = np.asarray(image, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image '{path}': {exc}", hint="is the file complete?") from exc
-    tensor = torch.from_numpy(array)
-    return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1)
-
-
-def _fit_rows(x: torch.Tensor, input_shape: tuple[int, ...], source: Path) -> torch.Tensor:
-    """Accept one sample or a batch, flattened or not, and reshape to (N, *input_shape)."""
-    sample_size = math.prod(input_shape)
-    if tuple(x.shape) == tuple(input_shape):
-        return x.unsqueeze(0)
-    if tuple(x.shape[1:]) == tuple(input_shape):
-        return x
-    per_row = x.shape[1:] if x.dim() > 1 else x.shape
-    if math.prod(per_row) == sample_size:
-        return x.reshape(-1, *input_shape)
-    raise ShapeError(
-        f"'{source.name}' holds an array of shape {tuple(x.shape)}, which does not fit the "
-        f"model's input shape {tuple(input_shape)}",
-        hint=f"give N rows of {sample_size} values or an array shaped "
-        f"(N, {', '.join(map(str, input_shape))})",
-    )
+        float(str(text))
+    except ValueError:
+        return False
+    return True
 
 
 def top_predictions(
@@ -150,3 +220,47 @@ def top_predictions(
         [(names[i], float(p)) for p, i in zip(row_p, row_i, strict=True)]
         for row_p, row_i in zip(values.tolist(), indices.tolist(), strict=True)
     ]
+
+
+def evaluate_file(
+    run_ref: str | Path,
+    path: str | Path,
+    which: str = "last",
+    runs_root: str | Path = "runs",
+) -> tuple[Run, dict[str, float], list[str]]:
+    """Loss and metrics of a run's weights on a new labelled file (.csv with the training target
+    column, or .npz with arrays x and y), raw as the training file was: the run's
+    preprocessing is applied. Returns the run, the metrics and notes on the inputs."""
+    run = Run.open(run_ref, root=runs_root)
+    experiment = load_experiment(run, which)
+    recipe, data = experiment.recipe, experiment.data
+    target = recipe.data.args.get("target", "label")
+    x, y = read_labelled(Path(path), target, data.class_names, data.task)
+    inputs, notes = run_preprocess(run).rows(x, Path(path).name)
+    metrics = experiment.trainer.evaluate((inputs, y))
+    run.append_metrics({"split": Path(path).name, "eval": which, **metrics})
+    return run, metrics, notes
+
+
+def predict_run(
+    run_ref: str | Path,
+    inputs: Sequence[Any],
+    which: str = "last",
+    runs_root: str | Path = "runs",
+    top_k: int = 3,
+) -> tuple[list[str], list[list[tuple[str, float]]], list[str]]:
+    """Predict with a run's weights from raw inputs: files (.npy, .csv, images or folders of
+    images), arrays or PIL images, preprocessed as the training data was.
+
+    Returns a name per input row, its `top_k` classes with probabilities, and notes on how the
+    inputs were read (warnings when they do not look like the training data).
+
+    Example:
+        >>> names, ranked, notes = predict_run("wine_mlp", ["new_wines.csv"])  # doctest: +SKIP
+    """
+    run = Run.open(run_ref, root=runs_root)
+    experiment = load_experiment(run, which)
+    batch = read_inputs(list(inputs), run_preprocess(run))
+    check_input(experiment.model, batch.x[:1])  # a ShapeError naming the layer, not a traceback
+    logits = experiment.trainer.predict(batch.x)
+    return batch.names, top_predictions(logits, experiment.data.class_names, top_k), batch.notes
