@@ -5,13 +5,20 @@
 2. Auto-fix: `auto_fix` on every broken recipe (up to 3 rounds); test accuracy before (round 0)
    and after (the round auto-fix keeps), against the healthy recipe of the same data and model
    family. The target: within 2 points of the healthy model on >= 90% of the setups.
+3. Field scores: from the independent field set's results (`benchmarks/doctor_field/run.py`,
+   whose setups carry their own ground truth), per-code precision (findings of a code that are
+   true or acceptable for their setup) and recall (setup-seeds whose root cause is that code
+   and that named it), false findings per healthy setup-seed, and findings that are true but not
+   the root cause. `--field-only` prints these from the stored results without training.
 
 Run: .venv/bin/python benchmarks/doctor.py [--quick] [--only detection|autofix] [--no-mnist]
+     .venv/bin/python benchmarks/doctor.py --field-only
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -28,6 +35,7 @@ from layerwise.tune.autofix import auto_fix
 RECIPES = REPO / "recipes"
 HEALTHY = ["digits_cnn", "digits_mlp", "breast_cancer_mlp", "wine_mlp", "mnist_mlp", "mnist_cnn"]
 TARGET_POINTS = 0.02
+FIELD_RESULTS = ("doctor_field.json", "doctor_field_holdout.json")
 
 
 def detect(path: Path, runs: Path) -> dict[str, Any]:
@@ -76,7 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["detection", "autofix"])
     parser.add_argument("--no-mnist", action="store_true", help="skip the MNIST healthy recipes")
     parser.add_argument("--quick", action="store_true", help="5 broken recipes; writes no JSON")
+    parser.add_argument("--field-only", action="store_true", help="field scores only, no training")
     args = parser.parse_args(argv)
+    field = {
+        name: field_scores(json.loads((RESULTS_DIR / name).read_text(encoding="utf-8")))
+        for name in FIELD_RESULTS
+        if (RESULTS_DIR / name).exists()
+    }
+    if args.field_only:
+        print(field_report(field))
+        return 0
     broken = sorted((RECIPES / "broken").glob("*.yaml"))
     healthy = [h for h in HEALTHY if not (args.no_mnist or args.quick) or "mnist" not in h]
     if args.quick:
@@ -104,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             results["autofix"][path.stem] = outcome
             print(f"autofix {path.stem}: {outcome}", flush=True)
 
+    results["field"] = field
     print(report(results))
+    print(field_report(field))
     if not args.quick:
         write_json(RESULTS_DIR / "doctor.json", results)
     shutil.rmtree(work, ignore_errors=True)
@@ -143,6 +162,80 @@ def report(results: dict[str, Any]) -> str:
         hits = sum(r["within_target"] for r in results["autofix"].values())
         lines += ["", table(["setup", "before", "after", "healthy", "within 2 pts", "fix"], rows)]
         lines += [f"within 2 points of healthy: {hits}/{len(rows)}"]
+    return "\n".join(lines)
+
+
+def field_scores(payload: dict[str, Any]) -> dict[str, Any]:
+    """Per-code precision and recall, false alarms and true-but-not-root findings of a field run."""
+    rows = payload["rows"]
+    per_code: dict[str, dict[str, int]] = {}
+    for row in rows:
+        allowed = set(row["truth"]) | set(row["acceptable"])
+        for code in row["findings"]:
+            c = per_code.setdefault(code, {"raised": 0, "right": 0, "root": 0, "root_found": 0})
+            c["raised"] += 1
+            c["right"] += code in allowed
+        if row["root_cause"]:
+            c = per_code.setdefault(
+                row["root_cause"], {"raised": 0, "right": 0, "root": 0, "root_found": 0}
+            )
+            c["root"] += 1
+            c["root_found"] += bool(row["root_cause_found"])
+    for c in per_code.values():
+        c["precision"] = c["right"] / c["raised"] if c["raised"] else None
+        c["recall"] = c["root_found"] / c["root"] if c["root"] else None
+    healthy = [r for r in rows if r["healthy"]]
+    broken = [r for r in rows if not r["healthy"]]
+    not_root = [
+        {"setup": r["setup"], "seed": r["seed"], "code": code}
+        for r in broken
+        for code in r["findings"]
+        if code != r["root_cause"] and code in set(r["truth"]) | set(r["acceptable"])
+    ]
+    return {
+        "commit": payload["machine"].get("layerwise_commit"),
+        "seeds": payload["totals"]["seeds"],
+        "per_code": dict(sorted(per_code.items())),
+        "false_alarms_per_healthy_setup_seed": (
+            sum(len(r["false_findings"]) for r in healthy) / len(healthy) if healthy else None
+        ),
+        "healthy_setup_seeds_with_false_alarm": sum(bool(r["false_findings"]) for r in healthy),
+        "healthy_setup_seeds": len(healthy),
+        "root_cause_found": sum(bool(r["root_cause_found"]) for r in broken),
+        "broken_setup_seeds": len(broken),
+        "true_not_root_cause": len(not_root),
+        "true_not_root_cause_rows": not_root,
+        "totals": payload["totals"],
+    }
+
+
+def field_report(field: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for name, f in field.items():
+        rows = [
+            [
+                code,
+                c["raised"],
+                "-" if c["precision"] is None else f"{c['precision']:.2f}",
+                c["root"],
+                "-" if c["recall"] is None else f"{c['recall']:.2f}",
+            ]
+            for code, c in f["per_code"].items()
+        ]
+        lines += ["", f"field set {name} (seeds {f['seeds']}, layerwise {f['commit']})"]
+        lines += [table(["code", "raised", "precision", "root-cause seeds", "recall"], rows)]
+        t = f["totals"]
+        lines += [
+            f"root cause found: {f['root_cause_found']}/{f['broken_setup_seeds']} broken "
+            f"setup-seeds; on every seed in {t['broken_root_cause_found_every_seed']}/"
+            f"{t['broken_setups']} broken setups; {t['broken_setups_with_false_finding']} broken "
+            f"setups with a false finding",
+            f"false alarms: {f['healthy_setup_seeds_with_false_alarm']}/"
+            f"{f['healthy_setup_seeds']} healthy setup-seeds "
+            f"({f['false_alarms_per_healthy_setup_seed']:.2f} per setup-seed); "
+            f"{t['healthy_setups_with_false_finding']}/{t['healthy_setups']} healthy setups",
+            f"true but not the root cause: {f['true_not_root_cause']} findings",
+        ]
     return "\n".join(lines)
 
 

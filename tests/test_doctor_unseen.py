@@ -213,3 +213,21 @@ def test_a_recurrent_net_that_learns_is_not_judged_by_its_forgetting():
     assert min(r["layers"]["rnn"]["time_grad_ratio"] for r in log.steps) < 1e-3
     assert trainer.history[-1]["val_accuracy"] > 0.8
     assert trainer.diagnose().codes == []
+
+
+def test_possible_findings_and_explained_symptoms_show_only_when_verbose():
+    from layerwise.diagnose.findings import Diagnosis
+    from layerwise.diagnose.rules import sureness
+
+    strong = sureness(finding("dead_units"), "share of dead units", 0.95, 0.6)
+    possible = sureness(finding("class_imbalance"), "largest/smallest class", 6.0, 5.0)
+    assert (strong.confidence, possible.confidence) == ("strong", "possible")
+    assert possible.decided_by == "largest/smallest class 6 (>= 5)"
+    kept, explained = explain([strong, possible, finding("lr_too_low")])
+    diagnosis = Diagnosis(kept, explained=explained)
+    quiet, verbose = diagnosis.render(), diagnosis.render(verbose=True)
+    assert "dead_units" in quiet and "class_imbalance" not in quiet
+    assert "1 possible finding not shown" in quiet and "lr_too_low" not in quiet
+    assert "class_imbalance (possible)" in verbose
+    assert "[explained] lr_too_low: m (explained by dead_units)" in verbose
+    assert Diagnosis.from_dict(diagnosis.to_dict()).explained[0].code == "lr_too_low"
