@@ -32,7 +32,8 @@ from pydantic import BaseModel
 
 from layerwise import cli, experiment
 from layerwise.errors import LayerwiseError
-from layerwise.predict import read_inputs, top_predictions
+from layerwise.nn import check_input
+from layerwise.predict import read_inputs, run_preprocess, top_predictions
 from layerwise.recipe import Recipe, parse_recipe
 
 BASE = {
@@ -333,19 +334,17 @@ class Trained:
         from layerwise.runs import Run
 
         self.experiment = experiment.load_experiment(Run.open(self.run_dir))
+        self.preprocess = run_preprocess(Run.open(self.run_dir))
 
     def predict(self, items: list[tuple[str, Any]]) -> str:
         with tempfile.TemporaryDirectory(dir=self.root) as folder:
             paths = [write_input(Path(folder), item, n) for n, item in enumerate(items)]
 
-            def go() -> None:
-                from layerwise.nn import check_input
-
-                data = self.experiment.data
-                batch = read_inputs(paths, tuple(data.input_shape), data.pixel_stats)
+            def go() -> None:  # `predict_run` with the run's experiment loaded once
+                batch = read_inputs(paths, self.preprocess)
                 check_input(self.experiment.model, batch.x[:1])
                 logits = self.experiment.trainer.predict(batch.x)
-                top_predictions(logits, data.class_names, 3)
+                top_predictions(logits, self.experiment.data.class_names, 3)
 
             return outcome(go)
 
