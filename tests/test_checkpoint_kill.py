@@ -98,3 +98,34 @@ def test_a_kill_at_each_stage_of_a_save_resumes_bit_for_bit(tmp_path: Path) -> N
             assert torch.equal(final[key], expected[key]), (kill_at, key)
         leftovers = [p.name for p in (root / "runs/k/checkpoints").iterdir() if p.name[0] == "."]
         assert leftovers == [], leftovers
+
+
+def test_evaluate_on_a_damaged_newest_checkpoint_warns_in_one_line_and_uses_the_older(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "k.yaml").write_text(RECIPE)
+    assert _child(tmp_path, "train", root).returncode == 0
+    run = Run(root / "runs" / "k")
+    newest, older = run.checkpoints.entries("last")
+    weights = newest / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x10  # one bit in the last tensor
+    weights.write_bytes(bytes(data))
+    before = {p: p.read_bytes() for p in run.checkpoints_dir.rglob("*") if p.is_file()}
+
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "layerwise.cli", "evaluate", "k", "--runs-dir", str(root / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    warning = [line for line in evaluated.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1, evaluated.stderr
+    assert newest.name in warning[0] and older.name in warning[0] and "checksum" in warning[0]
+    assert "Warning" not in evaluated.stderr and ".py:" not in evaluated.stderr
+    assert "accuracy" in evaluated.stdout
+    after = {p: p.read_bytes() for p in run.checkpoints_dir.rglob("*") if p.is_file()}
+    assert after == before  # evaluate reads; it never renames or rewrites a checkpoint

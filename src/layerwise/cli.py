@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -644,6 +645,8 @@ def main() -> None:
     """Console entry point: people get one message and a hint; --debug gets the traceback."""
     debug = "--debug" in sys.argv
     sys.stdout = PipeSafeStream(sys.stdout)  # `layerwise train … | head` keeps training
+    if not debug:
+        warnings.showwarning = _show_warning
     try:
         app()
     except LayerwiseError as exc:
@@ -657,6 +660,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; continue with: layerwise train --resume <run>")
         sys.exit(130)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings read like the errors: one line, no source location (--debug shows it)."""
+    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Data for layerwise: conversion, splits, batchers, augmentation and the dataset registry.
 
 Importing this package registers the built-in datasets (`digits`, `mnist`, `breast_cancer`,
-`wine`, `npz`, `csv`, `imdb`, `text`, the series `sunspots`, `co2` and `macrodata`, and
-`faulty`, which injects known faults into any of them).
+`wine`, `npz`, `csv`, `imdb`, `text`, the series `sunspots`, `co2` and `macrodata`, `multi30k`,
+`tinyshakespeare`, and `faulty`, which injects known faults into any of them).
 """
 
 from layerwise.data import digits as _digits  # noqa: F401  (registers "digits")
@@ -10,6 +10,8 @@ from layerwise.data import faulty as _faulty  # noqa: F401  (registers "faulty")
 from layerwise.data import files as _files  # noqa: F401  (registers "npz", "csv")
 from layerwise.data import forecast as _forecast  # noqa: F401  (sunspots, co2, macrodata)
 from layerwise.data import mnist as _mnist  # noqa: F401  (registers "mnist")
+from layerwise.data import multi30k as _multi30k  # noqa: F401  (registers "multi30k")
+from layerwise.data import shakespeare as _shakespeare  # noqa: F401  (tinyshakespeare)
 from layerwise.data import tabular as _tabular  # noqa: F401  (registers "breast_cancer", "wine")
 from layerwise.data import text as _text  # noqa: F401  (registers "imdb", "text")
 from layerwise.data.augment import augmentations

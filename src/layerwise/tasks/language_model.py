@@ -1,0 +1,112 @@
+"""Language models: train on text windows, report validation perplexity, generate text.
+
+The step is `SequenceTrainer`'s on `(tokens, next tokens)` batches. At the end the validation
+loss (nats per token) and its perplexity are the run's test metrics, and a sample continuing
+"ROMEO:" is kept as `sample.txt`. `load_generator(run)` gives back the model and pipeline, which
+`layerwise generate` and `layerwise chat` use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from layerwise.data import DatasetBundle
+from layerwise.data.batcher import InMemoryBatcher
+from layerwise.errors import DataError
+from layerwise.models.language import generate
+from layerwise.recipe import Recipe
+from layerwise.runs import Run
+from layerwise.tasks.sequence import Echo, SequenceTrainer, load_run_weights
+from layerwise.text import PIPELINE_FILE, TextPipeline
+
+
+@dataclass
+class Generator:
+    """A trained language model with its pipeline: a prompt in, a continuation out."""
+
+    model: nn.Module
+    pipeline: TextPipeline
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """Ids of `prompt`; characters the model never saw are refused, naming them."""
+        if not prompt:
+            raise DataError("the prompt is empty", hint='give some text, e.g. --prompt "ROMEO:"')
+        tokens = self.pipeline.tokenizer.tokenize([prompt])[0]
+        unknown = sorted({t for t in tokens if t not in self.pipeline.vocab})
+        if unknown:
+            raise DataError(
+                f"the prompt has {len(unknown)} token(s) never seen in training: "
+                + ", ".join(repr(t) for t in unknown[:10]),
+                hint="leave them out or replace them (the model can only continue text made of "
+                "what it was trained on)",
+            )
+        return torch.tensor(self.pipeline.vocab.encode(tokens), dtype=torch.long)
+
+    def generate(
+        self,
+        prompt: str,
+        length: int = 200,
+        temperature: float = 0.8,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """`prompt` followed by `length` sampled tokens, as text."""
+        ids = self.encode_prompt(prompt)
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        out = generate(
+            self.model, ids, length, temperature=temperature, top_k=top_k, generator=generator
+        )
+        return prompt + self.pipeline.tokenizer.join(self.pipeline.vocab.decode(out[len(ids) :]))
+
+
+class LanguageModelTask:
+    """Hooks of `layerwise.tasks.sequence.train_task` for language-model datasets."""
+
+    prompt = "ROMEO:"
+
+    def model_args(self, data: DatasetBundle) -> dict[str, Any]:
+        return {"vocab_size": data.pipeline.vocab_size, "context": int(data.input_shape[0])}
+
+    def batcher(
+        self, data: DatasetBundle, split: str, batch_size: int, seed: int, device: Any = "cpu"
+    ) -> InMemoryBatcher:
+        x, y = getattr(data, split)
+        return InMemoryBatcher(
+            x, y, batch_size=batch_size, shuffle=split == "train", seed=seed, device=device
+        )
+
+    def save_data(self, run: Run, data: DatasetBundle) -> None:
+        data.pipeline.save(run.path)
+
+    def finish(
+        self, run: Run, trainer: SequenceTrainer, data: DatasetBundle, recipe: Recipe, echo: Echo
+    ) -> dict[str, float]:
+        logs = trainer.evaluate(self.batcher(data, "val", 256, recipe.seed, trainer.device))
+        metrics = {"val_loss": logs["loss"], "perplexity": math.exp(logs["loss"])}
+        metrics["token_accuracy"] = logs.get("token_accuracy", float("nan"))
+        prompt = self.prompt if all(c in data.pipeline.vocab for c in self.prompt) else "\n"
+        sample = Generator(trainer.model, data.pipeline).generate(prompt, 300, seed=recipe.seed)
+        (run.path / "sample.txt").write_text(sample + "\n", encoding="utf-8")
+        if echo is not None:
+            echo(f"validation loss {metrics['val_loss']:.3f} nats, perplexity "
+                 f"{metrics['perplexity']:.2f}\n--- sample ---\n{sample}")  # fmt: skip
+        return metrics
+
+
+def load_generator(run: Run, which: str = "best") -> Generator:
+    """The model and pipeline of a language-model run, ready to generate."""
+    from layerwise.models import create_model
+
+    pipeline = TextPipeline.load(run.path / PIPELINE_FILE)
+    recipe = run.recipe()
+    block = int(pipeline.meta.get("block_size", 128))
+    args = {"vocab_size": pipeline.vocab_size, "context": block}
+    model = create_model(recipe.model.name, **{**args, **recipe.model.args})
+    load_run_weights(run, model, which)
+    model.eval()
+    return Generator(model, pipeline)

@@ -1,0 +1,194 @@
+"""Training token-sequence tasks (translation, language models) into a run folder.
+
+`SequenceTrainer` is the step: next-token cross-entropy over `(N, T, vocab)` logits with padding
+ignored, for the two batch structures of these tasks:
+
+- translation: `{"src": (N, S), "src_lengths": (N,), "tgt": (N, T)}` where `tgt` is
+  `<bos> w1 … wn <eos>` padded; the model reads `tgt[:, :-1]` and is scored on `tgt[:, 1:]`
+  (teacher forcing);
+- language model: `(tokens, next_tokens)`, both `(N, T)`.
+
+`train_task` is the short story of such a run: load the data (which fits the text pipelines on
+the training texts), create the model with the sizes the pipelines give, make the run folder and
+save the pipelines in it, fit with metrics log and checkpoints, then let the task score the test
+split (BLEU, perplexity) and draw what it draws (attention heat map, samples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from layerwise.data import DatasetBundle, load_dataset
+from layerwise.errors import CheckpointError
+from layerwise.models import create_model
+from layerwise.recipe import Recipe
+from layerwise.runs import Run
+from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
+
+Echo = Callable[[str], None] | None
+
+
+def sequence_loss(logits: Tensor, target: Tensor, pad: int = 0, smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy per real (non-padding) target token."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        target.reshape(-1),
+        ignore_index=pad,
+        label_smoothing=smoothing,
+    )
+
+
+class SequenceTrainer(Trainer):
+    """A Trainer whose steps score next-token predictions, ignoring padding (id `pad`).
+
+    Logs `loss` (nats per token; its exponential is the perplexity) and `token_accuracy`.
+    """
+
+    def __init__(self, *args: Any, pad: int = 0, label_smoothing: float = 0.0, **kwargs: Any):
+        kwargs.setdefault("loss", None)
+        kwargs.setdefault("metrics", ())
+        super().__init__(*args, **kwargs)
+        self.params.update(pad=pad, label_smoothing=label_smoothing)
+        self.pad, self.label_smoothing = pad, label_smoothing
+
+    def unpack(self, batch: Any) -> tuple[Any, Tensor]:
+        if isinstance(batch, dict) and "tgt" in batch:  # translation, teacher forcing
+            # Drop the columns that are padding in every row (lengths read on the CPU: free).
+            src = batch["src"][:, : max(int(batch["src_lengths"].max()), 1)]
+            tgt = batch["tgt"][:, : max(int((batch["tgt"] != self.pad).sum(1).max()), 2)]
+            return {"src": src, "src_lengths": batch["src_lengths"], "tgt": tgt[:, :-1]}, tgt[:, 1:]
+        return super().unpack(batch)
+
+    def _logs(self, batch: Any, training: bool) -> dict[str, Tensor]:
+        inputs, target = self.unpack(batch)
+        with self.autocast:
+            logits = self.forward(inputs)
+            loss = sequence_loss(logits, target, self.pad, self.label_smoothing if training else 0)
+        if training:
+            self.backward(loss)
+            self.optimizer_step()
+        real = target != self.pad
+        correct = ((logits.detach().argmax(-1) == target) & real).sum()
+        return {"loss": loss.detach() if training else loss, "token_accuracy": correct / real.sum()}
+
+    def train_step(self, batch: Any) -> dict[str, Tensor]:
+        return self._logs(batch, training=True)
+
+    def eval_step(self, batch: Any) -> dict[str, Tensor]:
+        return self._logs(batch, training=False)
+
+    def predict_step(self, batch: Any) -> Tensor:
+        inputs, _ = self.unpack(batch)
+        return self.forward(inputs)
+
+
+class SequenceTask(Protocol):
+    """What `train_task` needs from a task module (`tasks/translation.py`, …)."""
+
+    def model_args(self, data: DatasetBundle) -> dict[str, Any]: ...
+    def batcher(
+        self, data: DatasetBundle, split: str, batch_size: int, seed: int, device: Any
+    ) -> Any: ...
+    def save_data(self, run: Run, data: DatasetBundle) -> None: ...
+    def finish(self, run: Run, trainer: SequenceTrainer, data: DatasetBundle, recipe: Recipe,
+               echo: Echo) -> dict[str, float]: ...  # fmt: skip
+
+
+def build_trainer(
+    recipe: Recipe, model: nn.Module, callbacks: Sequence[Any] = ()
+) -> SequenceTrainer:
+    """A `SequenceTrainer` configured by `recipe.train` (its loss and metrics are fixed)."""
+    spec = recipe.train
+    schedule = None
+    if spec.schedule is not None and (spec.schedule.name != "constant" or spec.schedule.args):
+        schedule = {"name": spec.schedule.name, **spec.schedule.args}
+    return SequenceTrainer(
+        model,
+        optimizer=spec.optimizer.name,
+        lr=spec.optimizer.lr,
+        weight_decay=spec.optimizer.weight_decay,
+        optimizer_args=dict(spec.optimizer.args),
+        schedule=schedule,
+        callbacks=list(callbacks),
+        device=spec.device,
+        precision=spec.precision,
+        grad_clip=spec.grad_clip,
+        seed=recipe.seed,
+        doctor=recipe.doctor.probes,
+        label_smoothing=spec.loss.label_smoothing,
+    )
+
+
+def build_model(recipe: Recipe, task: SequenceTask, data: DatasetBundle) -> nn.Module:
+    """The recipe's model with the vocabulary sizes (and pad id) the data's pipelines give."""
+    return create_model(recipe.model.name, **{**task.model_args(data), **recipe.model.args})
+
+
+def train_task(
+    recipe: Recipe,
+    task: SequenceTask,
+    runs_root: str | Path = "runs",
+    *,
+    progress: bool = True,
+    echo: Echo = print,
+    callbacks: Sequence[Any] = (),
+) -> tuple[Run, dict[str, float]]:
+    """Train a sequence-task recipe into a new run folder; returns the run and its test metrics.
+
+    `callbacks` are added to the metrics log and checkpoints (e.g. a time budget).
+    """
+    seed_everything(recipe.seed)
+    data = load_dataset(recipe.data.name, **recipe.data.args)
+    model = build_model(recipe, task, data)
+    run = Run.create(runs_root, recipe.name, recipe.to_yaml())
+    task.save_data(run, data)
+    everything = [MetricsLogger(run), ModelCheckpoint(run, monitor=recipe.train.monitor)]
+    everything += [ProgressBar()] if progress else []
+    trainer = build_trainer(recipe, model, [*everything, *callbacks])
+    run.set_status("running")
+    try:
+        size, device = recipe.data.batch_size, trainer.device
+        trainer.fit(
+            task.batcher(data, "train", size, recipe.seed, device),
+            task.batcher(data, "val", recipe.data.eval_batch_size or 256, recipe.seed, device)
+            if data.val is not None
+            else None,
+            epochs=recipe.train.epochs,
+        )
+    except KeyboardInterrupt:
+        run.set_status("stopped")
+        raise
+    except BaseException:
+        run.set_status("failed")
+        raise
+    if run.has_checkpoint("best"):
+        load_run_weights(run, model, "best")
+    metrics = task.finish(run, trainer, data, recipe, echo)
+    run.append_metrics({"epoch": trainer.state.epoch, "split": "test", **metrics})
+    run.set_status("finished", test_metrics=metrics, epochs_done=trainer.state.epoch)
+    return run, metrics
+
+
+def load_run_weights(run: Run, model: nn.Module, which: str = "best") -> None:
+    """Load the run's `best` (else `last`) weights into `model`."""
+    if which == "best" and not run.has_checkpoint("best"):
+        which = "last"
+    if not run.has_checkpoint(which):
+        raise CheckpointError(
+            f"run '{run.name}' has no checkpoint yet",
+            hint="train it first (or let it run until its first epoch ends)",
+        )
+    weights, _ = run.load_checkpoint(which)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"the checkpoint of run '{run.name}' does not fit its model: "
+            + str(exc).strip().splitlines()[0],
+            hint="the recipe's model changed since the run was trained",
+        ) from exc
