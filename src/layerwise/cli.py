@@ -114,6 +114,8 @@ def train(
     from layerwise.recipe import load_recipe
     from layerwise.recipes_bundled import resolve_recipe
     from layerwise.runs import Run
+    from layerwise.tasks import sequence_task
+    from layerwise.tasks.sequence import train_task
 
     if recipe is None and resume is None:
         raise LayerwiseError("no recipe given", hint="layerwise train recipes/digits_cnn.yaml")
@@ -131,6 +133,8 @@ def train(
             run, test_metrics = experiment.resume(
                 resume, runs_dir, recipe=parsed, progress=not quiet
             )
+        elif (task := sequence_task(parsed)) is not None:  # translation, language model
+            run, test_metrics = train_task(parsed, task, runs_dir, progress=not quiet)
         else:
             run, test_metrics = experiment.train(parsed, runs_dir, progress=not quiet)
     except KeyboardInterrupt as interrupt:
@@ -417,6 +421,90 @@ def _predict_texts(
         shown = text if len(text) <= 60 else text[:57] + "..."
         note = "  (none of its words is in the vocabulary)" if share >= 1.0 else ""
         out.print(f"{escape(shown)}: {escape(best)}{note}")
+
+
+@app.command()
+def translate(
+    run: Annotated[str, typer.Argument(help="Translation run name or folder.")],
+    text: Annotated[list[str], typer.Argument(help="Sentence(s) to translate.")],
+    beam: Annotated[int, typer.Option(metavar="N", help="Beam width (1: greedy).")] = 4,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.best,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Translate sentences with a trained translation run.
+
+    Example: layerwise translate multi30k_transformer "A man rides a bike."
+    """
+    from layerwise.runs import Run
+    from layerwise.tasks.translation import load_translator
+
+    translator = load_translator(Run.open(run, root=runs_dir), weights.value)
+    for line in translator.translate(list(text), beam=beam):
+        out.print(escape(line))
+
+
+Tokens = Annotated[
+    int, typer.Option("--length", "--tokens", metavar="N", help="How many tokens to add.")
+]
+Temperature = Annotated[
+    float, typer.Option(metavar="T", help="Sampling temperature (0: always the likeliest).")
+]
+TopK = Annotated[
+    int | None, typer.Option("--top-k", metavar="K", help="Sample among the K likeliest only.")
+]
+
+
+@app.command()
+def generate(
+    run: Annotated[str, typer.Argument(help="Language-model run name or folder.")],
+    prompt: Annotated[str, typer.Option(help="Text to continue.")] = "\n",
+    length: Tokens = 200,
+    temperature: Temperature = 0.8,
+    top_k: TopK = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for a repeatable sample.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Continue a prompt with a trained language model.
+
+    Example: layerwise generate shakespeare_char --prompt "ROMEO:" --tokens 300 --temperature 0.8
+    """
+    from layerwise.runs import Run
+    from layerwise.tasks.language_model import load_generator
+
+    generator = load_generator(Run.open(run, root=runs_dir))
+    out.print(escape(generator.generate(prompt, length, temperature, top_k, seed)))
+
+
+@app.command()
+def chat(
+    run: Annotated[str, typer.Argument(help="Language-model run name or folder.")],
+    length: Tokens = 200,
+    temperature: Temperature = 0.8,
+    top_k: TopK = None,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Type a line; the language model continues it (an empty line or Ctrl-D ends).
+
+    Example: layerwise chat shakespeare_char
+    """
+    from layerwise.runs import Run
+    from layerwise.tasks.language_model import load_generator
+
+    generator = load_generator(Run.open(run, root=runs_dir))
+    while True:
+        try:
+            line = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not line:
+            break
+        try:
+            out.print(escape(generator.generate(line, length, temperature, top_k)))
+        except LayerwiseError as error:  # an unseen character: say so and keep chatting
+            err.print(f"error: {escape(error.message)}\n  hint: {escape(error.hint or '')}")
 
 
 @app.command()
