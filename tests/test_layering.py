@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"train"},
     {"diagnose"},
     {"report"},
-    {"tasks"},
+    {"tasks", "transfer"},
     {"experiment"},
     {"predict", "tune", "serve"},
     {"cli_text"},

@@ -54,6 +54,12 @@ from layerwise.train import (
     seed_everything,
 )
 from layerwise.train.losses import align_target
+from layerwise.transfer.recipe import (
+    backbone_callbacks,
+    backbone_features,
+    backbone_optimizer,
+    build_backbone_model,
+)
 
 Echo = Callable[[str], None] | None
 
@@ -174,6 +180,8 @@ def build(
     seed_everything(recipe.seed)
     data = data if data is not None else build_data(recipe)
     model = model if model is not None else build_model(recipe, data)
+    if run is not None:  # `backbone.mode: features`: train the head on cached embeddings
+        data = backbone_features(recipe, model, data, run.path)
     everything = [*build_callbacks(recipe, data, run, data_profile, echo), *callbacks]
     if progress:
         everything.append(ProgressBar())
@@ -203,7 +211,13 @@ def prepare_data(recipe: Recipe) -> tuple[DatasetBundle, Preprocess]:
 
 
 def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
-    """Create the model, filling `num_classes` from the data when the family takes it."""
+    """Create the model, filling `num_classes` from the data when the family takes it (or load
+    the recipe's pretrained `backbone` and give it a head for the data's classes)."""
+    if recipe.backbone is not None:
+        model = build_backbone_model(recipe, data)
+        materialize(model, data.train[0][:2])
+        check_model_fits(recipe, data, model)
+        return model
     args = dict(recipe.model.args)
     accepts = inspect.signature(MODELS.get(recipe.model.name)).parameters
     if "num_classes" in accepts and "num_classes" not in args and data.num_classes:
@@ -341,6 +355,7 @@ def build_callbacks(
         callbacks.append(
             EarlyStopping(es.monitor, es.patience, es.min_delta, es.mode, es.restore_best_weights)
         )
+    callbacks += backbone_callbacks(recipe)  # gradual unfreezing, when asked
     if run is None:
         return callbacks
     spec = recipe.doctor
@@ -395,7 +410,7 @@ def build_trainer(
         model,
         loss=spec.loss.name,
         loss_args=loss_args,
-        optimizer=spec.optimizer.name,
+        optimizer=backbone_optimizer(recipe, model) or spec.optimizer.name,
         lr=spec.optimizer.lr,
         weight_decay=spec.optimizer.weight_decay,
         optimizer_args=optimizer_args,

@@ -125,6 +125,32 @@ class DoctorSpec(Strict):
     stop_on_fatal: bool = Field(True, description="stop training on a fatal finding (NaN loss)")
 
 
+class BackboneSpec(Strict):
+    """A pretrained backbone the model starts from (see docs/transfer.md)."""
+
+    source: Literal["run", "cifar_resnet", "torchvision"] = Field(
+        ..., description="run: an earlier layerwise run; cifar_resnet; torchvision (+ arch)"
+    )
+    path: str = Field(..., description="the run folder (or name), or the weights file")
+    arch: str | None = Field(None, description="torchvision architecture, or resnet20/32/44/56")
+    checkpoint: Literal["best", "last"] = "best"
+    strict: bool = Field(True, description="refuse weights with missing or unexpected keys")
+    mode: Literal["finetune", "features"] = Field(
+        "finetune",
+        description="features: embeddings computed once, cached in the run, only the head trains",
+    )
+    freeze: int | list[str] | Literal["backbone", "all", "none"] = Field(
+        "none", description="groups frozen: a count from the bottom, names, backbone or none"
+    )
+    lr_factor: float = Field(
+        1.0, gt=0, le=1, description="each layer group's rate is this times the one above"
+    )
+    lrs: list[float] | None = Field(None, description="explicit rates per group, bottom to top")
+    unfreeze_every: int | None = Field(
+        None, ge=1, description="gradual unfreezing: one more group every N epochs"
+    )
+
+
 class Recipe(Strict):
     """A whole run: what data, which model, how to train it, and what the doctor watches."""
 
@@ -133,6 +159,7 @@ class Recipe(Strict):
     description: str = ""
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec
+    backbone: BackboneSpec | None = None
     train: TrainSpec = Field(default_factory=TrainSpec)
     doctor: DoctorSpec = Field(default_factory=DoctorSpec)
 
