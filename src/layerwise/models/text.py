@@ -63,7 +63,13 @@ class FastText(nn.Module):
         parts = [tokens]
         for n in range(2, self.ngrams + 1):
             parts.append(hashed_ngrams(tokens, n, self.buckets, offset=self.vocab_size))
-        return self.head(self.embedding(torch.cat(parts, dim=1)))
+        ids = torch.cat(parts, dim=1)
+        # Flat ids with offsets skip the padding (here also between words and n-grams), which
+        # a padded matrix would still walk through.
+        real = ids != PAD_ID
+        offsets = torch.zeros(len(ids), dtype=torch.long, device=ids.device)
+        offsets[1:] = real.sum(dim=1).cumsum(0)[:-1]
+        return self.head(self.embedding(ids[real], offsets))
 
 
 @MODELS.register("fasttext")
