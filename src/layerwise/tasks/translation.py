@@ -48,8 +48,13 @@ class Translator:
     def translate_ids(
         self, src: Tensor, src_lengths: Tensor, beam: int = 4, max_len: int = 80
     ) -> tuple[Tensor, Tensor]:
-        """Token ids `(N, L)` and attention `(N, L, S)` for encoded source batches."""
+        """Token ids `(N, L)` and attention `(N, L, S)` for encoded source batches.
+
+        Output is capped at twice the longest source plus 10 tokens (and `max_len`), so a model
+        that never says `<eos>` cannot make decoding run away.
+        """
         self.model.eval()
+        max_len = min(max_len, 2 * int(src_lengths.max()) + 10)
         if beam == 1:
             return greedy_decode(
                 self.model, src, src_lengths, bos=self.bos, eos=self.eos, max_len=max_len
