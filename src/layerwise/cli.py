@@ -130,6 +130,12 @@ def train(
         parsed = None
     try:
         if resume is not None:
+            if sequence_task(Run.open(resume, root=runs_dir).recipe()) is not None:
+                raise LayerwiseError(
+                    f"run '{resume}' trains a translation or language model, which --resume "
+                    "cannot continue yet",
+                    hint="train its recipe again as a new run",
+                )
             run, test_metrics = experiment.resume(
                 resume, runs_dir, recipe=parsed, progress=not quiet
             )
