@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from layerwise.data import clean_bundle, load_dataset
+from layerwise.data import clean_bundle, data_root, load_dataset
 from layerwise.data.preprocess import Preprocess, fit_preprocess, load_preprocess
 from layerwise.errors import DataError, ShapeError
 from layerwise.recipe import DataSpec
@@ -67,6 +67,8 @@ def test_rows_of_the_wrong_width_and_missing_values_are_refused():
 
 def mnist_spec() -> Preprocess:
     """The MNIST loader's preprocessing: white digits on black, standardised pixels."""
+    if not (data_root() / "MNIST" / "raw").is_dir():
+        pytest.skip("MNIST is not in the data root")
     raw = load_dataset("mnist", subset=600)
     cleaned, report = clean_bundle(raw, DataSpec())
     return fit_preprocess(raw, report, cleaned)

@@ -114,3 +114,14 @@ def test_estimating_the_work_changes_no_result(two_free_cores):
     auto, one = fitted("auto"), fitted(1)
     for name, value in auto.items():
         assert torch.equal(value, one[name]), name
+
+
+def test_a_recipe_sets_the_threads():
+    from layerwise.experiment import build
+    from layerwise.recipe import load_recipe
+    from layerwise.recipes_bundled import bundled_recipe
+
+    one = build(load_recipe(bundled_recipe("wine_mlp"), ["train.threads=1"]))
+    assert one.trainer.cpu_threads.requested == 1
+    default = build(load_recipe(bundled_recipe("wine_mlp")))
+    assert default.trainer.cpu_threads.requested == "auto"

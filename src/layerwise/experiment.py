@@ -426,6 +426,7 @@ def build_trainer(
         seed=recipe.seed,
         num_classes=data.num_classes,
         doctor=False,  # the recipe's doctor, if any, is among `callbacks`
+        threads=spec.threads,
         progress=False,  # and so is the progress bar, when wanted
     )
     _check_monitors(recipe, trainer, has_val=data.val is not None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -112,6 +112,11 @@ class TrainSpec(Strict):
     device: str = "auto"
     early_stopping: EarlyStoppingSpec | None = None
     checkpoint_every_steps: int | None = Field(None, ge=1)
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto",
+        description="CPU intra-op threads: auto (from model size and load), a number, or null "
+        "for torch's own; OMP_NUM_THREADS also wins over auto",
+    )
 
 
 class DoctorSpec(Strict):
