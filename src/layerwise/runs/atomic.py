@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> Path:
     """Write `data` to `path` atomically and return the path."""
     with _atomic_target(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
@@ -55,12 +55,19 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save(obj, path)`, atomically (argument order follows `torch.save`)."""
+    """`torch.save(obj, path)`, atomically (argument order follows `torch.save`).
+
+    The archive is built in memory and written by `atomic_write_bytes`: torch's own file writer
+    reports a full disk or a file-size limit as a bare `RuntimeError` ("unexpected pos …"), while
+    a plain write raises the `OSError` that becomes a `RunError` naming the path.
+    """
+    import io
+
     import torch
 
-    with _atomic_target(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer())
 
 
 def atomic_save_safetensors(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,7 +87,7 @@ class RunIndex:
         """Every indexed run, newest first; `missing` is True when its folder no longer exists."""
         if not self.path.exists():
             return []
-        with self._connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute("SELECT * FROM runs ORDER BY created DESC, rowid DESC").fetchall()
         return [self._to_dict(row) for row in rows]
 
@@ -94,7 +95,7 @@ class RunIndex:
         """The row for run `name`, or None when it is not indexed."""
         if not self.path.exists():
             return None
-        with self._connect() as conn:
+        with self._reading() as conn:
             row = conn.execute("SELECT * FROM runs WHERE name = ?", (name,)).fetchone()
         return None if row is None else self._to_dict(row)
 
@@ -135,6 +136,27 @@ class RunIndex:
             with conn:
                 conn.execute(_SCHEMA)
                 yield conn
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reading. On a read-only disk SQLite cannot make the WAL's shared
+        memory file, so the database is opened as immutable there (nobody can be writing it)."""
+        if os.access(self.root, os.W_OK):
+            with self._connect() as conn:
+                yield conn
+            return
+        uri = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        conn.row_factory = sqlite3.Row
+        try:
+            yield conn
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
