@@ -30,7 +30,12 @@ import torch
 import yaml
 
 from layerwise.errors import LayerwiseError, RunError, did_you_mean
-from layerwise.runs.atomic import atomic_write_json, atomic_write_text, json_default
+from layerwise.runs.atomic import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    json_default,
+)
 from layerwise.runs.index import RunIndex
 from layerwise.runs.store import CheckpointStore
 
@@ -316,7 +321,7 @@ class Run:
         with contextlib.suppress(FileNotFoundError):
             data = self.metrics_path.read_bytes()
             if data and not data.endswith(b"\n"):
-                atomic_write_text(self.metrics_path, data[: data.rfind(b"\n") + 1].decode("utf-8"))
+                atomic_write_bytes(self.metrics_path, data[: data.rfind(b"\n") + 1])
 
     # ------------------------------------------------------------------ checkpoints
     @property
