@@ -7,6 +7,7 @@ had never seen: a false alarm on healthy data, or a root cause it missed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -91,6 +92,22 @@ def test_label_noise_abstains_when_its_quick_model_cannot_learn():
     assert noise["estimated_fraction"] is None and noise["flagged"] == 0
     assert noise["raw_fraction"] > 0.3 and noise["progress"] < 0.5
     assert "learnt too little" in noise["abstained"]
+
+
+def test_shuffled_training_labels_are_judged_against_the_held_out_split():
+    """Training labels shuffled across rows leave the quick model at chance, as inputs without
+    signal would; the validation labels are sound, so a model fitted on them says which."""
+    x, y = load_digits(return_X_y=True)
+    data = bundle(x / 16.0, y, 10)
+    xt, yt = data.train
+    shuffled = yt[torch.randperm(len(yt), generator=torch.Generator().manual_seed(0))]
+    diagnosis = check_data(dataclasses.replace(data, train=(xt, shuffled)))
+    noise = diagnosis.data_profile["label_noise"]
+    assert "label_noise" in diagnosis.codes
+    assert noise["cross_split"] and noise["progress"] < 0.2 and noise["held_out_progress"] > 0.8
+    assert noise["estimated_fraction"] > 0.5
+    # Honest data keeps the training split's own estimate.
+    assert "cross_split" not in check_data(data).data_profile["label_noise"]
 
 
 def test_label_noise_still_found_when_the_model_learns():

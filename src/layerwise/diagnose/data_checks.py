@@ -118,8 +118,9 @@ def _profile(
     token_ids = x.dtype in (torch.int32, torch.int64)
     noise = None
     if classification and label_noise and not token_ids:
+        held = next(((xs[s], ys[s]) for s in ("val", "test") if s in xs), None)
         noise = estimate_label_noise(
-            xs["train"], ys["train"], k, seed=seed, max_rows=max_rows, image=image
+            xs["train"], ys["train"], k, seed=seed, max_rows=max_rows, image=image, held_out=held
         )
     return {
         "task": bundle.task,

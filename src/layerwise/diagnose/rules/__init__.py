@@ -44,6 +44,10 @@ RESTS_ON: dict[str, frozenset[str]] = {
     # in `evidence["rests_on"]`, and only the later rise can be one climb of an oscillation.
     "lr_too_high": frozenset({"rising_loss", "overshoot"}),
     "lr_too_low": frozenset({"slow_loss"}),
+    # The validation loss climbing while the training loss falls, or an accuracy gap.
+    "overfitting": frozenset({"val_loss_rise", "accuracy_gap"}),
+    # Layer-wise (the first layers' gradients tiny) or through time (the first steps').
+    "vanishing_gradients": frozenset({"small_first_layer_gradient", "small_early_step_gradient"}),
 }
 _CURVE = frozenset(
     {"flat_loss", "poor_fit", "swinging_loss", "rising_loss", "overshoot", "slow_loss"}
@@ -53,7 +57,8 @@ ACCOUNTS_FOR: dict[str, frozenset[str]] = {
     "exploding_gradients": frozenset({"flat_loss", "poor_fit", "swinging_loss"}),
     "lr_too_high": frozenset({"flat_loss", "poor_fit"}),
     "lr_too_low": frozenset({"flat_loss", "poor_fit"}),
-    "oscillating_loss": frozenset({"rising_loss"}),
+    # Overshooting updates throw the weights around: the validation loss swings up with them.
+    "oscillating_loss": frozenset({"rising_loss", "val_loss_rise"}),
     "vanishing_gradients": frozenset({"flat_loss", "poor_fit", "slow_loss"}),
     # A model too small to fit also shows dead or saturated units: they do not explain poor_fit.
     "dead_units": frozenset({"flat_loss", "slow_loss"}),
@@ -379,11 +384,23 @@ def explain(findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
     A symptom's evidence names its explainers (`explained_by`), and each cause lists the symptoms
     it accounts for (`explains`), so a report can say "true, but not the root cause"."""
     raised = {f.code for f in findings}
+    # A finding may account for more than its code does (`evidence["accounts_for"]`): inputs
+    # that are tiny, not huge, make the first layer's gradient tiny.
+    extra = {f.code: frozenset(f.evidence.get("accounts_for") or ()) for f in findings}
     kept, explained = [], []
     for finding in findings:
         named = finding.evidence.get("rests_on")
         rests_on = frozenset(named) & RESTS_ON.get(finding.code, frozenset()) if named else None
+        needs = rests_on if rests_on is not None else RESTS_ON.get(finding.code, frozenset())
         by = [c for c in explainers(finding.code, rests_on) if c in raised]
+        by += [
+            c
+            for c, more in extra.items()
+            if c != finding.code
+            and c not in by
+            and needs
+            and needs <= ACCOUNTS_FOR.get(c, frozenset()) | more
+        ]
         if by:
             finding.evidence["explained_by"] = by
             explained.append(finding)

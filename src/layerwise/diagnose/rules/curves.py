@@ -419,18 +419,21 @@ def oscillating_loss(ctx: RuleContext) -> Finding | None:
         epoch = rises[0]
     else:
         found_climbs = climbs(losses)
-        if len(found_climbs) < OSC_CLIMBS:
+        # A climb as large as the divergence `lr_too_high` reads, that came back down, is a
+        # swing rather than a divergence: the loss fell, rose and fell again.
+        big = [c for c in found_climbs if c[3] >= LR_HIGH_DIVERGE * c[2] and c[4]]
+        if len(found_climbs) < OSC_CLIMBS and not big:
             return None
         shown = ", ".join(
-            f"{fmt(low)} -> {fmt(high)} (epochs {a}-{b})" for a, b, low, high in found_climbs
+            f"{fmt(low)} -> {fmt(high)} (epochs {a}-{b})" for a, b, low, high, _ in found_climbs
         )
         message = (
             f"the training loss climbed back {len(found_climbs)} times: {shown}{_lr_text(ctx)}"
         )
         evidence = {
             "climbs": [
-                {"from_epoch": a, "to_epoch": b, "low": low, "high": high}
-                for a, b, low, high in found_climbs
+                {"from_epoch": a, "to_epoch": b, "low": low, "high": high, "recovered": back}
+                for a, b, low, high, back in found_climbs
             ],
             "rises": len(found_climbs),
         }
@@ -458,8 +461,8 @@ def oscillating_loss(ctx: RuleContext) -> Finding | None:
     )
 
 
-def climbs(losses: list[tuple[int, float]]) -> list[tuple[int, int, float, float]]:
-    """(low epoch, high epoch, low, high) of each time the loss climbed back up.
+def climbs(losses: list[tuple[int, float]]) -> list[tuple[int, int, float, float, bool]]:
+    """(low epoch, high epoch, low, high, recovered) of each time the loss climbed back up.
 
     A climb starts at the lowest loss since the last climb and counts once the loss is
     `OSC_CLIMB_REL` above that low and the rise gives back `OSC_CLIMB_GIVE_BACK` of the progress
@@ -471,7 +474,7 @@ def climbs(losses: list[tuple[int, float]]) -> list[tuple[int, int, float, float
     if not losses:
         return []
     first = losses[0][1]
-    found: list[tuple[int, int, float, float]] = []
+    found: list[tuple[int, int, float, float, bool]] = []
     low_epoch, low = losses[0]
     peak: tuple[int, float] | None = None
     for epoch, value in losses[1:]:
@@ -485,10 +488,10 @@ def climbs(losses: list[tuple[int, float]]) -> list[tuple[int, int, float, float
         elif value > peak[1]:
             peak = (epoch, value)
         elif value <= peak[1] - (peak[1] - low) / 2:
-            found.append((low_epoch, peak[0], low, peak[1]))
+            found.append((low_epoch, peak[0], low, peak[1], True))
             low_epoch, low, peak = epoch, value, None
     if peak is not None:
-        found.append((low_epoch, peak[0], low, peak[1]))
+        found.append((low_epoch, peak[0], low, peak[1], False))
     return found
 
 
@@ -576,6 +579,7 @@ def _val_loss_rise(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | None:
         f"to {fmt(train_now)}"
     )
     evidence = {
+        "rests_on": ["val_loss_rise"],
         "val_loss_min": low,
         "val_loss_min_epoch": min_epoch,
         "val_loss_recent": recent,
@@ -618,6 +622,7 @@ def _accuracy_gap(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | None:
         start,
         message,
         {
+            "rests_on": ["accuracy_gap"],
             "accuracy_gap": gap,
             "train_accuracy": train[last],
             "val_accuracy": val[last],

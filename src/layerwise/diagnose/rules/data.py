@@ -319,11 +319,18 @@ def unscaled_inputs(ctx: RuleContext) -> Finding | None:
     reason = unscaled_reason(data, fx.is_image(ctx))
     if reason is None:
         return None
+    # Tiny inputs give the first layer a tiny weight gradient (it is the input times the
+    # gradient at the layer's output): that finding is theirs.
+    tiny = reason.startswith("all values lie within")
     return Finding(
         code="unscaled_inputs",
         severity="warning",
         message=f"{reason}; networks train best on inputs with mean ~0 and std ~1",
-        evidence={"scale": data.get("scale"), "reason": reason},
+        evidence={
+            "scale": data.get("scale"),
+            "reason": reason,
+            **({"accounts_for": ["small_first_layer_gradient"]} if tiny else {}),
+        },
         causes=[
             "raw values were fed to the network (pixels in 0-255, amounts in thousands)",
             "features measured in different units were left side by side",

@@ -261,6 +261,7 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
             f"{len(layers) - 1} earlier layers are below {VANISH_RATIO:g}x"
         ),
         evidence={
+            "rests_on": ["small_first_layer_gradient"],
             "ratio": latest[worst],
             "reference_layer": last,
             "layer_ratios": latest,
@@ -320,6 +321,7 @@ def _through_time(ctx: RuleContext) -> Finding | None:
             f"and the loss is still {level:.0%} of {ref}"
         ),
         evidence={
+            "rests_on": ["small_early_step_gradient"],
             "ratio": latest[worst],
             "through_time": True,
             "layer_time_ratios": latest,
