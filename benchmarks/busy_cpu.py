@@ -29,6 +29,7 @@ Run: .venv/bin/python benchmarks/busy_cpu.py [--rounds 1] [--timeout 300] [--rec
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import resource
 import statistics
@@ -157,7 +158,7 @@ def recipe_threads(timeout: float) -> list[dict[str, Any]]:
     return results
 
 
-def summarise(results: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     idle: dict[str, float] = {}
     for scenario in SCENARIOS:
@@ -166,14 +167,16 @@ def summarise(results: list[dict[str, Any]], timeout: float) -> list[dict[str, A
             seconds = statistics.median(r["seconds"] for r in runs)
             timed_out = any(r["error"] == "timeout" for r in runs)
             if scenario == "idle":
-                idle[variant] = seconds
+                idle[variant] = math.nan if timed_out else seconds
+            # A killed run has no time, so no ratio (nor has anything against a killed idle run).
+            ratio = None if timed_out or math.isnan(idle[variant]) else seconds / idle[variant]
             rows.append(
                 {
                     "scenario": scenario,
                     "variant": variant,
                     "median_s": round(seconds, 2),
                     "timed_out": timed_out,
-                    "ratio_to_idle": round(seconds / idle[variant], 2),
+                    "ratio_to_idle": None if ratio is None else round(ratio, 2),
                     "loadavg_1min": round(statistics.median(r["loadavg"][0] for r in runs), 2),
                     "outside_cores": round(statistics.median(r["outside_cores"] for r in runs), 2),
                 }
@@ -198,7 +201,7 @@ def main() -> None:
     print(f"load average at start: {info['load_average_at_start']}")
     recipes = recipe_threads(args.timeout) if args.recipes else []
     results = quickstart_scenarios(args.rounds, args.timeout)
-    rows = summarise(results, args.timeout)
+    rows = summarise(results)
     print()
     print(
         table(
@@ -208,7 +211,7 @@ def main() -> None:
                     r["scenario"],
                     r["variant"],
                     (">" if r["timed_out"] else "") + f"{r['median_s']:.1f}",
-                    f"{r['ratio_to_idle']:.2f}",
+                    "-" if r["ratio_to_idle"] is None else f"{r['ratio_to_idle']:.2f}",
                     f"{r['loadavg_1min']:.2f}",
                     f"{r['outside_cores']:.2f}",
                 ]
@@ -217,8 +220,9 @@ def main() -> None:
         )
     )
     after_one = next(r for r in rows if r["scenario"] == "1 busy core" and "after" in r["variant"])
+    shown = after_one["ratio_to_idle"]
     print(
-        f"\nafter, 1 busy core: {after_one['ratio_to_idle']:.2f} x idle "
+        f"\nafter, 1 busy core: {'-' if shown is None else f'{shown:.2f}'} x idle "
         f"(target <= {TARGET_ONE_BUSY}); the machine was shared: see loadavg"
     )
     if recipes:
