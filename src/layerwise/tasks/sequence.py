@@ -147,7 +147,10 @@ def train_task(
     model = build_model(recipe, task, data)
     run = Run.create(runs_root, recipe.name, recipe.to_yaml())
     task.save_data(run, data)
-    everything = [MetricsLogger(run), ModelCheckpoint(run, monitor=recipe.train.monitor)]
+    checkpoints = ModelCheckpoint(
+        run, monitor=recipe.train.monitor, every_steps=recipe.train.checkpoint_every_steps
+    )
+    everything = [MetricsLogger(run), checkpoints]
     everything += [ProgressBar()] if progress else []
     trainer = build_trainer(recipe, model, [*everything, *callbacks])
     run.set_status("running")

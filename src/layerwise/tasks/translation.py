@@ -127,6 +127,7 @@ class TranslationTask:
         self, run: Run, trainer: SequenceTrainer, data: DatasetBundle, recipe: Recipe, echo: Echo
     ) -> dict[str, float]:
         translator = Translator(trainer.model, data.src_pipeline, data.tgt_pipeline)
+        self.translator = translator  # what was scored, for callers that go on using it
         metrics = trainer.evaluate(self.batcher(data, "test", 256, recipe.seed, trainer.device))
         sources, references = data.references["test"]
         hypotheses = translator.translate(sources, beam=self.beam)
