@@ -427,3 +427,96 @@ def test_real_entry_point_in_subprocesses(work):
     assert "Traceback (most recent call last)" in debug_err
     assert "layerwise.errors.CheckpointError" in debug_err
     assert snapshot(work) == before
+
+
+# ------------------------------------------------------------- issue 15: every verb, more inputs
+@pytest.fixture(scope="module")
+def damaged(work: Path) -> Path:
+    """Run folders damaged beyond their checkpoints, a garbled run index, and bad input files."""
+    runs = work / "runs"
+    for name in ("bad_metrics", "bad_recipe", "bad_info"):
+        shutil.copytree(runs / "tiny", runs / name)
+    metrics = runs / "bad_metrics" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    (runs / "bad_recipe" / "recipe.yaml").write_text("name: bad_recipe\nmodel: [unclosed\n")
+    (runs / "bad_info" / "run.json").write_text('{"name": "bad_info", "sta')
+    (work / "garbled_index" / "runs").mkdir(parents=True)
+    (work / "garbled_index" / "runs" / "index.sqlite").write_bytes(
+        b"SQLite format 2\0" + b"x" * 200
+    )
+    (work / "no_images").mkdir()
+    (work / "no_images" / "readme.md").write_text("no pictures here")
+    (work / "noise.png").write_bytes(bytes(range(256)) * 3)
+    (work / "text_column.csv").write_text("a,b\n1,seven\n2,three\n")
+    return work
+
+
+CATALOG = [
+    # train: recipe and --set
+    (["train"], ["no recipe given"], LayerwiseError),
+    (["train", "tiny.yaml", "--set", "train.epochs"], ["bad override 'train.epochs'"], RecipeError),
+    (
+        ["train", "tiny.yaml", "--set", "name.x=1"],
+        ["'name' is a value, not a section"],
+        RecipeError,
+    ),
+    (["train", "tiny.yaml", "--set", "train.epochs=0"], ["'train.epochs'", "(got 0)"], RecipeError),
+    (["train", "tiny.yaml", "--set", "data.batch_size=-8"], ["'data.batch_size'"], RecipeError),
+    (
+        ["train", "tiny.yaml", "--set", "train.optimizer.lr=.nan"],
+        ["'train.optimizer.lr'"],
+        RecipeError,
+    ),
+    # train: model sanity before any run folder
+    (
+        ["train", "tiny.yaml", "--set", "model.args.hidden=[0]"],
+        ["model.args.hidden[0] is 0"],
+        RecipeError,
+    ),
+    (
+        ["train", "tiny.yaml", "--set", "model.args.num_classes=3"],
+        ["model.args.num_classes", "10 classes"],
+        RecipeError,
+    ),
+    (
+        ["train", "tiny.yaml", "--set", "train.loss.name=mse"],
+        ["train.loss.name is 'mse'", "(10,)"],
+        ShapeError,
+    ),
+    # doctor
+    (["doctor", "tiny", "--auto-fix"], ["'tiny' is a run", "--auto-fix"], LayerwiseError),
+    (["doctor", "tinny"], ["no run 'tinny'"], RunError),
+    (["doctor", "bad_recipe"], ["bad_recipe/recipe.yaml", "damaged"], RunError),
+    (["doctor", "syntax.yaml", "--data-only"], ["syntax.yaml", "line 4"], RecipeError),
+    # lr-find and summary
+    (["lr-find", "missing.yaml"], ["'missing.yaml'", "not found"], RecipeError),
+    (["lr-find", "typo_key.yaml"], ["unknown key 'train.optimiser'"], RecipeError),
+    (["summary", "tinny"], ["no run 'tinny'"], RunError),
+    (["summary", "syntax.yaml"], ["syntax.yaml", "line 4"], RecipeError),
+    # runs ls / show / compare on damaged folders
+    (
+        ["runs", "ls", "--runs-dir", "garbled_index/runs"],
+        ["garbled_index/runs/index.sqlite"],
+        RunError,
+    ),
+    (["runs", "show", "bad_metrics"], ["bad_metrics/metrics.jsonl", "line 2"], RunError),
+    (["runs", "show", "bad_info"], ["bad_info/run.json"], RunError),
+    (["runs", "compare", "tiny", "bad_metrics"], ["bad_metrics/metrics.jsonl", "line 2"], RunError),
+    # evaluate and predict
+    (["train", "--resume", "bad_recipe"], ["bad_recipe/recipe.yaml"], RecipeError),
+    (["evaluate", "bad_recipe"], ["bad_recipe/recipe.yaml"], RecipeError),
+    (["predict", "tiny", "no_images"], ["no_images", "no image files"], DataError),
+    (["predict", "tiny", "noise.png"], ["noise.png"], DataError),
+    (["predict", "tiny", "text_column.csv"], ["text_column.csv"], DataError),
+    # quickstart
+    (["quickstart", "--runs-dir", "blocker/runs"], ["blocker/runs"], RunError),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit", "error"), CATALOG, ids=[" ".join(case[0]) for case in CATALOG]
+)
+def test_catalog(damaged, args, culprit, error):
+    """One message naming the culprit, a hint, exit code 2, no traceback, no file changed."""
+    check(damaged, *args, culprit=culprit, error=error)

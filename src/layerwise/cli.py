@@ -603,10 +603,10 @@ def runs_show(
     from layerwise.runs import Run
 
     found = Run.open(run, root=runs_dir)
-    info = found.info()
+    info, records = found.info(), found.read_metrics()  # a damaged file: an error, nothing printed
     out.print(f"[bold]{escape(found.name)}[/bold]  {info.get('status')}  {escape(str(found.path))}")
     table = Table("epoch", "split", "loss", "metrics")
-    for record in found.read_metrics():
+    for record in records:
         skip = ("epoch", "step", "split", "loss", "lr", "time")
         numbers = {k: v for k, v in record.items() if k not in skip}
         loss = record.get("loss")
