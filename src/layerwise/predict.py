@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from layerwise.data.audio import AudioBundle, AudioFeatures
 from layerwise.data.convert import to_tensors
 from layerwise.data.preprocess import ImageSpec, Preprocess
 from layerwise.errors import DataError
 from layerwise.experiment import load_experiment, run_preprocess
 from layerwise.nn import check_input
 from layerwise.runs import Run
+from layerwise.tasks.speech import read_clips
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".gif", ".tif", ".tiff"}
 
@@ -250,7 +252,8 @@ def predict_run(
     top_k: int = 3,
 ) -> tuple[list[str], list[list[tuple[str, float]]], list[str]]:
     """Predict with a run's weights from raw inputs: files (.npy, .csv, images or folders of
-    images), arrays or PIL images, preprocessed as the training data was.
+    images; audio files or folders of them for a speech run), arrays or PIL images,
+    preprocessed as the training data was.
 
     Returns a name per input row, its `top_k` classes with probabilities, and notes on how the
     inputs were read (warnings when they do not look like the training data).
@@ -259,8 +262,13 @@ def predict_run(
         >>> names, ranked, notes = predict_run("wine_mlp", ["new_wines.csv"])  # doctest: +SKIP
     """
     run = Run.open(run_ref, root=runs_root)
-    experiment = load_experiment(run, which)
-    batch = read_inputs(list(inputs), run_preprocess(run))
+    features = AudioFeatures.load(run.path)
+    if features is not None:  # a speech run: clips through its saved log-mel settings
+        experiment = load_experiment(run, which, data=AudioBundle.from_features(features))
+        batch = PredictionInputs(*read_clips(features, list(inputs)))
+    else:
+        experiment = load_experiment(run, which)
+        batch = read_inputs(list(inputs), run_preprocess(run))
     check_input(experiment.model, batch.x[:1])  # a ShapeError naming the layer, not a traceback
     logits = experiment.trainer.predict(batch.x)
     return batch.names, top_predictions(logits, experiment.data.class_names, top_k), batch.notes

@@ -1,10 +1,12 @@
 """Data for layerwise: conversion, splits, batchers, augmentation and the dataset registry.
 
 Importing this package registers the built-in datasets (`digits`, `mnist`, `breast_cancer`,
-`wine`, `npz`, `csv`, `imdb`, `text`, the series `sunspots`, `co2` and `macrodata`, `multi30k`,
-`tinyshakespeare`, and `faulty`, which injects known faults into any of them).
+`wine`, `npz`, `csv`, `imdb`, `text`, the spoken digits `fsdd`, the series `sunspots`, `co2`
+and `macrodata`, `multi30k`, `tinyshakespeare`, and `faulty`, which injects known faults into
+any of them).
 """
 
+from layerwise.data import audio as _audio  # noqa: F401  (registers "fsdd")
 from layerwise.data import digits as _digits  # noqa: F401  (registers "digits")
 from layerwise.data import faulty as _faulty  # noqa: F401  (registers "faulty")
 from layerwise.data import files as _files  # noqa: F401  (registers "npz", "csv")
