@@ -362,7 +362,10 @@ def predict(
     run: Annotated[str, typer.Argument(help="Run name or folder.")],
     inputs: Annotated[
         list[str],
-        typer.Argument(help=".npy, .csv, image files or a folder; for a text run, raw texts."),
+        typer.Argument(
+            help=".npy, .csv, image files or a folder; for a text run, raw texts; for a speech "
+            "run, audio files (.wav) or a folder of them."
+        ),
     ],
     output: Annotated[
         Path | None,
@@ -379,6 +382,7 @@ def predict(
 
     Example: layerwise predict digits_cnn images/ --output predictions.csv
     Example: layerwise predict imdb_fasttext "A gripping, beautifully acted film."
+    Example: layerwise predict speech_digits_cnn clip.wav
     """
     from layerwise.predict import predict_run
     from layerwise.runs import Run
