@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from layerwise.data import data_root
 from layerwise.errors import CheckpointError, RecipeError, did_you_mean
 from layerwise.models import MODELS, CifarResNet, create_model
 from layerwise.runs import Run
@@ -50,6 +51,8 @@ def load_backbone(
         strict: refuse weights with missing or unexpected keys.
         seed: seeds the new head's initialisation.
     """
+    if source != "run":
+        path = resolve_weights_path(path)
     if source == "run":
         model = from_run(path, checkpoint=checkpoint, strict=strict, runs_root=runs_root)
     elif source == "cifar_resnet":
@@ -132,6 +135,16 @@ def from_torchvision(arch: str, path: str | Path, *, strict: bool = True) -> nn.
         kwargs["init_weights"] = False
     model = tvm.get_model(arch, **kwargs)
     return load_weights(model, state, source=f"'{path}' ({arch})", strict=strict)
+
+
+def resolve_weights_path(path: str | Path) -> Path:
+    """`path` as given when it exists, else relative to the data root (where the CIFAR ResNet
+    checkpoints are staged: `pretrained/cifar_resnet/`)."""
+    path = Path(path).expanduser()
+    if path.exists() or path.is_absolute():
+        return path
+    staged = data_root() / path
+    return staged if staged.exists() else path
 
 
 def _head_weight(state: dict[str, torch.Tensor]) -> torch.Tensor | None:
