@@ -42,7 +42,7 @@ BASE = {
     "data": {"name": "digits", "batch_size": 32, "args": {"subset": 150}},
     "model": {"name": "mlp", "args": {"hidden": [8]}},
     "train": {"epochs": 1},
-    "doctor": {"label_noise": False},
+    "doctor": {"label_noise": False, "data_checks": False},
 }
 ARG_PATHS = [
     "model.args.hidden",
