@@ -1,4 +1,5 @@
-"""Every registered model builds and backpropagates on small images; names and args are checked."""
+"""Every registered model builds and backpropagates on small inputs of its kind; names and args
+are checked."""
 
 from __future__ import annotations
 
@@ -10,15 +11,68 @@ from layerwise.errors import RecipeError
 from layerwise.models import MODELS, CifarResNet, create_model, list_models
 from layerwise.models.resnet import PadShortcut
 
+IMAGE_MODELS = [n for n in list_models() if n in ("mlp", "cnn") or n.startswith("resnet")]
 SHAPES = [(1, 8, 8), (1, 28, 28)]
-CASES = [(name, shape) for name in list_models() for shape in SHAPES] + [
-    (name, (3, 32, 32)) for name in list_models() if name.startswith("resnet")
+CASES = [(name, shape) for name in IMAGE_MODELS for shape in SHAPES] + [
+    (name, (3, 32, 32)) for name in IMAGE_MODELS if name.startswith("resnet")
 ]
+
+
+def _tokens(vocab: int, lengths: list[int]) -> torch.Tensor:
+    """Right-padded token ids (0 is padding), one row per length."""
+    tokens = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        tokens[row, :length] = torch.randint(1, vocab, (length,))
+    return tokens
+
+
+TEXT = {"num_classes": 7, "vocab_size": 50}
+SMALL_LM = {"vocab_size": 30}
+# name -> (factory arguments, inputs (positional), expected output shape)
+NON_IMAGE = {
+    **{
+        name: (TEXT, lambda: (_tokens(50, [12, 5]), torch.tensor([12, 5])), (2, 7))
+        for name in ("fasttext", "rnn_classifier", "bilstm", "bigru", "transformer_classifier")
+    },
+    **{
+        name: ({"num_classes": 3}, lambda: (torch.randn(2, 16, 2),), (2, 3))
+        for name in ("gru_forecaster", "lstm_forecaster", "cnn_forecaster", "mlp_forecaster")
+    },
+    "lstm_lm": (
+        {**SMALL_LM, "embed": 16, "hidden": 16},
+        lambda: (_tokens(30, [9, 9]),),
+        (2, 9, 30),
+    ),
+    "gpt_lm": (
+        {**SMALL_LM, "dim": 16, "heads": 2, "layers": 1, "context": 16},
+        lambda: (_tokens(30, [9, 9]),),
+        (2, 9, 30),
+    ),
+    "seq2seq_gru": (
+        {"src_vocab": 30, "tgt_vocab": 31, "embed": 16, "hidden": 16},
+        lambda: (_tokens(30, [7, 4]), torch.tensor([7, 4]), _tokens(31, [6, 6])),
+        (2, 6, 31),
+    ),
+    "seq2seq_transformer": (
+        {"src_vocab": 30, "tgt_vocab": 31, "dim": 16, "heads": 2, "layers": 1, "ff": 32},
+        lambda: (_tokens(30, [7, 4]), torch.tensor([7, 4]), _tokens(31, [6, 6])),
+        (2, 6, 31),
+    ),
+    **{
+        name: ({"num_classes": 10}, lambda: (torch.randn(2, 1, 40, 32),), (2, 10))
+        for name in ("audio_cnn", "audio_crnn")
+    },
+}
 
 
 def test_expected_families_are_registered():
     expected = {"mlp", "cnn", "resnet", "resnet20", "resnet32", "resnet44", "resnet56"}
     assert expected <= set(list_models())
+
+
+def test_every_registered_model_has_a_forward_test():
+    untested = set(list_models()) - set(IMAGE_MODELS) - set(NON_IMAGE)
+    assert not untested, f"add sample inputs for {sorted(untested)} to NON_IMAGE"
 
 
 @pytest.mark.parametrize(("name", "shape"), CASES)
@@ -29,6 +83,18 @@ def test_model_builds_forwards_and_backpropagates(name, shape):
     assert out.shape == (2, 7) and torch.isfinite(out).all()
     out.square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(n for n in NON_IMAGE if n in list_models()))
+def test_non_image_model_builds_forwards_and_backpropagates(name):
+    torch.manual_seed(0)
+    arguments, inputs, expected = NON_IMAGE[name]
+    model = create_model(name, **arguments)
+    out = model(*inputs())
+    assert out.shape == expected and torch.isfinite(out).all()
+    out.square().mean().backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused
 
 
 @pytest.mark.parametrize("variant", ["lenet", "vgg"])
