@@ -72,7 +72,9 @@ def main() -> None:
     results, rows, loads = {}, [], [os.getloadavg()]
     for name in args.recipes:
         # Non-overlapping windows make short epochs, so the curve has points; the budget ends it.
-        recipe = load_recipe(REPO / "recipes" / name, ["train.epochs=100", "data.args.stride=null"])
+        block = load_recipe(REPO / "recipes" / name).data.args.get("block_size", 128)
+        overrides = ["train.epochs=100", f"data.args.stride={block}"]
+        recipe = load_recipe(REPO / "recipes" / name, overrides)
         budget = Budget(args.budget, recipe.name, loads)
 
         with tempfile.TemporaryDirectory() as runs:
