@@ -112,8 +112,7 @@ def merge(parts: Path, output: Path) -> None:
         "load",
     ]
     print(table(headers, rows))
-    write_json(output, {"anchor": ANCHOR, "results": results})
-    print(f"wrote {output}")
+    write_json(output, {"anchor": ANCHOR, "results": results})  # prints where it wrote
 
 
 def main() -> None:

@@ -129,9 +129,19 @@ def test_train_then_predict_wav_files_and_a_folder(fake_root, tmp_path):
     recipe = {
         "name": "tiny_speech",
         "seed": 0,
-        "data": {"name": "fsdd", "args": {"root": str(fake_root), "n_mels": 32}, "batch_size": 16},
+        "data": {
+            "name": "fsdd",
+            "args": {"root": str(fake_root), "n_mels": 32},
+            "batch_size": 16,
+            "val_fraction": 0.25,
+        },
         "model": {"name": "audio_cnn", "args": {"channels": [8, 16], "dropout": 0.0}},
-        "train": {"epochs": 8, "optimizer": {"name": "adam", "lr": 0.01}, "metrics": ["accuracy"]},
+        "train": {
+            "epochs": 8,
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "metrics": ["accuracy"],
+            "monitor": "val_accuracy",  # predict rebuilds the Trainer without the data
+        },
         "doctor": {"label_noise": False},
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(recipe))

@@ -296,7 +296,7 @@ class AudioBundle(DatasetBundle):
         return cls(
             name=name,
             train=rows,
-            val=None,
+            val=rows,  # a recipe may monitor val_* logs: building its Trainer checks they exist
             test=None,
             num_classes=len(features.class_names),
             input_shape=features.input_shape,
