@@ -303,9 +303,9 @@ def test_prediction_input_of_the_wrong_width(work):
     check(
         work,
         *("predict", "tiny", "wide.npy"),
-        culprit=["wide.npy", "(3, 65)", "(1, 8, 8)"],
+        culprit=["wide.npy", "rows of 65 values", "64 (1 x 8 x 8) features"],
         error=ShapeError,
-        hint="(N, 1, 8, 8)",
+        hint="as in the training data",
     )
 
 
