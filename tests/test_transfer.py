@@ -211,6 +211,10 @@ def test_files_that_are_not_checkpoints(tmp_path: Path) -> None:
     torch.save(torch.zeros(3), tensor)
     with pytest.raises(CheckpointError, match="not a state dict"):
         read_state_dict(tensor)
+    yaml_text = tmp_path / "recipe.yaml"
+    yaml_text.write_text("name: x\nmodel: {name: cnn}\n")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        read_state_dict(yaml_text)
     with pytest.raises(CheckpointError, match="not found"):
         read_state_dict(tmp_path / "absent.pt")
 
@@ -232,7 +236,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
     raw = tmp_path / "evil.pkl"
     raw.write_bytes(pickle.dumps(evil))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="would import or run code"):
         read_state_dict(raw)
     assert not marker.exists()
 

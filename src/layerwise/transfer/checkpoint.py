@@ -65,10 +65,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc) or _pickle_runs_code(path):
             raise CheckpointError(
-                f"'{path}' is a pickle that would import or run code "
-                f"({_first_line(exc)}); it was refused, nothing was executed",
+                f"'{path}' is a pickle that would import or run code when loaded; it was "
+                "refused, nothing was executed",
                 hint="save plain weights (model.state_dict()) with torch.save or safetensors; "
                 "only load files you trust",
             ) from None
@@ -187,6 +187,22 @@ def _shape(tensor: Tensor) -> tuple[int, ...]:
 
 def _is_lazy(tensor: Tensor) -> bool:
     return isinstance(tensor, nn.parameter.UninitializedTensorMixin)
+
+
+CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+
+
+def _pickle_runs_code(path: Path) -> bool:
+    """Whether `path` is a plain pickle that imports or calls something (read with pickletools,
+    which lists the opcodes without executing any). Text and other bytes are not pickles."""
+    import pickletools
+
+    try:
+        data = path.read_bytes()[: 1 << 24]
+        opcodes = {op.name for op, _, _ in pickletools.genops(data)}
+    except Exception:  # not a well-formed pickle
+        return False
+    return bool(opcodes & CODE_OPCODES)
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
