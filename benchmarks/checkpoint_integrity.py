@@ -99,7 +99,7 @@ def _same(a, b) -> bool:
 
 
 # ------------------------------------------------------------------------------ kills
-def kills(work: Path, random_kills: int, seed: int) -> dict:
+def kills(work: Path, random_kills: int, seed: int, stage_step: int = 1) -> dict:
     reference = work / "reference"
     done = _spawn("train", reference)
     out, err = done.communicate()
@@ -107,9 +107,9 @@ def kills(work: Path, random_kills: int, seed: int) -> dict:
     total = int(out.split("STAGES")[-1])
     expected = _final(reference)
     rows = []
-    instants = [("stage", k) for k in range(1, total + 1)]
+    instants = [("stage", k) for k in range(1, total + 1, stage_step)]
     rng = random.Random(seed)
-    instants += [("random", rng.uniform(1.0, 6.0)) for _ in range(random_kills)]
+    instants += [("random", rng.uniform(0.0, 1.5)) for _ in range(random_kills)]
     for kind, at in instants:
         root = work / f"{kind}-{at}"
         if kind == "stage":
@@ -117,6 +117,8 @@ def kills(work: Path, random_kills: int, seed: int) -> dict:
             victim.communicate()
         else:
             victim = _spawn("train", root)
+            while victim.poll() is None and not (root / "runs/k/metrics.jsonl").exists():
+                time.sleep(0.01)  # training has started: now kill it somewhere in the next 1.5 s
             time.sleep(at)
             victim.send_signal(signal.SIGKILL)
             victim.communicate()
@@ -132,6 +134,7 @@ def kills(work: Path, random_kills: int, seed: int) -> dict:
                 "error": None if ok else err.strip().splitlines()[-1:],
             }
         )
+        print(rows[-1], flush=True)
         shutil.rmtree(root, ignore_errors=True)
     killed_rows = [r for r in rows if r["killed"]]
     return {
@@ -209,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-kills", action="store_true")
+    parser.add_argument("--stage-step", type=int, default=1, help="kill at every Nth save stage")
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "checkpoint_integrity.json")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "ROOT", "KILL_AT"))
     args = parser.parse_args(argv)
@@ -229,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
                 ],
             )
         )
-        killed = None if args.skip_kills else kills(work / "kills", args.random_kills, args.seed)
+        killed = (
+            None
+            if args.skip_kills
+            else kills(work / "kills", args.random_kills, args.seed, args.stage_step)
+        )
     if killed:
         print(
             f"\nkills: {killed['instants_tried']} instants ({killed['stages_per_run']} save "

@@ -99,11 +99,13 @@ class CheckpointStore:
             check_state(state)
         checkpoint_id = new_checkpoint_id(state or {})
         tmp = self._make_tmp()
+        writing = WEIGHTS_FILE
         try:
             save_weights(weights, tmp / WEIGHTS_FILE, checkpoint_id)
             _stage("weights")
             files = [WEIGHTS_FILE]
             if state is not None:
+                writing = STATE_FILE
                 save_state(state, tmp / STATE_FILE, checkpoint_id)
                 _stage("state")
                 files.append(STATE_FILE)
@@ -114,9 +116,19 @@ class CheckpointStore:
                 "step": _step_of(state),
                 "files": {name: _digest(tmp / name) for name in files},
             }
+            writing = MANIFEST_FILE
             _write_synced(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, default=json_default))
             _stage("manifest")
             final = self._rename_into_place(tmp, kind)
+        except RunError as exc:  # name the checkpoint, not the hidden folder it was written in
+            shutil.rmtree(tmp, ignore_errors=True)
+            cause = exc.__cause__
+            reason = cause.strerror or str(cause) if isinstance(cause, OSError) else exc.message
+            raise RunError(
+                f"cannot save the '{kind}' checkpoint in '{self.folder}' (writing {writing}): "
+                f"{reason}",
+                hint=_SAVE_HINT,
+            ) from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -270,6 +282,10 @@ class CheckpointStore:
         return weights, state
 
 
+_SAVE_HINT = (
+    "make free space or fix the folder's permissions, then continue with --resume: the previous "
+    "checkpoint is intact"
+)
 _DAMAGE_HINT = "an older checkpoint is used when one is intact; otherwise delete the checkpoints "
 _DAMAGE_HINT += "folder to restart from scratch"
 
