@@ -143,11 +143,16 @@ def train(
             run, test_metrics = train_task(parsed, task, runs_dir, progress=not quiet)
         else:
             run, test_metrics = experiment.train(parsed, runs_dir, progress=not quiet)
-    except KeyboardInterrupt as interrupt:
+    except KeyboardInterrupt as interrupt:  # SIGINT/SIGTERM: the run is `stopped`, resumable
         stopped = getattr(interrupt, "run", None)
         name = stopped.name if stopped is not None else "<run>"
-        err.print(f"interrupted; continue with: layerwise train --resume {escape(name)}")
-        raise typer.Exit(130) from None
+        where = "" if runs_dir == Path("runs") else f" --runs-dir {runs_dir}"
+        err.print(
+            f"{escape(str(interrupt) or 'interrupted')}; continue with: "
+            f"layerwise train --resume {escape(name + where)}"
+        )
+        number = getattr(interrupt, "signal", None)
+        raise typer.Exit(128 + int(number) if number else 130) from None
     _print_outcome(run, test_metrics)
     _print_doctor_summary(run)
 

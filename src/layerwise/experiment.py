@@ -7,6 +7,7 @@ they are the whole story, told by the functions below them in the order they are
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,7 +30,14 @@ from layerwise.diagnose.doctor import (
     write_data_profile,
 )
 from layerwise.diagnose.findings import Diagnosis
-from layerwise.errors import CheckpointError, DataError, RecipeError, ShapeError, did_you_mean
+from layerwise.errors import (
+    CheckpointError,
+    DataError,
+    LayerwiseError,
+    RecipeError,
+    ShapeError,
+    did_you_mean,
+)
 from layerwise.models import MODELS, create_model
 from layerwise.nn import call_model, init_weights, materialize, summary
 from layerwise.recipe import Recipe
@@ -53,6 +61,7 @@ from layerwise.train import (
     create_metric,
     seed_everything,
 )
+from layerwise.train.callbacks.stop_on_signal import StopOnSignal
 from layerwise.train.losses import align_target
 from layerwise.transfer.recipe import (
     backbone_callbacks,
@@ -480,8 +489,12 @@ def restore_last_checkpoint(experiment: Experiment, echo: Echo = print) -> None:
 def fit_and_finish(experiment: Experiment) -> tuple[Run, dict[str, float]]:
     """Fit into the experiment's run, then finish it (test, diagnosis, plots, report).
 
-    An interrupt marks the run `stopped` (the CLI says how to resume), any other error `failed`.
-    A run the doctor stopped for a fatal reason is finished on its last good weights.
+    SIGINT or SIGTERM checkpoints at the next step boundary and stops (`StopOnSignal`); then, as
+    after a second signal or any other interrupt, the run is marked `stopped` and a
+    `KeyboardInterrupt` carrying the run (and the signal) goes up, so the CLI can say how to
+    resume. Any other error marks it `failed`, when run.json can still be written (a full disk
+    may refuse that too; the original error is what is raised). A run the doctor stopped for a
+    fatal reason is finished on its last good weights.
     """
     run, trainer, data, recipe = (
         experiment.run,
@@ -490,26 +503,43 @@ def fit_and_finish(experiment: Experiment) -> tuple[Run, dict[str, float]]:
         experiment.recipe,
     )
     run.set_status("running")
+    stopper = StopOnSignal(run)
+    trainer.callbacks.append(stopper)
     try:
-        trainer.fit(
-            data.train,
-            data.val,
-            epochs=recipe.train.epochs,
-            batch_size=recipe.data.batch_size,
-            transform=experiment.transform,
-            eval_batch_size=recipe.data.eval_batch_size,
-        )
+        with stopper.listening():
+            trainer.fit(
+                data.train,
+                data.val,
+                epochs=recipe.train.epochs,
+                batch_size=recipe.data.batch_size,
+                transform=experiment.transform,
+                eval_batch_size=recipe.data.eval_batch_size,
+            )
+        if stopper.received is not None:
+            raise _interrupted(stopper, trainer)
     except KeyboardInterrupt as interrupt:
         run.set_status("stopped")
         interrupt.run = run  # lets the CLI say how to resume
         raise
     except BaseException:
-        run.set_status("failed")
+        with contextlib.suppress(LayerwiseError):
+            run.set_status("failed")
         raise
+    finally:
+        trainer.callbacks.remove(stopper)
     if _halted(trainer) and run.has_checkpoint("last"):
         weights, _ = run.load_checkpoint("last")  # the last good weights, not the diverged ones
         _load_weights(experiment.model, weights, run.checkpoints_dir)
     return run, finish_run(experiment)
+
+
+def _interrupted(stopper: StopOnSignal, trainer: Trainer) -> KeyboardInterrupt:
+    """The interrupt a clean stop on a signal ends with, saying where it stopped."""
+    where = f"step {trainer.state.step} ({trainer.state.epoch} epoch(s) complete)"
+    saved = "checkpoint saved" if stopper.saved_step is not None else "no checkpoint written"
+    interrupt = KeyboardInterrupt(f"stopped by {stopper.received.name} at {where}; {saved}")
+    interrupt.signal = stopper.received
+    return interrupt
 
 
 def finish_run(experiment: Experiment) -> dict[str, float]:
