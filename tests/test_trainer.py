@@ -150,10 +150,14 @@ def test_no_host_sync_per_step(monkeypatch):
 
 
 def test_the_doctors_host_syncs_are_per_sample_not_per_step(monkeypatch):
-    # With probe_every="auto" an epoch has ~9 sampled steps however long it is.
+    # With probe_every="auto" an epoch has ~9 sampled steps however long it is, plus the dense
+    # early samples (steps 0-3, then powers of two below the sampling interval): one sync each.
+    from layerwise.diagnose.probes import auto_every, early_steps
+
     shorter = _count_host_syncs(monkeypatch, steps_per_epoch=90, doctor=True)
     longer = _count_host_syncs(monkeypatch, steps_per_epoch=360, doctor=True)
-    assert shorter == longer, f"{shorter} host syncs for 180 steps, {longer} for 720"
+    extra_early = len(early_steps(auto_every(360))) - len(early_steps(auto_every(90)))
+    assert longer - shorter == extra_early, f"{shorter} syncs for 180 steps, {longer} for 720"
 
 
 def test_grad_clip_bounds_the_gradient_norm():
