@@ -88,7 +88,9 @@ def test_predict_npy_and_images(workspace, tmp_path):
     image = (digits.images[0] / 16 * 255).astype("uint8")
     Image.fromarray(image).resize((32, 32)).save(tmp_path / "zero.png")
     output = invoke("predict", "tiny", str(tmp_path / "zero.png"), "--runs-dir", str(root / "runs"))
-    assert output.startswith("zero.png: ")
+    note, answer = output.splitlines()  # the image is not the training size: said, then mapped
+    assert note.startswith("note: zero.png (32x32) resized to 8x8")
+    assert answer.startswith("zero.png: 0 ")
 
 
 def test_summary_of_recipe_and_run(workspace):
