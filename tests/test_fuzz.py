@@ -422,3 +422,14 @@ def test_damaged_run_folders(trained, hows, verb):
 @given(st.lists(damages, min_size=1, max_size=2))
 def test_evaluate_on_a_damaged_run_folder(trained, hows):
     trained.damaged(hows, "evaluate")
+
+
+@pytest.mark.parametrize("hidden", [[2**44], [10**30]])
+def test_a_model_too_large_to_build_is_a_recipe_error(hidden):
+    """Found by benchmarks/fuzz.py: a width no allocator can give (PyTorch's RuntimeError) or
+    one beyond 64 bits (its TypeError) was a crash; now a RecipeError naming model.args."""
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    raw["model"]["args"]["hidden"] = hidden
+    with pytest.raises(LayerwiseError, match=r"model 'mlp' \(hidden: .*\) is too large to build"):
+        recipe = parse_recipe(yaml.safe_dump(raw), source="fuzz.yaml")
+        experiment.build_model(recipe, experiment.build_data(recipe))

@@ -223,8 +223,9 @@ def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
     """Create the model, filling `num_classes` from the data when the family takes it (or load
     the recipe's pretrained `backbone` and give it a head for the data's classes)."""
     if recipe.backbone is not None:
-        model = build_backbone_model(recipe, data)
-        materialize(model, data.train[0][:2])
+        with _refuse_oversized(recipe):
+            model = build_backbone_model(recipe, data)
+            materialize(model, data.train[0][:2])
         check_model_fits(recipe, data, model)
         return model
     args = dict(recipe.model.args)
@@ -236,13 +237,38 @@ def build_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
             args[key] = value
     if recipe.model.init != "default" and "init" in accepts:
         args.setdefault("init", recipe.model.init)
-    model = create_model(recipe.model.name, **args)
-    if recipe.model.init != "default" and "init" not in accepts:
-        init_weights(model, recipe.model.init)
-    # Build lazy layers now, so that loading a checkpoint is never undone by a lazy init later.
-    materialize(model, data.train[0][:2])
+    with _refuse_oversized(recipe):
+        model = create_model(recipe.model.name, **args)
+        if recipe.model.init != "default" and "init" not in accepts:
+            init_weights(model, recipe.model.init)
+        # Build lazy layers now, so that loading a checkpoint is never undone by a lazy init later.
+        materialize(model, data.train[0][:2])
     check_model_fits(recipe, data, model)
     return model
+
+
+@contextlib.contextmanager
+def _refuse_oversized(recipe: Recipe):
+    """A width of 10^12 in model.args fails in PyTorch's allocator ("can't allocate memory") or
+    its integer conversion ("Overflow when unpacking long"): name the recipe field instead."""
+    try:
+        yield
+    except (MemoryError, RuntimeError, TypeError, OverflowError) as exc:
+        text = str(exc)
+        if isinstance(exc, RuntimeError) and "allocate" not in text:
+            raise
+        if isinstance(exc, TypeError) and "Overflow" not in text:
+            raise
+        shown = ", ".join(f"{key}: {value!r}"[:60] for key, value in recipe.model.args.items())
+        raise RecipeError(
+            f"model '{recipe.model.name}' ({shown}) is too large to build: "
+            + (
+                "its weights do not fit in memory"
+                if "allocate" in text or isinstance(exc, MemoryError)
+                else "a size does not fit in 64 bits"
+            ),
+            hint="use smaller sizes in model.args (layer widths, channels, embedding sizes)",
+        ) from exc
 
 
 def check_model_fits(recipe: Recipe, data: DatasetBundle, model: nn.Module) -> None:
