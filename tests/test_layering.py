@@ -3,7 +3,7 @@
 DESIGN.md's order, with the small modules placed where their imports put them:
 
     errors ← registry, recipe, text ← nn, data, runs ← models ← train ← diagnose ← report ← tasks
-           ← experiment ← predict, tune, serve ← cli, the top-level package
+           ← experiment ← predict, tune ← serve ← cli, the top-level package
 
 Every `import` and `from … import` counts, including those inside functions (lazy imports are
 still dependencies) and under `TYPE_CHECKING` (a type annotation is a dependency too). A unit is
@@ -28,7 +28,8 @@ LAYERS: list[set[str]] = [
     {"report"},
     {"tasks", "transfer"},
     {"experiment"},
-    {"predict", "tune", "serve"},
+    {"predict", "tune"},
+    {"serve"},  # export and serving read inputs as predict does
     {"cli_text"},
     {"cli", "__init__", "__main__"},
 ]

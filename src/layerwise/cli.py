@@ -438,6 +438,76 @@ def _predict_texts(
         out.print(f"{escape(shown)}: {escape(best)}{note}")
 
 
+class ExportFormat(StrEnum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+
+
+@app.command("export")
+def export_(
+    run: Annotated[str, typer.Argument(help="Run name or folder.")],
+    format: Annotated[
+        ExportFormat, typer.Option("--format", help="onnx (onnxruntime) or torchscript.")
+    ] = ExportFormat.onnx,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Model file to write (default <run>/export/model.onnx or model.pt); its "
+            "metadata and preprocessing go beside it in FILE.json.",
+        ),
+    ] = None,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.best,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Export a run's model with a dynamic batch axis, checked against PyTorch on real samples.
+
+    Example: layerwise export wine_mlp --format onnx --out wine.onnx
+    """
+    from layerwise.serve.export import export_run
+
+    result = export_run(run, format.value, out_file, weights.value, runs_dir)
+    out.print(
+        f"exported {result.format} to {result.model_path}; max abs difference to PyTorch "
+        f"{result.max_abs_diff:.3g} on {result.samples} samples; metadata and preprocessing: "
+        f"{result.metadata_path}"
+    )
+
+
+@app.command()
+def serve(
+    run: Annotated[str, typer.Argument(help="Run name or folder.")],
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="TCP port.")] = 8000,
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            "--max-batch", metavar="N", help="Rows per forward pass at most; 1: no micro-batching."
+        ),
+    ] = 32,
+    max_wait_ms: Annotated[
+        float,
+        typer.Option(
+            "--max-wait-ms", metavar="MS", help="How long a request waits for others to join it."
+        ),
+    ] = 5.0,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.best,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Serve a run's model over HTTP: POST /predict, /predict/file; GET /health, /metadata, /docs.
+
+    Example: layerwise serve wine_mlp --port 8000
+    """
+    from layerwise.serve.server import serve as run_server
+
+    run_server(run, host, port, max_batch, max_wait_ms, weights.value, runs_dir, echo=_plain)
+
+
 @app.command()
 def translate(
     run: Annotated[str, typer.Argument(help="Translation run name or folder.")],
