@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from typing import TYPE_CHECKING, Any
 
 from layerwise.errors import LayerwiseError
@@ -242,7 +243,66 @@ def more_epochs(ctx: RuleContext, factor: int = 2) -> Patch:
 def standardize(ctx: RuleContext) -> Patch:
     if not has_recipe(ctx) or ctx.get("data.standardize"):
         return {}
+    if data_fix_refusal("data.standardize", ctx.data) is not None:
+        return {}
     return {"data.standardize": True}
+
+
+# A data fix changes what the model sees, so it must be justified by the data itself, not only
+# by a finding: a false data finding would otherwise turn into harm (per-feature
+# standardisation of flattened, already normalised MNIST blows its near-empty border pixels up
+# to thousands of standard deviations whenever one is lit at test time).
+BOUNDED = 1.0  # inputs within ±1 are already normalised (pixels, min-max scaling, one-hot)
+TINY = 0.01  # unless they are all this small, which is a scale problem of its own
+PIXEL_UNIT_SCALE = 10.0  # pixels within ±10 are scaled already (raw 0-255 pixels are not)
+
+
+def data_fix_refusal(key: str, profile: dict[str, Any] | None) -> str | None:
+    """Why the data fix `key` (`data.standardize`, `data.drop_constant`) is not justified by
+    the data `profile` (the doctor's data checks), or None when it may be applied.
+
+    - `data.standardize` is refused when every value already lies within ±1 (and not all
+      within ±0.01), or when the inputs are pixels (see `looks_like_pixels`) already on a unit
+      scale (every value within ±`PIXEL_UNIT_SCALE`, as MNIST normalised with its mean and std,
+      [-0.42, 2.82]): such inputs are already normalised, and standardising their near-constant
+      columns one by one only magnifies noise.
+    - `data.drop_constant` is refused for pixels: their constant columns are border pixels,
+      constant in this training set but not in the world, and an image's grid must keep its
+      shape.
+
+    Other keys are never refused here. Without a profile nothing is refused.
+    """
+    if not profile:
+        return None
+    scale = profile.get("scale") or {}
+    lo, hi = scale.get("min"), scale.get("max")
+    pixels = looks_like_pixels(profile)
+    if key == "data.standardize" and lo is not None and hi is not None:
+        lo, hi = float(lo), float(hi)
+        reach = max(abs(lo), abs(hi))
+        if lo >= -BOUNDED and hi <= BOUNDED and reach >= TINY:
+            return f"inputs already lie within [{lo:.3g}, {hi:.3g}]"
+        if pixels and TINY <= reach <= PIXEL_UNIT_SCALE:
+            return f"the inputs are pixels already on a unit scale, within [{lo:.3g}, {hi:.3g}]"
+    if key == "data.drop_constant" and pixels:
+        return "the inputs are image pixels, whose constant columns are the image border"
+    return None
+
+
+def looks_like_pixels(profile: dict[str, Any]) -> bool:
+    """Images, or images flattened into a table: a square number (at least 16) of columns.
+
+    A heuristic for tables: a 36-column table of measurements would pass for a 6x6 image. The
+    profile holds no per-column layout that could tell them apart; what it costs such a table is
+    only that two data fixes are not tried.
+    """
+    if profile.get("image"):
+        return True
+    shape = profile.get("input_shape") or []
+    if len(shape) != 1:
+        return False
+    side = math.isqrt(int(shape[0]))
+    return side >= 4 and side * side == int(shape[0])
 
 
 def label_smoothing(ctx: RuleContext, value: float = 0.1) -> Patch:
