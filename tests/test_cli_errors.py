@@ -12,6 +12,7 @@ machine. One test runs the real `python -m layerwise.cli` in subprocesses.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -41,6 +42,7 @@ data: {name: digits, batch_size: 64, args: {subset: 200}}
 model: {name: mlp, args: {hidden: [16]}}
 train: {epochs: 1}
 """
+TUNE_SPACE = "tune.space={train.optimizer.lr: {log_uniform: [0.001, 0.1]}}"
 SYNTAX_ERROR = "name: broken\nmodel:\n  name: mlp\n   args: {}\n"  # line 4 is mis-indented
 TYPO_KEY = "name: typo\nmodel: {name: mlp}\ntrain: {epochs: 1, optimiser: {name: adam}}\n"
 
@@ -511,6 +513,54 @@ CATALOG = [
     (["predict", "tiny", "text_column.csv"], ["text_column.csv"], DataError),
     # quickstart
     (["quickstart", "--runs-dir", "blocker/runs"], ["blocker/runs"], RunError),
+    # tune: the search space and its options, before any study or run folder is made
+    (["tune", "tiny.yaml"], ["tiny.yaml", "no tune section"], RecipeError),
+    (
+        ["tune", "tiny.yaml", "--set", "tune.space={train.optimizer.lr: {loguniform: [0.1, 1]}}"],
+        ["tune.space.train.optimizer.lr", "did you mean 'log_uniform'"],
+        RecipeError,
+    ),
+    (
+        ["tune", "tiny.yaml", "--set", "tune.space={train.optimizer.lr: {log_uniform: [0, 1]}}"],
+        ["tune.space.train.optimizer.lr", "low > 0"],
+        RecipeError,
+    ),
+    (
+        ["tune", "tiny.yaml", "--set", "tune.space={train.optimizer.lrr: {uniform: [0.1, 1]}}"],
+        ["tune.space.train.optimizer.lrr", "unknown key"],
+        RecipeError,
+    ),
+    (
+        ["tune", "tiny.yaml", "--set", "tune.space={lr: {uniform: [0.1, 1]}}"],
+        ["tune.space.lr", "not a recipe key"],
+        RecipeError,
+    ),
+    (
+        ["tune", "tiny.yaml", "--set", TUNE_SPACE, "--set", "tune.metric=val_acc"],
+        ["tune.metric is 'val_acc'"],
+        RecipeError,
+    ),
+    (
+        ["tune", "tiny.yaml", "--set", TUNE_SPACE, "--set", "tune.prune_on=[loss_nann]"],
+        ["tune.prune_on", "loss_nann"],
+        RecipeError,
+    ),
+    (
+        ["tune", "tiny.yaml", "--set", TUNE_SPACE, "--resume", "--study", "nothere"],
+        ["no study 'nothere' to resume"],
+        LayerwiseError,
+    ),
+    (
+        ["tune", "tiny.yaml", "--set", TUNE_SPACE, "--trials", "0"],
+        ["--trials is 0"],
+        LayerwiseError,
+    ),
+    # track: MLflow asked for but not installed (refused before any run folder)
+    *(
+        [(["train", "tiny.yaml", "--set", "track.mlflow=true"], ["track.mlflow"], RecipeError)]
+        if importlib.util.find_spec("mlflow") is None
+        else []
+    ),
 ]
 
 

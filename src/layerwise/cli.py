@@ -327,6 +327,47 @@ def lr_find(
 
 
 @app.command()
+def tune(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file with a tune: section.")],
+    trials: Annotated[
+        int, typer.Option("--trials", metavar="N", help="Finished trials the study should hold.")
+    ] = 20,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", metavar="S", help="Stop starting trials after S s.")
+    ] = None,
+    study: Annotated[
+        str | None,
+        typer.Option("--study", metavar="NAME", help="Study name (default: the recipe's name)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an existing study (it must exist).")
+    ] = False,
+    set_: Overrides = None,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Search the recipe's tune.space with Optuna; each trial is a run; a killed search resumes.
+
+    Example: layerwise tune recipes/digits_mlp_tune.yaml --trials 20
+    """
+    from layerwise.recipes_bundled import resolve_recipe
+    from layerwise.tune.report import print_tune_result
+    from layerwise.tune.search import tune as run_tune
+
+    result = run_tune(
+        resolve_recipe(recipe),
+        trials=trials,
+        timeout=timeout,
+        study_name=study,
+        resume=resume,
+        overrides=set_,
+        runs_root=runs_dir,
+        echo=_plain,
+    )
+    print_tune_result(result, out)
+
+
+@app.command()
 def evaluate(
     run: Annotated[str, typer.Argument(help="Run name or folder.")],
     split: Annotated[Split, typer.Option(help="Which data split.")] = Split.test,
@@ -706,15 +747,17 @@ def runs_compare(
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
 ) -> None:
-    """Compare the final numbers of several runs side by side.
+    """Compare several runs: their final numbers side by side, and a report (HTML + PNG) with
+    every run's curves on the same axes.
 
     Example: layerwise runs compare mnist_mlp mnist_cnn
     """
+    from layerwise.report.compare import compare_runs
     from layerwise.runs import Run
 
     columns: dict[str, dict[str, float]] = {}
-    for ref in runs:
-        found = Run.open(ref, root=runs_dir)
+    opened = [Run.open(ref, root=runs_dir) for ref in runs]
+    for found in opened:
         latest: dict[str, float] = {}
         for record in found.read_metrics():
             split = record.get("split", "train")
@@ -727,6 +770,13 @@ def runs_compare(
     for key in keys:
         table.add_row(key, *(_num(numbers.get(key)) for numbers in columns.values()))
     out.print(table)
+    folder = runs_dir / "compare" / "_vs_".join(found.name for found in opened)[:120]
+    try:
+        page, _ = compare_runs(opened, folder)
+    except (LayerwiseError, OSError) as exc:  # a read-only runs folder still gets the table
+        err.print(f"[yellow]warning:[/yellow] comparison report not written: {escape(str(exc))}")
+    else:
+        out.print(f"comparison report: {page}", markup=False)
 
 
 def _print_outcome(run, test_metrics: dict[str, float]) -> None:

@@ -411,7 +411,40 @@ def build_callbacks(
             run, monitor=recipe.train.monitor, every_steps=recipe.train.checkpoint_every_steps
         )
     )
+    return callbacks + tracking_callbacks(recipe, run)
+
+
+def tracking_callbacks(recipe: Recipe, run: Run) -> list[Callback]:
+    """TensorBoard event files in `run/tensorboard/` (when tensorboard is installed, unless
+    `track.tensorboard: false`) and MLflow logging (`track.mlflow: true`)."""
+    from layerwise.train.callbacks.tensorboard import TensorBoardLogger, tensorboard_available
+
+    track, callbacks = recipe.track, []
+    if track.tensorboard and tensorboard_available():
+        callbacks.append(
+            TensorBoardLogger(
+                run.path / "tensorboard", histograms=track.histograms, recipe_text=recipe.to_yaml()
+            )
+        )
+    if track.mlflow:
+        from layerwise.train.callbacks.mlflow_logger import MLflowLogger
+
+        uri = track.mlflow_uri or (run.path.parent / "mlruns").resolve().as_uri()
+        params = _flatten(recipe.model_dump(mode="json"))
+        callbacks.append(MLflowLogger(uri, run.name, params))
     return callbacks
+
+
+def _check_tracking(recipe: Recipe) -> None:
+    """`track.mlflow: true` without mlflow installed is refused before a run folder exists."""
+    import importlib.util
+
+    if recipe.track.mlflow and importlib.util.find_spec("mlflow") is None:
+        raise RecipeError(
+            "track.mlflow is true, but the mlflow package is not installed",
+            hint="pip install mlflow, or set track.mlflow: false",
+        )
+
 
 
 def build_trainer(
@@ -465,6 +498,7 @@ def build_trainer(
         progress=False,  # and so is the progress bar, when wanted
     )
     _check_monitors(recipe, trainer, has_val=data.val is not None)
+    _check_tracking(recipe)
     return trainer
 
 

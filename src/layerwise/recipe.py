@@ -7,11 +7,12 @@ for a typo, the closest valid key. `--set a.b=c` overrides any field before vali
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from layerwise.errors import RecipeError
 
@@ -156,6 +157,101 @@ class BackboneSpec(Strict):
     )
 
 
+# The kinds of search dimension a `tune.space` entry may declare, with what each one takes.
+SPACE_KINDS = {
+    "uniform": "[low, high]",
+    "log_uniform": "[low, high], low > 0",
+    "int": "[low, high] (integers)",
+    "choice": "[option, option, ...]",
+}
+# Sections of a recipe a search may set (not `name` or `tune` itself).
+TUNABLE_SECTIONS = ("seed", "data", "model", "backbone", "train", "doctor", "track")
+# Doctor findings after which a trial cannot recover: diverged (NaN, exploding gradients, rate
+# far too high) or without a learning signal (vanishing gradients, a loss stuck near chance).
+HOPELESS_FINDINGS = (
+    "loss_nan",
+    "exploding_gradients",
+    "lr_too_high",
+    "vanishing_gradients",
+    "loss_plateau",
+)
+
+
+class TuneSpec(Strict):
+    """A hyperparameter search over this recipe (`layerwise tune`, see docs/tune.md)."""
+
+    metric: str | None = Field(None, description="what a trial is scored on; None: train.monitor")
+    direction: Literal["auto", "maximize", "minimize"] = Field(
+        "auto", description="auto: from the metric (accuracy up, loss down)"
+    )
+    space: dict[str, dict[str, Any]] = Field(
+        ..., description="dotted recipe key -> {uniform|log_uniform|int|choice: ...}"
+    )
+    pruner: Literal["median", "none"] = Field(
+        "median", description="Optuna's median pruner on the per-epoch metric, or none"
+    )
+    startup_trials: int = Field(3, ge=0, description="trials the median pruner never prunes")
+    warmup_epochs: int = Field(1, ge=0, description="epochs of each trial it never prunes")
+    doctor_prune: bool = Field(
+        True, description="prune a trial as soon as the doctor finds one of prune_on"
+    )
+    prune_on: list[str] = Field(
+        default_factory=lambda: list(HOPELESS_FINDINGS),
+        description="doctor finding codes that make a trial hopeless",
+    )
+    seed: int = Field(0, description="seed of the TPE sampler")
+
+    @field_validator("space")
+    @classmethod
+    def _check_space(cls, space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not space:
+            raise ValueError("tune.space is empty; give at least one dotted recipe key")
+        for key, spec in space.items():
+            check_dimension(key, spec)
+        return space
+
+
+def check_dimension(key: str, spec: Any) -> None:
+    """One `tune.space` entry, e.g. `train.optimizer.lr: {log_uniform: [1e-4, 1e-1]}`."""
+    where = f"tune.space.{key}"
+    kinds = ", ".join(f"{k}: {v}" for k, v in SPACE_KINDS.items())
+    if key.partition(".")[0] not in TUNABLE_SECTIONS:
+        raise ValueError(
+            f"{where}: '{key}' is not a recipe key a search can set; "
+            f"start it with one of {', '.join(TUNABLE_SECTIONS)}"
+        )
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SPACE_KINDS:
+        close = difflib.get_close_matches(str(next(iter(spec), "")) if spec else "", SPACE_KINDS)
+        mean = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"{where} must be one mapping of a kind and its values; {mean}{kinds}")
+    kind, values = next(iter(spec.items()))
+    if kind == "choice":
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{where}: choice needs a non-empty list of options, got {values!r}")
+        return
+    numbers = isinstance(values, list) and len(values) == 2
+    numbers = numbers and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
+    if not numbers or values[0] >= values[1]:
+        raise ValueError(f"{where}: {kind} needs [low, high] with low < high, got {values!r}")
+    if kind == "log_uniform" and values[0] <= 0:
+        raise ValueError(f"{where}: log_uniform needs low > 0, got {values!r}")
+    if kind == "int" and not all(isinstance(v, int) for v in values):
+        raise ValueError(f"{where}: int needs integer bounds, got {values!r}")
+
+
+class TrackSpec(Strict):
+    """Where a run's curves go besides its own folder (see docs/tracking.md)."""
+
+    tensorboard: bool = Field(
+        True, description="TensorBoard event files in the run's tensorboard/ (when installed)"
+    )
+    histograms: bool = Field(True, description="weight and gradient histograms once per epoch")
+    mlflow: bool = Field(False, description="also log params and metrics to MLflow")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; None: runs/mlruns")
+
+
 class Recipe(Strict):
     """A whole run: what data, which model, how to train it, and what the doctor watches."""
 
@@ -167,6 +263,8 @@ class Recipe(Strict):
     backbone: BackboneSpec | None = None
     train: TrainSpec = Field(default_factory=TrainSpec)
     doctor: DoctorSpec = Field(default_factory=DoctorSpec)
+    track: TrackSpec = Field(default_factory=TrackSpec)
+    tune: TuneSpec | None = None
 
     def to_yaml(self) -> str:
         """The fully resolved recipe, defaults included, as written to the run folder."""
@@ -277,6 +375,11 @@ def _problem(error: dict[str, Any], overridden: dict[str, str]) -> tuple[str, st
     if error["type"] == "extra_forbidden":
         return f"unknown key '{path}'{origin}", _unknown_key_hint(error)
     hint = "see docs/recipes.md for every field, its type and default"
+    if error["type"] == "value_error":  # our own validators: their message names the culprit
+        message = str(error["ctx"]["error"])
+        if path.startswith("tune"):
+            hint = "see docs/tune.md for the search space and its kinds"
+        return (message if message.startswith(path) else f"'{path}': {message}") + origin, hint
     if error["type"] == "missing":
         return f"missing required key '{path}'", hint
     given = error.get("input")
