@@ -119,14 +119,21 @@ def auto_fix(
     raws: list[dict[str, Any]] = []
     best, best_diagnosis = 0, Diagnosis([])
     set_aside: set[str] = set()
+    diagnoses: list[Diagnosis] = []  # of the rounds set aside
     refused: dict[str, str] = {}
     for k in range(rounds + 1):
         if k == 0:
             patch: dict[str, Any] = {}
         else:
-            patch, refused = _next_patch(
-                best_diagnosis, raws[best], set_aside, best_diagnosis.data_profile
-            )
+            # The best round's findings first; then those of rounds set aside, latest first: a
+            # change that did not help can still reveal a cause the best round hid (vanishing
+            # gradients that show once the first change lets the model move).
+            for source in [best_diagnosis, *reversed(diagnoses)]:
+                patch, refused = _next_patch(
+                    source, raws[best], set_aside, best_diagnosis.data_profile
+                )
+                if patch:
+                    break
             for key, why in refused.items():
                 say(f"  not applying {key}: {why}")
             if not patch:
@@ -157,6 +164,7 @@ def auto_fix(
             best, best_diagnosis = k, diagnosis
         else:
             set_aside |= set(patch)
+            diagnoses.append(diagnosis)
         say(
             f"  found: {', '.join(diagnosis.codes) or 'nothing'}; "
             f"validation {_fmt_score(fix_round)}; {fix_round.decision}"
