@@ -817,14 +817,17 @@ def _print_doctor_summary(run) -> None:
 
 
 def _print_auto_fix(result) -> None:
-    table = Table("round", "applied", "findings", "status", "test")
+    table = Table("round", "tried", "findings", "status", "validation", "kept", "test")
     for r in result.rounds:
-        applied = "\n".join(f"{k}={v!r}" for k, v in r.applied.items()) or "(as given)"
+        tried = "\n".join(f"{k}={v!r}" for k, v in r.tried.items()) or "(as given)"
+        score = r.holdout.get("value")
         table.add_row(
             str(r.round),
-            escape(applied),
+            escape(tried),
             escape(", ".join(r.codes) or "none"),
             r.status,
+            f"{score:.4f}" if score is not None else "-",
+            "yes" if r.kept else "no",
             _fmt(r.test_metrics) or "-",
         )
     out.print(table)
