@@ -34,6 +34,8 @@ from layerwise.errors import (
     RunError,
     ShapeError,
 )
+from layerwise.serve.app import ServeError
+from layerwise.serve.export import ExportError
 
 TINY = """\
 name: tiny
@@ -561,6 +563,20 @@ CATALOG = [
         if importlib.util.find_spec("mlflow") is None
         else []
     ),
+    # export and serve: refused before anything is loaded or written
+    (
+        ["export", "tiny", "--out", "notes.txt"],
+        ["'notes.txt'", "does not end in .onnx"],
+        ExportError,
+    ),
+    (
+        ["export", "tiny", "--format", "torchscript", "--out", "empty"],
+        ["'empty'", "a folder"],
+        ExportError,
+    ),
+    (["serve", "tiny", "--max-batch", "0"], ["--max-batch 0"], ServeError),
+    (["serve", "tiny", "--port", "70000"], ["--port 70000"], ServeError),
+    (["serve", "tiny", "--max-upload-mb", "0"], ["--max-upload-mb", "0 bytes"], ServeError),
 ]
 
 

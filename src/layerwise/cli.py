@@ -536,6 +536,12 @@ def serve(
             "--max-wait-ms", metavar="MS", help="How long a request waits for others to join it."
         ),
     ] = 5.0,
+    max_rows: Annotated[
+        int, typer.Option("--max-rows", metavar="N", help="Rows per request at most.")
+    ] = 1024,
+    max_upload_mb: Annotated[
+        float, typer.Option("--max-upload-mb", metavar="MB", help="Request body size at most.")
+    ] = 10.0,
     weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.best,
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
@@ -546,7 +552,18 @@ def serve(
     """
     from layerwise.serve.server import serve as run_server
 
-    run_server(run, host, port, max_batch, max_wait_ms, weights.value, runs_dir, echo=_plain)
+    run_server(
+        run,
+        host,
+        port,
+        max_batch,
+        max_wait_ms,
+        weights.value,
+        runs_dir,
+        max_rows=max_rows,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        echo=_plain,
+    )
 
 
 @app.command()

@@ -46,6 +46,7 @@ from layerwise.serve.export import _refuse_unsupported_runs
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 1024
 MAX_TOP_K = 100
+LARGEST = 1e30  # inputs beyond this are refused: float32 holds 3.4e38, and layers multiply
 
 
 class ServeError(LayerwiseError):
@@ -121,9 +122,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _request_model(width: int, max_rows: int) -> type[BaseModel]:
-    """The /predict body, with the model's row width and the server's row limit in the schema."""
-    Value = Annotated[float | None, Field(allow_inf_nan=False)]
+def _request_model(width: int, max_rows: int, missing: bool) -> type[BaseModel]:
+    """The /predict body, with the model's row width, the server's row limit and whether
+    missing values (null) are filled (the run imputes) in the schema."""
+    finite = Field(allow_inf_nan=False, ge=-LARGEST, le=LARGEST)
+    Value = Annotated[float | None, finite] if missing else Annotated[float, finite]
+    blank = " null marks a missing value, filled as in training." if missing else ""
 
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -131,8 +135,7 @@ def _request_model(width: int, max_rows: int) -> type[BaseModel]:
             min_length=1,
             max_length=max_rows,
             description=f"Raw inputs, one row of {width} values each, as in the training data "
-            "(pixels 0-255 or 0-1 for an image model); null marks a missing value (filled as "
-            "in training when the run imputes).",
+            f"(pixels 0-255 or 0-1 for an image model).{blank}",
         )
         top_k: int = Field(3, ge=1, le=MAX_TOP_K, description="Classes to return per row.")
 
@@ -163,7 +166,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
-    PredictRequest = _request_model(served.row_width, max_rows)
+    PredictRequest = _request_model(
+        served.row_width, max_rows, served.preprocess.impute is not None
+    )
     suffixes = {".npy", ".csv"} | (IMAGE_SUFFIXES if served.preprocess.image else set())
 
     @app.exception_handler(LayerwiseError)

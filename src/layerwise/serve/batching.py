@@ -39,9 +39,12 @@ class MicroBatcher:
         self._queue: asyncio.Queue[tuple[Tensor, asyncio.Future[Tensor]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._held: tuple[Tensor, asyncio.Future[Tensor]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
+        self._held = None
         self._worker = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -52,7 +55,10 @@ class MicroBatcher:
 
     async def submit(self, x: Tensor) -> Tensor:
         """The model's outputs for the rows `x`, computed in a batch with other requests."""
-        future: asyncio.Future[Tensor] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # an app run without its lifespan, or in another loop
+            await self.start()
+        future: asyncio.Future[Tensor] = loop.create_future()
         await self._queue.put((x, future))
         return await future
 

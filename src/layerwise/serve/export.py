@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -194,32 +196,59 @@ def export_model(model: nn.Module, samples: Tensor, format: str) -> Exported:
     Raises `ExportError` naming the layer that cannot be exported (the deepest submodule whose
     own export fails) and the operator when the exporter names one.
     """
+    if format == "onnx":
+        _require("onnx", "onnxscript", "onnxruntime")
+    with _quiet():
+        try:
+            if format == "onnx":
+                return OnnxExport(_onnx_bytes(model, samples))
+            return TorchScriptExport(_trace(model, samples))
+        except ExportError:
+            raise
+        except Exception as exc:  # exporters raise many kinds; all mean "this model cannot go"
+            raise _explain(model, samples, format, exc) from exc
+
+
+def _require(*modules: str) -> None:
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(
+            f"ONNX export needs {', '.join(missing)}, which is not installed",
+            hint="pip install 'layerwise[serve]'",
+        )
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporters print progress and, on failure, pages of graph dumps and log lines; the
+    error we raise says what matters."""
+    logging.disable(logging.CRITICAL)
     try:
-        if format == "onnx":
-            return OnnxExport(_onnx_bytes(model, samples))
-        return TorchScriptExport(_trace(model, samples))
-    except ExportError:
-        raise
-    except Exception as exc:  # exporters raise many kinds; all mean "this model cannot go"
-        raise _explain(model, samples, format, exc) from exc
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _onnx_bytes(model: nn.Module, samples: Tensor) -> bytes:
-    import onnxscript  # noqa: F401  (the exporter needs it; fail here with a clear message)
-
     batch = torch.export.Dim("batch", min=1)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (samples,),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch},),
-            dynamo=True,
-            optimize=False,  # onnxruntime optimises the graph itself; this pass costs seconds
-            verbose=False,
-        )
+    program = torch.onnx.export(
+        model,
+        (samples,),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: batch},),
+        dynamo=True,
+        optimize=False,  # onnxruntime optimises the graph itself; this pass costs seconds
+        verbose=False,
+    )
     buffer = io.BytesIO()
     program.save(buffer)
     return buffer.getvalue()
@@ -277,8 +306,15 @@ def _culprit(model: nn.Module, samples: Tensor) -> tuple[str, str]:
     """The deepest submodule that fails `torch.export` on the input it received in a real
     forward pass, or ('', the model's class) when every submodule exports on its own."""
     inputs: dict[str, tuple[Any, ...]] = {}
+
+    def recorder(name: str):
+        def record(module: nn.Module, args: tuple[Any, ...]) -> None:  # None: input unchanged
+            inputs.setdefault(name, args)
+
+        return record
+
     hooks = [
-        module.register_forward_hook(lambda m, args, out, name=name: inputs.setdefault(name, args))
+        module.register_forward_pre_hook(recorder(name))
         for name, module in model.named_modules()
         if name
     ]
@@ -316,8 +352,13 @@ def _exports(module: nn.Module, args: tuple[Any, ...]) -> bool:
     return True
 
 
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+def _first_line(exc: BaseException) -> str:
+    """The first line of the innermost error (the exporter wraps the real reason), without
+    terminal colour codes."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 

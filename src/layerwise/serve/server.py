@@ -10,8 +10,17 @@ from pathlib import Path
 from layerwise.serve.app import MAX_ROWS, MAX_UPLOAD_BYTES, ServeError
 
 
-def check_options(host: str, port: int, max_batch: int, max_wait_ms: float) -> None:
+def check_options(
+    host: str, port: int, max_batch: int, max_wait_ms: float, max_rows: int, max_upload_bytes: int
+) -> None:
     """Refuse limits out of range and a port that is taken, before the model is loaded."""
+    if max_rows < 1:
+        raise ServeError(f"--max-rows {max_rows} is out of range", hint="give 1 or more")
+    if max_upload_bytes < 1024:
+        raise ServeError(
+            f"--max-upload-mb allows {max_upload_bytes} bytes, too few for a request",
+            hint="give 0.001 (1 kB) or more; the default is 10",
+        )
     if not 1 <= max_batch <= 65536:
         raise ServeError(
             f"--max-batch {max_batch} is out of range",
@@ -53,7 +62,7 @@ def serve(
     echo: Callable[[str], None] = print,
 ) -> None:
     """Serve a run's model over HTTP until interrupted."""
-    check_options(host, port, max_batch, max_wait_ms)
+    check_options(host, port, max_batch, max_wait_ms, max_rows, max_upload_bytes)
     try:
         import uvicorn
     except ImportError as exc:
