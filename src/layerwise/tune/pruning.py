@@ -4,8 +4,9 @@ The doctor already watches every run (`layerwise.diagnose.Doctor`): a trial whos
 finds hopeless (a NaN loss, exploding or vanishing gradients, a rate far too high, a loss stuck
 near chance) is stopped at once rather than when the median pruner would notice, which for a
 diverged run is only after the startup trials and warm-up epochs, and never for a NaN loss whose
-metric still looks ordinary. Step-level findings (NaN, exploding gradients) are checked at each
-step the probes sample; the others at each epoch end, right after the doctor's own rules ran.
+metric still looks ordinary. Step-level findings (`STEP_CODES`) are checked at each step the
+probes sample, so a diverging trial ends within its first epoch; the others at each epoch end,
+right after the doctor's own rules ran.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from layerwise.train.callbacks.base import Callback
 if TYPE_CHECKING:
     from layerwise.train.trainer import Trainer
 
-STEP_CODES = ("loss_nan", "exploding_gradients")  # findings a sampled step can show
+# Findings a sampled step can show: a NaN loss, a gradient norm 100x its start, a step loss 3x
+# the loss before training (the spike sign of lr_too_high).
+STEP_CODES = ("loss_nan", "exploding_gradients", "lr_too_high")
 
 
 class TrialPruning(Callback):
