@@ -217,3 +217,28 @@ def test_auto_fix_returns_the_recipe_as_given_when_no_change_helps(tmp_path: Pat
     assert log["best_round"] == 0
     assert log["rounds"][1]["decision"].startswith("set aside")
     assert path.read_text() == UNSCALED
+
+
+def test_a_cause_revealed_by_a_change_set_aside_is_tried_on_the_best_recipe(
+    tmp_path: Path, monkeypatch
+):
+    plateau = Finding("loss_plateau", "warning", "m", patch={"train.schedule": {"name": "x"}})
+    vanishing = Finding("vanishing_gradients", "error", "m", patch={"model.init": "he"})
+    seen = {0: Diagnosis([plateau]), 1: Diagnosis([vanishing]), 2: Diagnosis([])}
+    right = {0: 10, 1: 10, 2: 95}  # validation rows right out of 100
+    trained: list[dict] = []
+
+    def fake_round(k, current, applied, *args, **kwargs):
+        trained.append(dict(applied))
+        rows = [1.0] * right[k] + [0.0] * (100 - right[k])
+        fake = FixRound(k, f"r{k}", dict(applied), seen[k].codes, [], "finished")
+        fake.score = HoldoutScore(right[k] / 100, rows)
+        return fake, seen[k]
+
+    monkeypatch.setattr(autofix, "_train_round", fake_round)
+    path = tmp_path / "r.yaml"
+    path.write_text(UNSCALED)
+    result = auto_fix(path, rounds=3, runs_root=tmp_path / "runs", echo=None)
+    assert trained == [{}, {"train.schedule": {"name": "x"}}, {"model.init": "he"}]
+    assert result.best_round == 2 and [r.kept for r in result.rounds] == [True, False, True]
+    assert yaml.safe_load(result.fixed_recipe.read_text())["model"]["init"] == "he"
