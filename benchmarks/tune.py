@@ -102,6 +102,8 @@ def run_seed(setup: str, seed: int, trials: int, epochs: int, work: Path) -> dic
             "wall_s": round(wall[mode], 1),
             "trial_s": round(sum(r.seconds or 0 for r in rows), 1),
             "epochs_trained": sum(r.epochs for r in rows),
+            "steps_trained": sum(r.steps for r in rows),
+            "fit_s": round(sum(r.fit_seconds or 0 for r in rows), 1),
             "epochs_budget": trials * epochs,
             "pruned_median": sum(r.pruned_by == "median" for r in rows),
             "pruned_doctor": sum((r.pruned_by or "").startswith("doctor:") for r in rows),
@@ -123,6 +125,8 @@ def run_seed(setup: str, seed: int, trials: int, epochs: int, work: Path) -> dic
                     "epochs": r.epochs,
                     "pruned_by": r.pruned_by,
                     "seconds": r.seconds,
+                    "fit_seconds": r.fit_seconds,
+                    "steps": r.steps,
                     "params": r.params,
                 }
                 for r in rows

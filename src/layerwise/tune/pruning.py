@@ -11,6 +11,7 @@ right after the doctor's own rules ran.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from layerwise.diagnose.doctor import Doctor
@@ -36,7 +37,8 @@ class TrialPruning(Callback):
         prune_on: doctor finding codes that end the trial at once (empty: no doctor pruning).
 
     After `fit`, `pruned_by` is None, `"median"` or `"doctor:<code>"`, `values` the reported
-    values by epoch and `finding` the doctor's finding that pruned the trial.
+    values by epoch, `finding` the doctor's finding that pruned the trial, `steps` the optimizer
+    steps trained and `fit_seconds` the time `fit` took (the run's set-up and report excluded).
     """
 
     order = -4  # after the doctor (-5), so its findings of this step or epoch are in
@@ -52,6 +54,16 @@ class TrialPruning(Callback):
         self.pruned_by: str | None = None
         self.finding: Any = None
         self._samples_seen = 0
+        self.steps = 0
+        self.fit_seconds = 0.0
+        self._started = 0.0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._started = time.perf_counter()
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.steps = trainer.state.step
+        self.fit_seconds = time.perf_counter() - self._started
 
     def on_batch_end(self, trainer: Trainer) -> None:
         doctor = _doctor(trainer)

@@ -40,6 +40,8 @@ class TrialRow:
     params: dict[str, Any]
     run: str | None
     seconds: float | None
+    steps: int = 0
+    fit_seconds: float | None = None
 
 
 @dataclass
@@ -140,6 +142,8 @@ def _objective(
         trial.set_user_attr("run", run.name)
         trial.set_user_attr("epochs", len(pruning.values))
         trial.set_user_attr("seconds", round(seconds, 3))
+        trial.set_user_attr("steps", pruning.steps)
+        trial.set_user_attr("fit_seconds", round(pruning.fit_seconds, 3))
         run.set_status(run.info()["status"], tune={"study": name, "trial": trial.number})
         finite = [v for v in pruning.values if math.isfinite(v)]
         pruned_by = pruning.pruned_by or (None if finite else "no finite value")
@@ -257,6 +261,8 @@ def _result(
                 params=decode(t.params, spec.space),
                 run=t.user_attrs.get("run"),
                 seconds=t.user_attrs.get("seconds"),
+                steps=t.user_attrs.get("steps", 0),
+                fit_seconds=t.user_attrs.get("fit_seconds"),
             )
         )
     complete = [r for r in result.rows if r.state == "complete" and r.value is not None]
