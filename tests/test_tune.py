@@ -35,7 +35,7 @@ RECIPE = """\
 name: tiny_tune
 data: {name: digits, batch_size: 32, val_fraction: 0.25, args: {subset: 240}}
 model: {name: mlp, args: {hidden: [16]}}
-train: {epochs: 2, monitor: val_accuracy, threads: 1}
+train: {epochs: 1, monitor: val_accuracy, threads: 1}
 doctor: {label_noise: false, data_checks: false}
 track: {tensorboard: false}
 tune:
@@ -138,7 +138,7 @@ def test_a_search_killed_mid_trial_resumes_and_finishes(tmp_path):
     )
     trial_run = tmp_path / "runs" / "tiny_tune-trial1"
     deadline = time.monotonic() + 600
-    while not (trial_run / "metrics.jsonl").exists() and process.poll() is None:
+    while not (trial_run / "run.json").exists() and process.poll() is None:
         assert time.monotonic() < deadline, "trial 1 never started"
         time.sleep(0.05)
     assert process.poll() is None, process.stderr.read().decode()
