@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 
 from layerwise.cli import app
 from layerwise.data import DATASETS, augmentations
-from layerwise.data.augment import TRANSFORMS
+from layerwise.data.augment import TRANSFORMS, transform_class
 from layerwise.experiment import build
 from layerwise.models import MODELS
 from layerwise.recipe import Recipe, load_recipe, parse_recipe
@@ -150,9 +150,10 @@ def test_every_registered_name_and_argument_is_documented(kind):
 
 def test_every_augmentation_is_documented():
     text = section(RECIPES_MD, "## Augmentations")
-    for name, (cls, main) in TRANSFORMS.items():
-        row = f"| `{name}` | `{cls.__name__}` |"
-        assert row in text, f"augmentation {name} has no row naming {cls.__name__}"
+    for name, (class_name, main) in TRANSFORMS.items():
+        assert transform_class(name).__name__ == class_name
+        row = f"| `{name}` | `{class_name}` |"
+        assert row in text, f"augmentation {name} has no row naming {class_name}"
         if main is not None:
             assert f"{row} `{main}` |" in text, f"augmentation {name}: main argument {main}"
 

@@ -19,27 +19,26 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from torchvision.transforms import v2
-
 from layerwise.errors import RecipeError, did_you_mean
 
-# name -> (transform class, the argument a bare value fills)
-TRANSFORMS: dict[str, tuple[type[v2.Transform], str | None]] = {
-    "random_crop": (v2.RandomCrop, "size"),
-    "random_resized_crop": (v2.RandomResizedCrop, "size"),
-    "center_crop": (v2.CenterCrop, "size"),
-    "resize": (v2.Resize, "size"),
-    "pad": (v2.Pad, "padding"),
-    "random_rotation": (v2.RandomRotation, "degrees"),
-    "random_affine": (v2.RandomAffine, "degrees"),
-    "random_perspective": (v2.RandomPerspective, "distortion_scale"),
-    "horizontal_flip": (v2.RandomHorizontalFlip, "p"),
-    "vertical_flip": (v2.RandomVerticalFlip, "p"),
-    "color_jitter": (v2.ColorJitter, "brightness"),
-    "gaussian_blur": (v2.GaussianBlur, "kernel_size"),
-    "gaussian_noise": (v2.GaussianNoise, "sigma"),
-    "random_erasing": (v2.RandomErasing, "p"),
-    "normalize": (v2.Normalize, None),
+# name -> (torchvision.transforms.v2 class name, the argument a bare value fills). Names, not
+# classes: importing torchvision costs seconds, and most runs (tables, text, sound) never augment.
+TRANSFORMS: dict[str, tuple[str, str | None]] = {
+    "random_crop": ("RandomCrop", "size"),
+    "random_resized_crop": ("RandomResizedCrop", "size"),
+    "center_crop": ("CenterCrop", "size"),
+    "resize": ("Resize", "size"),
+    "pad": ("Pad", "padding"),
+    "random_rotation": ("RandomRotation", "degrees"),
+    "random_affine": ("RandomAffine", "degrees"),
+    "random_perspective": ("RandomPerspective", "distortion_scale"),
+    "horizontal_flip": ("RandomHorizontalFlip", "p"),
+    "vertical_flip": ("RandomVerticalFlip", "p"),
+    "color_jitter": ("ColorJitter", "brightness"),
+    "gaussian_blur": ("GaussianBlur", "kernel_size"),
+    "gaussian_noise": ("GaussianNoise", "sigma"),
+    "random_erasing": ("RandomErasing", "p"),
+    "normalize": ("Normalize", None),
 }
 
 Spec = dict[str, Any] | list[Any] | Callable[..., Any] | None
@@ -68,7 +67,18 @@ def augmentations(spec: Spec) -> Callable[..., Any] | None:
             hint="e.g. augment: {random_crop: {size: 28, padding: 2}, horizontal_flip: 0.5}",
         )
     steps = [_build(name, args) for name, args in entries if args is not False]
-    return v2.Compose(steps) if steps else None
+    return _v2().Compose(steps) if steps else None
+
+
+def transform_class(name: str) -> type:
+    """The torchvision v2 class behind the augmentation `name` (a key of `TRANSFORMS`)."""
+    return getattr(_v2(), TRANSFORMS[name][0])
+
+
+def _v2() -> Any:
+    from torchvision.transforms import v2
+
+    return v2
 
 
 def _entry(item: Any) -> tuple[str, Any]:
@@ -82,11 +92,11 @@ def _entry(item: Any) -> tuple[str, Any]:
     )
 
 
-def _build(name: str, args: Any) -> v2.Transform:
+def _build(name: str, args: Any) -> Callable[..., Any]:
     key = str(name).lower()
     if key not in TRANSFORMS:
         raise RecipeError(f"unknown augmentation '{name}'", hint=did_you_mean(key, TRANSFORMS))
-    cls, main = TRANSFORMS[key]
+    cls, main = transform_class(key), TRANSFORMS[key][1]
     if args is None or args is True:
         kwargs: dict[str, Any] = {}
     elif isinstance(args, dict):
