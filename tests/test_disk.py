@@ -26,7 +26,7 @@ import torch
 from layerwise import experiment
 from layerwise.errors import RunError
 from layerwise.recipe import parse_recipe
-from layerwise.runs import Run
+from layerwise.runs import Run, RunIndex
 from layerwise.runs.atomic import atomic_torch_save
 from layerwise.train import Callback
 
@@ -98,6 +98,10 @@ def test_full_disk_mid_training_keeps_the_last_checkpoint(tmp_path):
         _, state = run.load_checkpoint("last")  # checksums verified: intact
         assert state["train_state"]["step"] == STEPS_PER_EPOCH
         assert stray_temp_files(run.path) == []
+        # The disk is still full, yet the run says it failed: the reserve made room for that.
+        assert run.info()["status"] == "failed"
+        assert RunIndex(disk / "runs").get("disk")["status"] == "failed"
+        assert not (run.path / ".status-reserve").exists()
         # With room again the run resumes and finishes.
         (disk / "filler").unlink()
         resumed, _ = experiment.resume(run.path, progress=False, echo=None)

@@ -682,7 +682,7 @@ def runs_ls(runs_dir: RunsDir = Path("runs"), debug: Debug = False) -> None:
 
     Example: layerwise runs ls
     """
-    from layerwise.runs import RunIndex
+    from layerwise.runs import RunIndex, shown_status
 
     # Sized for an 80-column terminal: no borders, one headline figure, minutes-precise times.
     table = Table(box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, show_edge=False)
@@ -698,7 +698,7 @@ def runs_ls(runs_dir: RunsDir = Path("runs"), debug: Debug = False) -> None:
         metrics = {k[5:]: v for k, v in final.items() if k.startswith("test_")}
         table.add_row(
             str(row["name"]),
-            str(row["status"]),
+            shown_status(row),  # `interrupted`: marked running, but its process is gone
             str(row.get("model") or ""),
             str(row.get("dataset") or ""),
             str(row.get("epochs") or ""),
@@ -737,11 +737,11 @@ def runs_show(
 
     Example: layerwise runs show digits_cnn
     """
-    from layerwise.runs import Run
+    from layerwise.runs import Run, shown_status
 
     found = Run.open(run, root=runs_dir)
     info, records = found.info(), found.read_metrics()  # a damaged file: an error, nothing printed
-    out.print(f"[bold]{escape(found.name)}[/bold]  {info.get('status')}  {escape(str(found.path))}")
+    out.print(f"[bold]{escape(found.name)}[/bold]  {shown_status(info)}  {escape(str(found.path))}")
     table = Table("epoch", "split", "loss", "metrics")
     for record in records:
         skip = ("epoch", "step", "split", "loss", "lr", "time")

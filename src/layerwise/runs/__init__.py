@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "load_weights": "checkpoint",
     "save_state": "checkpoint",
     "save_weights": "checkpoint",
+    "shown_status": "liveness",
 }
 
 __all__ = [  # a literal, so type checkers and IDEs see the re-exports
@@ -47,6 +48,7 @@ __all__ = [  # a literal, so type checkers and IDEs see the re-exports
     "load_weights",
     "save_state",
     "save_weights",
+    "shown_status",
 ]
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
         save_weights,
     )
     from layerwise.runs.index import RunIndex
+    from layerwise.runs.liveness import shown_status
     from layerwise.runs.run import NOT_METRICS, STATUSES, CheckpointFallbackWarning, Run
     from layerwise.runs.store import CheckpointStore
 

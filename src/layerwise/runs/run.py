@@ -37,6 +37,7 @@ from layerwise.runs.atomic import (
     json_default,
 )
 from layerwise.runs.index import RunIndex
+from layerwise.runs.liveness import owner, release_room, reserve_room
 from layerwise.runs.store import CheckpointStore
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class Run:
             "best_metric": None,
             "final_metrics": {},
             **_recipe_summary(recipe_text),
+            **owner(),
             **fields,
         }
         run.write_recipe(recipe_text)
@@ -217,7 +219,9 @@ class Run:
         """Set the status (see `STATUSES`) and any other `run.json` fields.
 
         `halted` means the doctor stopped training (e.g. a NaN loss); the last good checkpoint
-        is kept.
+        is kept. `running` records this process (see `liveness.shown_status`) and preallocates
+        a small reserve file, which any other status deletes: on a disk that filled up, a
+        refused status write is retried once after the reserve is freed.
         """
         if status not in STATUSES:
             raise RunError(f"unknown run status '{status}'", hint=did_you_mean(status, STATUSES))
@@ -228,7 +232,17 @@ class Run:
                 for key, value in numbers.items()
             }
         info = {**self.info(), **fields, "status": status, "updated": _now()}
-        atomic_write_json(self.info_path, info)
+        if status == "running":
+            info.update(owner())
+            reserve_room(self._path)
+        try:
+            atomic_write_json(self.info_path, info)
+        except RunError:
+            if not release_room(self._path):
+                raise
+            atomic_write_json(self.info_path, info)
+        if status != "running":
+            release_room(self._path)
         self._index(info)
         return info
 
