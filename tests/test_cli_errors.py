@@ -453,6 +453,7 @@ def damaged(work: Path) -> Path:
     (work / "no_images" / "readme.md").write_text("no pictures here")
     (work / "noise.png").write_bytes(bytes(range(256)) * 3)
     (work / "text_column.csv").write_text("a,b\n1,seven\n2,three\n")
+    np.savez(work / "x_only.npz", x=np.zeros((4, 64), np.float32))
     return work
 
 
@@ -515,6 +516,55 @@ CATALOG = [
     (["predict", "tiny", "text_column.csv"], ["text_column.csv"], DataError),
     # quickstart
     (["quickstart", "--runs-dir", "blocker/runs"], ["blocker/runs"], RunError),
+    # translate, generate, chat: an unknown run, or a run that was not trained on text
+    (["translate", "tinny", "A man."], ["no run 'tinny'"], RunError),
+    (["translate", "tiny", "A man."], ["tiny/src_pipeline.json is missing"], CheckpointError),
+    (["generate", "tinny"], ["no run 'tinny'"], RunError),
+    (
+        ["generate", "tiny", "--prompt", "ROMEO:"],
+        ["tiny/text_pipeline.json is missing"],
+        CheckpointError,
+    ),
+    (["chat", "tinny"], ["no run 'tinny'"], RunError),
+    (["chat", "tiny"], ["tiny/text_pipeline.json is missing"], CheckpointError),
+    # lr-find: the sweep's own options
+    (["lr-find", "tiny.yaml", "--steps", "0"], ["num_steps >= 10", "got 0"], LayerwiseError),
+    (
+        ["lr-find", "tiny.yaml", "--start-lr", "1", "--end-lr", "0.1"],
+        ["0 < start_lr < end_lr", "start_lr=1.0"],
+        LayerwiseError,
+    ),
+    (
+        ["lr-find", "tiny.yaml", "--set", "train.epochs=0"],
+        ["'train.epochs'", "(got 0)"],
+        RecipeError,
+    ),
+    # summary
+    (["summary", "missing.yaml"], ["'missing.yaml'", "not found"], RecipeError),
+    (["summary", "bad_recipe"], ["bad_recipe/recipe.yaml"], RecipeError),
+    # runs show / compare
+    (["runs", "show", "empty"], ["'empty' is not a run folder"], RunError),
+    (["runs", "compare", "tinny"], ["no run 'tinny'"], RunError),
+    (
+        ["runs", "compare", "tiny", "bad_info", "bad_metrics"],
+        ["bad_metrics/metrics.jsonl"],
+        RunError,
+    ),
+    # evaluate --data: a labelled file that cannot be read or does not fit
+    (["evaluate", "tiny", "--data", "missing.csv"], ["'missing.csv'"], DataError),
+    (["evaluate", "tiny", "--data", "notes.txt"], ["'notes.txt'", "'label' column"], DataError),
+    (
+        ["evaluate", "tiny", "--data", "text_column.csv"],
+        ["'text_column.csv'", "no label column 'label'"],
+        DataError,
+    ),
+    (
+        ["evaluate", "tiny", "--data", "short_labels.npz"],
+        ["short_labels.npz", "4 values"],
+        ShapeError,
+    ),
+    (["evaluate", "tiny", "--data", "x_only.npz"], ["x_only.npz"], DataError),
+    (["evaluate", "bad_recipe", "--data", "x_only.npz"], ["bad_recipe/recipe.yaml"], RecipeError),
     # tune: the search space and its options, before any study or run folder is made
     (["tune", "tiny.yaml"], ["tiny.yaml", "no tune section"], RecipeError),
     (
