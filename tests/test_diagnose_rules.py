@@ -53,6 +53,8 @@ ALLOWED_PATCH_KEYS = {
     "model.args.batchnorm",
     "model.args.dropout",
     "model.args.hidden",
+    "model.args.spectral_norm",
+    "train.optimizer.args.discriminator_lr",
     "data.augment",
     "data.standardize",
     "data.impute",
@@ -1304,6 +1306,34 @@ def broken_contexts() -> dict[str, RuleContext]:
             num_classes=2,
         ),
         "data_too_small": ctx(data=digits_profile(sizes={"train": 50}), rec=mlp),
+        **gan_broken_contexts(),
+    }
+
+
+def gan_broken_contexts() -> dict[str, RuleContext]:
+    """GAN logs (see layerwise.tasks.gan) of a collapsed, an overpowered and a diverging game."""
+    gan = mlp_recipe(model={"name": "cgan", "args": {"spectral_norm": False}, "init": "default"})
+
+    def logs(d, g, fid, spread):
+        keys = ("d_loss", "g_loss", "fid", "gen_spread_ratio", "gen_class_entropy_ratio")
+        rows = zip(d, g, fid, spread, [0.9] * len(d), strict=True)
+        return [{"epoch": e, **dict(zip(keys, row, strict=True))} for e, row in enumerate(rows, 1)]
+
+    flat = [0.6] * 6
+    return {
+        "mode_collapse": ctx(
+            logs(flat, [2.0] * 6, [90] * 6, [0.6, 0.3, 0.2, 0.1, 0.1, 0.1]), rec=gan, task="gan"
+        ),
+        "discriminator_overpowering": ctx(
+            logs([0.4, 0.1, 0.03, 0.01, 0.01, 0.0], [2, 3, 4, 5, 6, 7], [90] * 6, [0.6] * 6),
+            rec=gan,
+            task="gan",
+        ),
+        "gan_divergence": ctx(
+            logs(flat, [1.0, 4.0, 0.8, 5.0, 0.7, 4.5], [200, 210, 190, 230, 205, 220], [0.6] * 6),
+            rec=gan,
+            task="gan",
+        ),
     }
 
 

@@ -62,6 +62,13 @@ NON_IMAGE = {
         name: ({"num_classes": 10}, lambda: (torch.randn(2, 1, 40, 32),), (2, 10))
         for name in ("audio_cnn", "audio_crnn")
     },
+    # A GAN pair scores its own samples: the discriminator's logits on generated images.
+    "dcgan": ({"latent_dim": 8, "width": 4}, lambda: (torch.randn(2, 8),), (2, 1)),
+    "cgan": (
+        {"latent_dim": 8, "width": 4},
+        lambda: (torch.randn(2, 8), torch.tensor([3, 7])),
+        (2, 1),
+    ),
 }
 
 

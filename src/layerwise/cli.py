@@ -600,23 +600,44 @@ TopK = Annotated[
 
 @app.command()
 def generate(
-    run: Annotated[str, typer.Argument(help="Language-model run name or folder.")],
+    run: Annotated[str, typer.Argument(help="Language-model or GAN run name or folder.")],
     prompt: Annotated[str, typer.Option(help="Text to continue.")] = "\n",
     length: Tokens = 200,
     temperature: Temperature = 0.8,
     top_k: TopK = None,
     seed: Annotated[int | None, typer.Option(help="Seed for a repeatable sample.")] = None,
+    n: Annotated[int, typer.Option("--n", metavar="N", help="GAN: images in the grid.")] = 64,
+    label: Annotated[
+        int | None, typer.Option(metavar="K", help="Conditional GAN: draw only class K.")
+    ] = None,
+    interpolate: Annotated[
+        bool, typer.Option("--interpolate", help="GAN: a latent interpolation strip instead.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="GAN: the PNG to write (default <run>/generated.png)."),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
 ) -> None:
-    """Continue a prompt with a trained language model.
+    """Continue a prompt with a trained language model, or draw digits with a GAN run.
 
     Example: layerwise generate shakespeare_char --prompt "ROMEO:" --tokens 300 --temperature 0.8
+    Example: layerwise generate mnist_cgan --n 64 --label 3
     """
     from layerwise.runs import Run
+    from layerwise.tasks import gan_task
+
+    found = Run.open(run, root=runs_dir)
+    if gan_task(found.recipe()):
+        from layerwise.tasks.gan import generate_grid
+
+        path = generate_grid(found, n, label, output, seed, interpolate)
+        out.print(f"wrote {escape(str(path))}")
+        return
     from layerwise.tasks.language_model import load_generator
 
-    generator = load_generator(Run.open(run, root=runs_dir))
+    generator = load_generator(found)
     out.print(escape(generator.generate(prompt, length, temperature, top_k, seed)))
 
 

@@ -49,6 +49,7 @@ from layerwise.report import (
 )
 from layerwise.report.doctor_plots import write_doctor_plots
 from layerwise.runs import CheckpointFallbackWarning, Run
+from layerwise.tasks import gan_task
 from layerwise.train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -106,6 +107,10 @@ def train(
     with status `halted`, its last good checkpoint and its diagnosis. `callbacks` are added to
     the ones the recipe asks for.
     """
+    if gan_task(recipe):  # two optimizers, sample grids, a judge: layerwise.tasks.gan
+        from layerwise.tasks.gan import train_gan
+
+        return train_gan(recipe, runs_root, progress=progress, echo=echo, callbacks=callbacks)
     seed_everything(recipe.seed)
     data, preprocess = prepare_data(recipe)
     model = build_model(recipe, data)
@@ -144,6 +149,12 @@ def resume(
     """Continue a run from its last checkpoint, bit for bit; refuse if the recipe changed."""
     run = Run.open(run_ref, root=runs_root)
     saved = run.recipe()
+    if gan_task(saved):
+        from layerwise.tasks.gan import train_gan
+
+        return train_gan(
+            recipe, runs_root, resume=run.path, progress=progress, echo=echo, callbacks=callbacks
+        )
     if recipe is not None and recipe.model_dump() != saved.model_dump():
         raise CheckpointError(
             f"the recipe differs from the one run '{run.name}' was started with: "

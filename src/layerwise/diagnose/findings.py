@@ -37,6 +37,9 @@ CODES: dict[str, str] = {
     "unscaled_inputs": "input ranges are far from what the first layer expects",
     "constant_feature": "some input features never change",
     "data_too_small": "too little training data for the model's size",
+    "mode_collapse": "the generator makes only a few kinds of image",
+    "discriminator_overpowering": "the discriminator wins outright; the generator stops learning",
+    "gan_divergence": "the GAN's losses or sample quality swing without the samples improving",
 }
 
 

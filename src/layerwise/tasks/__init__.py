@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 TRANSLATION_DATASETS = frozenset({"multi30k"})
 LANGUAGE_MODEL_DATASETS = frozenset({"tinyshakespeare"})
+GAN_MODELS = frozenset({"dcgan", "cgan"})
 
 
 def sequence_task(recipe: Recipe) -> Any:
@@ -32,4 +33,15 @@ def sequence_task(recipe: Recipe) -> Any:
     return None
 
 
-__all__ = ["LANGUAGE_MODEL_DATASETS", "TRANSLATION_DATASETS", "sequence_task"]
+def gan_task(recipe: Recipe) -> bool:
+    """Does `recipe` train a GAN (trained by `layerwise.tasks.gan.train_gan`)?"""
+    return recipe.model.name.lower() in GAN_MODELS
+
+
+__all__ = [
+    "GAN_MODELS",
+    "LANGUAGE_MODEL_DATASETS",
+    "TRANSLATION_DATASETS",
+    "gan_task",
+    "sequence_task",
+]

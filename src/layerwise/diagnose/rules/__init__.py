@@ -415,7 +415,7 @@ def explain(findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
 
 
 # The rule modules register themselves on import.
-from layerwise.diagnose.rules import activations, curves, data, gradients  # noqa: E402
+from layerwise.diagnose.rules import activations, curves, data, gan, gradients  # noqa: E402
 
 __all__ = [
     "ACCOUNTS_FOR",
@@ -433,6 +433,7 @@ __all__ = [
     "explain",
     "explainers",
     "fmt",
+    "gan",
     "gradients",
     "ordered_rules",
     "persistent",

@@ -1,0 +1,171 @@
+"""DCGAN and conditional GAN pairs for 28x28 single-channel images (MNIST).
+
+A pair is one `nn.Module` holding a `generator` and a `discriminator`, so one checkpoint keeps
+both and the Trainer's named optimizers each train one of them (see `layerwise.tasks.gan`).
+The generator maps a latent vector (and, when conditional, a class label) to an image in
+[-1, 1]; the discriminator returns one logit per image. With `num_classes` the pair is a
+conditional GAN: the generator reads the label's embedding next to the latent vector, and the
+discriminator is a projection discriminator (Miyato & Koyama, 2018): its logit gains the inner
+product of the label's embedding with the image features, which conditions it without
+an extra classifier head. `spectral_norm` wraps every discriminator weight in
+`torch.nn.utils.parametrizations.spectral_norm`, which bounds its Lipschitz constant, the most
+common stabiliser of the discriminator.
+
+Calling the pair, `gan(z, labels)`, returns the discriminator's logits on the generator's images
+of `z`: the path the generator's loss runs through. `gan.sample(n)` gives images.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from layerwise.errors import RecipeError
+from layerwise.models.registry import MODELS
+
+IMAGE_SHAPE = (1, 28, 28)
+
+
+class Generator(nn.Module):
+    """Latent vector (+ label embedding) -> 7x7 feature map -> 14x14 -> 28x28 image in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, width: int, num_classes: int = 0) -> None:
+        super().__init__()
+        self.latent_dim, self.width, self.num_classes = latent_dim, width, num_classes
+        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
+        inputs = latent_dim * (2 if num_classes else 1)
+        self.project = nn.Sequential(
+            nn.Linear(inputs, 2 * width * 7 * 7, bias=False),
+            nn.BatchNorm1d(2 * width * 7 * 7),
+            nn.ReLU(),
+        )
+        self.upsample = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            if labels is None:
+                raise RecipeError(
+                    "this conditional generator needs a class label for every sample",
+                    hint="pass labels (0..num_classes-1), e.g. --label 3",
+                )
+            z = torch.cat([z, self.embed(labels)], dim=1)
+        h = self.project(z).view(len(z), 2 * self.width, 7, 7)
+        return self.upsample(h)
+
+
+class Discriminator(nn.Module):
+    """Image -> 14x14 -> 7x7 features -> one logit (+ the label projection when conditional)."""
+
+    def __init__(self, width: int, num_classes: int = 0, spectral_norm: bool = True) -> None:
+        super().__init__()
+        wrap = _spectral_norm if spectral_norm else (lambda module: module)
+        self.features = nn.Sequential(
+            wrap(nn.Conv2d(1, width, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+            wrap(nn.Conv2d(width, 2 * width, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+        )
+        self.head = wrap(nn.Linear(2 * width * 7 * 7, 1))
+        self.embed = wrap(nn.Embedding(num_classes, 2 * width * 7 * 7)) if num_classes else None
+
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        h = self.features(images)
+        logits = self.head(h)
+        if self.embed is not None:
+            if labels is None:
+                raise RecipeError(
+                    "this conditional discriminator needs the class label of every image",
+                    hint="batches of a conditional GAN are (images, labels)",
+                )
+            logits = logits + (self.embed(labels) * h).sum(dim=1, keepdim=True)
+        return logits
+
+
+class GANPair(nn.Module):
+    """A generator and a discriminator trained against each other (see the module docstring).
+
+    Args:
+        latent_dim: size of the latent vector the generator starts from.
+        width: channels of the generator's last hidden map and the discriminator's first.
+        num_classes: 0 for an unconditional DCGAN, else the classes of a conditional GAN.
+        spectral_norm: spectral normalisation on every discriminator weight.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        width: int = 64,
+        num_classes: int = 0,
+        spectral_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        for field, value in (("latent_dim", latent_dim), ("width", width)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise RecipeError(
+                    f"model.args.{field} must be a positive integer, got {value!r}",
+                    hint=f"e.g. {field}: 64",
+                )
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.generator = Generator(latent_dim, width, num_classes)
+        self.discriminator = Discriminator(width, num_classes, spectral_norm)
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.discriminator(self.generator(z, labels), labels)
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """`n` latent vectors from N(0, 1) on the model's device."""
+        device = next(self.parameters()).device
+        return torch.randn(n, self.latent_dim, generator=generator).to(device)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        z: Tensor | None = None,
+    ) -> Tensor:
+        """`n` generated images `(n, 1, 28, 28)` in [-1, 1], made in eval mode (batch-norm
+        statistics are read, not updated); the training mode is restored afterwards."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            z = self.noise(n, generator) if z is None else z
+            if self.conditional and labels is None:
+                labels = torch.arange(n) % self.num_classes
+            if labels is not None:
+                labels = labels.to(z.device)
+            return self.generator(z, labels)
+        finally:
+            self.generator.train(was_training)
+
+
+@MODELS.register("dcgan")
+def dcgan(latent_dim: int = 64, width: int = 64, spectral_norm: bool = True) -> GANPair:
+    """An unconditional DCGAN for 28x28 grey images (see `GANPair`)."""
+    return GANPair(latent_dim, width, 0, spectral_norm)
+
+
+@MODELS.register("cgan")
+def cgan(
+    num_classes: int = 10, latent_dim: int = 64, width: int = 64, spectral_norm: bool = True
+) -> GANPair:
+    """A conditional GAN (label-embedding generator, projection discriminator; see `GANPair`)."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise RecipeError(
+            f"model.args.num_classes must be an integer of at least 2, got {num_classes!r}",
+            hint="leave it out to take it from the dataset",
+        )
+    return GANPair(latent_dim, width, num_classes, spectral_norm)
