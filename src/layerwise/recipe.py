@@ -207,6 +207,9 @@ class TuneSpec(Strict):
         if not space:
             raise ValueError("tune.space is empty; give at least one dotted recipe key")
         for key, spec in space.items():
+            kind, values = next(iter(spec.items()), (None, None))
+            if kind in ("uniform", "log_uniform", "int") and isinstance(values, list):
+                spec[kind] = [_number(v) for v in values]  # YAML reads 1e-4 as a string
             check_dimension(key, spec)
         return space
 
@@ -231,7 +234,7 @@ def check_dimension(key: str, spec: Any) -> None:
         return
     numbers = isinstance(values, list) and len(values) == 2
     numbers = numbers and all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        isinstance(v, int | float) and not isinstance(v, bool) and _finite(v) for v in values
     )
     if not numbers or values[0] >= values[1]:
         raise ValueError(f"{where}: {kind} needs [low, high] with low < high, got {values!r}")
@@ -239,6 +242,28 @@ def check_dimension(key: str, spec: Any) -> None:
         raise ValueError(f"{where}: log_uniform needs low > 0, got {values!r}")
     if kind == "int" and not all(isinstance(v, int) for v in values):
         raise ValueError(f"{where}: int needs integer bounds, got {values!r}")
+
+
+def _number(value: Any) -> Any:
+    """`"1e-4"` as 1e-4 (YAML 1.1 wants `1.0e-4`); anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return (
+        int(number)
+        if number.is_integer() and "." not in value and "e" not in value.lower()
+        else number
+    )
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 class TrackSpec(Strict):
