@@ -100,7 +100,7 @@ def test_exported_models_answer_raw_inputs_as_predict_does(runs, format):
         exported = ExportedModel(out)
         for case_run, inputs in cases:
             if case_run is run:
-                same_answers(exported.predict(inputs), predict_run(run.path, inputs, "best"))
+                same_answers(exported.predict(inputs), predict_run(run.path, inputs))
         x = torch.zeros(5, *metadata["input_shape"][1:])  # another batch size than exported with
         assert exported(x).shape[0] == 5
 
@@ -143,7 +143,7 @@ def npy_bytes(array) -> bytes:
 @pytest.mark.slow
 def test_served_predictions_equal_predict(wine_client, runs):
     client, root, wine = wine_client
-    want = predict_run(wine.path, [root / "wine.npy"], "best")
+    want = predict_run(wine.path, [root / "wine.npy"])
     raw = np.load(root / "wine.npy")
     response = client.post("/predict", json={"rows": raw.tolist(), "top_k": 3})
     assert response.status_code == 200
@@ -169,7 +169,7 @@ def test_served_predictions_equal_predict(wine_client, runs):
         png = images.post(
             "/predict/file", files={"file": ("d.png", (root / "digit0.png").read_bytes())}
         )
-    want = predict_run(digits.path, [root / "digit0.png"], "best")
+    want = predict_run(digits.path, [root / "digit0.png"])
     assert png.status_code == 200
     top = [(r["label"], r["probability"]) for r in png.json()["predictions"][0]["top"]]
     same_answers((["digit0.png"], [top]), want)
@@ -337,7 +337,7 @@ def test_a_real_server_answers_over_http_and_refuses_bad_requests_with_4xx(runs)
                     time.sleep(0.1)
                 assert server.poll() is None, server.stderr.read().decode()
             raw = np.load(root / "wine.npy")
-            want = predict_run(wine.path, [root / "wine.npy"], "best")
+            want = predict_run(wine.path, [root / "wine.npy"])
             good = client.post("/predict", json={"rows": raw[:5].tolist()})
             assert good.status_code == 200
             labels = [p["top"][0]["label"] for p in good.json()["predictions"]]

@@ -499,7 +499,7 @@ def export_(
             "metadata and preprocessing go beside it in FILE.json.",
         ),
     ] = None,
-    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.best,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.last,
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
 ) -> None:
@@ -542,7 +542,7 @@ def serve(
     max_upload_mb: Annotated[
         float, typer.Option("--max-upload-mb", metavar="MB", help="Request body size at most.")
     ] = 10.0,
-    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.best,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.last,
     runs_dir: RunsDir = Path("runs"),
     debug: Debug = False,
 ) -> None:

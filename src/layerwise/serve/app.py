@@ -66,7 +66,7 @@ class ServedModel:
     forward: Any
 
     @classmethod
-    def load(cls, run_ref: str | Path, which: str = "best", runs_root: str | Path = "runs"):
+    def load(cls, run_ref: str | Path, which: str = "last", runs_root: str | Path = "runs"):
         run = Run.open(run_ref, root=runs_root)
         _refuse_unsupported_runs(run)
         experiment = load_experiment(run, which)

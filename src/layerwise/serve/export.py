@@ -59,11 +59,11 @@ def export_run(
     run_ref: str | Path,
     format: str = "onnx",
     out: str | Path | None = None,
-    which: str = "best",
+    which: str = "last",
     runs_root: str | Path = "runs",
 ) -> ExportResult:
-    """Export a run's `best` (or `last`) weights; `out` is the model file (default
-    `<run>/export/model.onnx` or `model.pt`), its metadata JSON is written beside it."""
+    """Export a run's `last` (or `best`) weights, as `layerwise predict` uses them; `out` is
+    the model file (default `<run>/export/model.onnx` or `.pt`), its metadata JSON beside it."""
     if format not in FORMATS:
         raise ExportError(
             f"unknown export format '{format}'", hint=f"choose one of: {', '.join(FORMATS)}"

@@ -55,7 +55,7 @@ def serve(
     port: int = 8000,
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
-    which: str = "best",
+    which: str = "last",
     runs_root: str | Path = "runs",
     max_rows: int = MAX_ROWS,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
