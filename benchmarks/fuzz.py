@@ -1,28 +1,59 @@
-"""Fuzz every user input at scale and count outcomes: success, each LayerwiseError, or a crash.
+"""Fuzz every user input through the `layerwise` command at scale and count outcomes.
 
-The targets and strategies are those of tests/test_fuzz.py (a few hundred examples run in
-`make test`); here they run in rounds of `--chunk` examples per target until `--total` examples
-have run, with shrinking off, so a crash is counted (with its first input) instead of stopping the
-run. Results go to benchmarks/results/fuzz.json after every round, so a run cut short still says
-how many examples it ran.
+Each example is one command line run by the console entry point (`layerwise.cli.main`) inside
+this process, with stdout and stderr captured: success (exit 0), a `LayerwiseError` (exit 2, one
+`error:` message, no traceback), or a crash (any other exit code or exception, a traceback, or an
+exit 2 without the message). Running in-process instead of one process per example is what makes
+10^5 examples fit in well under an hour on one core; `--cross-check` examples per target are also
+run as real `layerwise` processes at the end, and the exit code and message must agree with the
+in-process run.
 
-    python benchmarks/fuzz.py --total 100000
+The strategies are those of tests/test_fuzz.py (which runs a few hundred in `make test`):
+  recipe_text     any text as a recipe file                -> `summary r.yaml`
+  recipe_summary  schema-generated recipes, mutated        -> `summary r.yaml` (builds data + model)
+  recipe_data     the same                                 -> `doctor r.yaml --data-only`
+  recipe_train    the same, one epoch                      -> `train r.yaml --set train.epochs=1`
+  set_overrides   `--set` overrides                        -> `doctor base.yaml --data-only --set`
+  predict_inputs  .npy/.csv/images/random bytes            -> `predict RUN files.. [--output ..]`
+  evaluate_data   labelled .csv/.npz files                 -> `evaluate RUN --data FILE`
+  damaged_run     run.json, metrics/probes, index, checkpoint manifests, weights, state damaged
+                  -> `runs ls/show/compare`, `doctor`, `evaluate`, `predict`, `summary RUN`
+Training is avoided except in recipe_train (a 150-row digits MLP for one epoch). The typer
+command tree is built once (it is rebuilt by every `app()` call otherwise, 30 ms each), and the
+address space is capped (`--memory-gib`) so that a recipe asking for a 10^12-wide layer fails as
+it would on a smaller machine instead of swapping a shared one. Shrinking is off, so a crash is
+counted with its first input and the run goes on. Results go to benchmarks/results/fuzz.json after
+every round, so a run cut short still says how many examples it ran.
+
+    nice -n 10 python benchmarks/fuzz.py --total 100000
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import functools
+import io
 import json
 import os
+import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from hypothesis import HealthCheck, Phase, given, settings
+import numpy as np
+import typer.main
+import yaml
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 HERE = Path(__file__).parent
@@ -30,47 +61,296 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 warnings.filterwarnings("ignore")
 
 import test_fuzz as fuzz  # noqa: E402
+from layerwise import cli  # noqa: E402
+from layerwise.errors import LayerwiseError  # noqa: E402
 
 # Shares of the total per target (the cheap ones get more examples).
 TARGETS = {
-    "recipe_parse": 0.25,
-    "recipe_build": 0.05,
-    "recipe_text": 0.15,
-    "set_overrides": 0.20,
-    "predict_inputs": 0.25,
-    "damaged_run": 0.10,
+    "recipe_text": 0.30,
+    "recipe_summary": 0.24,
+    "recipe_data": 0.05,
+    "recipe_train": 0.002,
+    "set_overrides": 0.24,
+    "predict_inputs": 0.088,
+    "evaluate_data": 0.02,
+    "damaged_run": 0.06,
 }
 
 
-def make_targets(trained: fuzz.Trained) -> dict:
-    """Each target: (strategy, function of one drawn example -> outcome name)."""
-    text = st.one_of(
-        st.text(max_size=200), st.binary(max_size=200).map(lambda b: b.decode("latin-1"))
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+    error: str = ""  # the LayerwiseError class an in-process exit 2 came from
+
+
+# ------------------------------------------------------------------------------ runners
+_last_error: list[str] = [""]
+_original_init = LayerwiseError.__init__
+
+
+def _remember_class(self, *args, **kwargs) -> None:
+    _last_error[0] = type(self).__name__
+    _original_init(self, *args, **kwargs)
+
+
+def in_process(argv: list[str], cwd: Path) -> Result:
+    """`layerwise ARGV` by the console entry point in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    saved, sys.argv = sys.argv, ["layerwise", *argv]
+    _last_error[0] = ""
+    code: Any = 0
+    try:
+        with (
+            contextlib.chdir(cwd),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            try:
+                cli.main()
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        sys.argv = saved
+    code = 0 if code is None else code if isinstance(code, int) else 1
+    return Result(code, out.getvalue(), err.getvalue(), _last_error[0] if code == 2 else "")
+
+
+LAYERWISE = Path(sys.executable).with_name("layerwise")
+
+
+def in_subprocess(argv: list[str], cwd: Path) -> Result:
+    """`layerwise ARGV` as a real process."""
+    done = subprocess.run(
+        [str(LAYERWISE), *argv], cwd=cwd, capture_output=True, text=True, timeout=600
     )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+Runner = Callable[[list[str], Path], Result]
+PICTURES = shutil.ignore_patterns("*.png", "*.html")  # copies of a run skip its plots
+
+
+def classify(result: Result) -> str:
+    """`ok`, `exit 2 <ErrorClass>`, or `crash: <why>`."""
+    if "Traceback (most recent call last)" in result.stderr + result.stdout:
+        return "crash: traceback"
+    if result.code == 0:
+        return "ok"
+    if result.code == 2:
+        if not result.stderr.startswith("error: "):
+            return "crash: exit 2 without an error message"
+        return f"exit 2 {result.error}".strip()
+    return f"crash: exit {result.code}"
+
+
+def first_error_line(result: Result) -> str:
+    return next((line for line in result.stderr.splitlines() if line.startswith("error:")), "")
+
+
+# ------------------------------------------------------------------------------ workspace
+class Workspace:
+    """A folder with the base recipe and one finished tiny run (the pristine copy is restored
+    into each damaged-run example's own folder)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "base.yaml").write_text(yaml.safe_dump(fuzz.BASE))
+        result = in_process(["train", "base.yaml", "--quiet", "--runs-dir", "runs"], root)
+        assert result.code == 0, result.stderr
+        self.runs = root / "runs"
+        self.run_dir = next(p for p in self.runs.iterdir() if p.is_dir())
+        files = self.run_dir.rglob("*")
+        kept = [p for p in files if p.is_file() and p.suffix not in (".png", ".html")]
+        self.run_files = [
+            *sorted(str(p.relative_to(self.run_dir)) for p in kept),
+            "../index.sqlite",
+        ]
+
+    def folder(self) -> contextlib.AbstractContextManager[str]:
+        return tempfile.TemporaryDirectory(dir=self.root)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of every file (an atomic rewrite changes the time)."""
     return {
-        "recipe_parse": (fuzz.mutated_recipes(), lambda raw: fuzz.try_recipe(raw, build=False)),
-        "recipe_build": (fuzz.mutated_recipes(), lambda raw: fuzz.try_recipe(raw, build=True)),
-        "recipe_text": (text, lambda t: fuzz.outcome(lambda: fuzz.parse_recipe(t))),
-        "set_overrides": (
-            st.lists(fuzz.overrides, min_size=1, max_size=3),
-            lambda sets: fuzz.outcome(
-                lambda: fuzz.parse_recipe(fuzz.yaml.safe_dump(fuzz.BASE), overrides=sets)
-            ),
-        ),
-        "predict_inputs": (
-            st.lists(fuzz.prediction_files, min_size=1, max_size=3),
-            trained.predict,
-        ),
-        "damaged_run": (
-            st.tuples(st.lists(fuzz.damages, min_size=1, max_size=2), st.sampled_from(fuzz.VERBS)),
-            lambda pair: trained.damaged(*pair),
-        ),
+        str(p): (s.st_size, s.st_mtime_ns)
+        for p in folder.rglob("*")
+        if (s := p.stat()) and p.is_file()
     }
 
 
-def run_chunk(strategy, attempt, examples: int, counts, crashes) -> None:
+def changed(before: dict[str, tuple[int, int]], folder: Path) -> list[str]:
+    """Files that existed before and differ (or are gone) now."""
+    now = snapshot(folder)
+    return [name for name, stamp in before.items() if now.get(name) != stamp]
+
+
+# ------------------------------------------------------------------------------ targets
+def recipe_file(folder: Path, raw: Any) -> str:
+    if isinstance(raw, str):
+        (folder / "r.yaml").write_text(raw, encoding="utf-8", errors="surrogatepass")
+    else:
+        (folder / "r.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
+    return "r.yaml"
+
+
+@st.composite
+def labelled_files(draw) -> tuple[str, Any]:
+    """A labelled file for `evaluate --data`: CSV with or without the label column, or .npz
+    with x and y (either missing, any dtype or shape)."""
+    if draw(st.booleans()):
+        text = draw(fuzz.csv_texts())
+        if draw(st.booleans()):
+            lines = text.split("\n")
+            at = draw(st.integers(0, 70))
+            header = lines[0].split(",")
+            header.insert(min(at, len(header)), "label")
+            lines[0] = ",".join(header)
+            text = "\n".join(lines)
+        return "csv", text
+    arrays = {}
+    for key in draw(st.lists(st.sampled_from(["x", "y", "z"]), max_size=3, unique=True)):
+        arrays[key] = draw(fuzz.npy_arrays())
+    return "npz", arrays
+
+
+class Targets:
+    def __init__(self, space: Workspace) -> None:
+        self.space = space
+        self.run_name = space.run_dir.name
+        damages = st.tuples(
+            st.sampled_from(space.run_files),
+            st.sampled_from(["truncate", "flip", "garbage", "empty", "append", "delete", "utf16"]),
+            st.integers(0, 10**6),
+            st.binary(min_size=1, max_size=40),
+        )
+        recipes = fuzz.mutated_recipes()
+        texts = st.one_of(
+            st.text(max_size=200), st.binary(max_size=200).map(lambda b: b.decode("latin-1"))
+        )
+        self.strategies = {
+            "recipe_text": texts,
+            "recipe_summary": recipes,
+            "recipe_data": recipes,
+            "recipe_train": recipes,
+            "set_overrides": st.lists(fuzz.overrides, min_size=1, max_size=3),
+            "predict_inputs": st.tuples(
+                st.lists(fuzz.prediction_files, min_size=1, max_size=3),
+                st.booleans(),
+                st.integers(-1, 12),
+            ),
+            "evaluate_data": labelled_files(),
+            "damaged_run": st.tuples(
+                st.lists(damages, min_size=1, max_size=2),
+                st.sampled_from(
+                    ["ls", "show", "compare", "doctor", "evaluate", "best", "predict", "summary"]
+                ),
+            ),
+        }
+
+    # Each target: (example, runner) -> (result, files that an exit 2 changed).
+    def recipe_text(self, text: str, run: Runner):
+        return self._recipe(text, ["summary"], run)
+
+    def recipe_summary(self, raw, run: Runner):
+        return self._recipe(raw, ["summary"], run)
+
+    def recipe_data(self, raw, run: Runner):
+        return self._recipe(raw, ["doctor", "--data-only"], run)
+
+    def recipe_train(self, raw, run: Runner):
+        return self._recipe(raw, ["train", "--quiet", "--set", "train.epochs=1"], run)
+
+    def _recipe(self, raw, verb: list[str], run: Runner):
+        with self.space.folder() as name:
+            folder = Path(name)
+            path = recipe_file(folder, raw)
+            before = snapshot(folder)
+            result = run([verb[0], path, *verb[1:], "--runs-dir", "runs"], folder)
+            return result, changed(before, folder)
+
+    def set_overrides(self, sets: list[str], run: Runner):
+        with self.space.folder() as name:
+            folder = Path(name)
+            (folder / "base.yaml").write_text(yaml.safe_dump(fuzz.BASE))
+            before = snapshot(folder)
+            argv = ["doctor", "base.yaml", "--data-only"]
+            for one in sets:
+                argv += ["--set", one]
+            return run(argv, folder), changed(before, folder)
+
+    def predict_inputs(self, example, run: Runner):
+        items, to_file, top_k = example
+        with self.space.folder() as name:
+            folder = Path(name)
+            paths = [fuzz.write_input(folder, item, n).name for n, item in enumerate(items)]
+            argv = ["predict", str(self.space.run_dir), *paths, "--top-k", str(top_k)]
+            if to_file:
+                argv += ["--output", "out.csv"]
+            before = snapshot(folder) | snapshot(self.space.runs)
+            result = run(argv, folder)
+            return result, changed(before, folder)
+
+    def evaluate_data(self, example, run: Runner):
+        kind, value = example
+        with self.space.folder() as name:
+            folder = Path(name)
+            runs = folder / "runs"
+            shutil.copytree(self.space.runs, runs, ignore=PICTURES)
+            path = folder / f"new.{kind}"
+            if kind == "csv":
+                path.write_text(value, encoding="utf-8")
+            else:
+                np.savez(path, **value)
+            before = snapshot(folder)
+            result = run(
+                ["evaluate", self.run_name, "--data", path.name, "--runs-dir", "runs"], folder
+            )
+            return result, changed(before, folder)
+
+    def damaged_run(self, example, run: Runner):
+        hows, verb = example
+        with self.space.folder() as name:
+            folder = Path(name)
+            runs = folder / "runs"
+            shutil.copytree(self.space.runs, runs, ignore=PICTURES)
+            for how in hows:
+                fuzz.damage(runs / self.run_name, how)
+            if verb == "predict":
+                np.save(folder / "x.npy", np.zeros((2, 64), dtype="float32"))
+            argv = {
+                "ls": ["runs", "ls"],
+                "show": ["runs", "show", self.run_name],
+                "compare": ["runs", "compare", self.run_name],
+                "doctor": ["doctor", self.run_name],
+                "evaluate": ["evaluate", self.run_name],
+                "best": ["evaluate", self.run_name, "--weights", "best", "--split", "val"],
+                "predict": ["predict", self.run_name, "x.npy"],
+                "summary": ["summary", self.run_name],
+            }[verb]
+            before = snapshot(folder)
+            result = run([*argv, "--runs-dir", "runs"], folder)
+            return result, changed(before, folder)
+
+
+# ------------------------------------------------------------------------------ driving
+@dataclass
+class Tally:
+    counts: collections.Counter
+    crashes: dict[str, dict[str, str]]
+    changed_on_error: list[dict[str, Any]]
+    cross: dict[str, Any]
+    saved: list[tuple[Any, Result]]  # examples kept for the cross-check at the end
+
+
+def run_chunk(
+    target: Callable, strategy, examples: int, tally: Tally, cross_left: list[int], rnd: int
+) -> None:
     """Draw `examples` inputs (no shrinking) and count what each one does."""
 
+    @seed(rnd)
     @settings(
         max_examples=examples,
         phases=[Phase.generate],
@@ -81,74 +361,150 @@ def run_chunk(strategy, attempt, examples: int, counts, crashes) -> None:
     @given(strategy)
     def body(example):
         try:
-            counts[attempt(example)] += 1
-        except Exception as exc:  # a crash: count it, keep the first input, go on
-            key = f"crash: {type(exc).__name__}"
-            counts[key] += 1
-            if key not in crashes:
-                crashes[key] = {
-                    "input": repr(example)[:2000],
-                    "error": str(exc)[:500],
-                    "where": traceback.format_exc(limit=-3)[-1500:],
-                }
+            result, touched = target(example, in_process)
+            kind = classify(result)
+            where = result.stderr[-1500:]
+        except Exception as exc:  # an exception out of main() itself
+            kind, where = f"crash: {type(exc).__name__}", traceback.format_exc(limit=-4)[-1500:]
+            result, touched = None, []
+        tally.counts[kind] += 1
+        if kind.startswith("crash") and kind not in tally.crashes:
+            tally.crashes[kind] = {"input": repr(example)[:2000], "where": where}
+        if touched and kind.startswith("exit 2") and len(tally.changed_on_error) < 20:
+            tally.changed_on_error.append({"input": repr(example)[:500], "files": touched[:5]})
+        if result is not None and cross_left[0] > 0:  # checked as real processes at the end
+            cross_left[0] -= 1
+            tally.saved.append((example, result))
 
     body()
+
+
+def cross_check(target: Callable, example, inside: Result, cross: dict[str, Any]) -> None:
+    """The same example as a real process: same exit code, same error line."""
+    try:
+        outside, _ = target(example, in_subprocess)
+    except (ValueError, UnicodeError):  # a NUL or lone surrogate cannot be a real argv
+        cross["skipped"] += 1
+        return
+    same = outside.code == inside.code and first_error_line(outside) == first_error_line(inside)
+    cross["agree" if same else "disagree"] += 1
+    if not same and len(cross["differences"]) < 10:
+        cross["differences"].append(
+            {
+                "input": repr(example)[:500],
+                "in_process": [inside.code, first_error_line(inside)[:300]],
+                "subprocess": [outside.code, first_error_line(outside)[:300]],
+            }
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--total", type=int, default=100_000)
-    parser.add_argument("--chunk", type=int, default=500, help="examples per target per round")
+    parser.add_argument("--chunk", type=int, default=500, help="examples per round (all targets)")
+    parser.add_argument("--cross-check", type=int, default=2, help="subprocess examples per target")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="start no new round after this"
+    )
+    parser.add_argument("--memory-gib", type=float, default=8.0, help="address-space cap")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fuzz.json")
     args = parser.parse_args()
 
+    limit = int(args.memory_gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # The command tree is the same for every call; build it once.
+    typer.main.get_command = functools.cache(typer.main.get_command)
+    LayerwiseError.__init__ = _remember_class
+
     started = time.time()
-    with tempfile.TemporaryDirectory() as root:
-        trained = fuzz.Trained(Path(root))
-        targets = make_targets(trained)
-        counts = {name: collections.Counter() for name in targets}
-        crashes = {name: {} for name in targets}
-        done = 0
-        while done < args.total:
+    with tempfile.TemporaryDirectory(prefix="layerwise-fuzz-") as root:
+        targets = Targets(Workspace(Path(root)))
+        tallies = {
+            name: Tally(
+                collections.Counter(),
+                {},
+                [],
+                {"agree": 0, "disagree": 0, "skipped": 0, "differences": []},
+                [],
+            )
+            for name in TARGETS
+        }
+        cross_left = {name: [args.cross_check] for name in TARGETS}
+        seconds, cpu_seconds = collections.Counter(), collections.Counter()
+        done, rnd = 0, 0
+        deadline = started + 60 * args.max_minutes if args.max_minutes else float("inf")
+        while done < args.total and time.time() < deadline:
             for name, share in TARGETS.items():
-                examples = max(1, round(args.chunk * share / max(TARGETS.values())))
-                examples = min(examples, args.total - done)
+                examples = min(max(1, round(args.chunk * share)), args.total - done)
                 if examples <= 0:
                     break
-                before = sum(counts[name].values())
-                run_chunk(*targets[name], examples, counts[name], crashes[name])
-                done += sum(counts[name].values()) - before
-            write(args.out, counts, crashes, done, args.total, started)
-            print(f"{done} examples, {time.time() - started:.0f} s: {totals(counts)}", flush=True)
-    print_table(counts)
+                tally = tallies[name]
+                before, clock, cpu = sum(tally.counts.values()), time.time(), time.process_time()
+                run_chunk(
+                    getattr(targets, name),
+                    targets.strategies[name],
+                    examples,
+                    tally,
+                    cross_left[name],
+                    args.seed * 1_000_003 + rnd,
+                )
+                seconds[name] += time.time() - clock
+                cpu_seconds[name] += time.process_time() - cpu
+                done += sum(tally.counts.values()) - before
+            rnd += 1
+            write(args.out, tallies, (seconds, cpu_seconds), done, args, started)
+            print(f"{done} examples, {time.time() - started:.0f} s: {totals(tallies)}", flush=True)
+        for name, tally in tallies.items():
+            for example, inside in tally.saved:
+                cross_check(getattr(targets, name), example, inside, tally.cross)
+        write(args.out, tallies, (seconds, cpu_seconds), done, args, started)
+    print_table(tallies)
 
 
-def totals(counts) -> dict[str, int]:
+def totals(tallies: dict[str, Tally]) -> dict[str, int]:
     total = collections.Counter()
-    for per_target in counts.values():
-        total.update(per_target)
+    for tally in tallies.values():
+        total.update(tally.counts)
     return dict(total.most_common())
 
 
-def write(path: Path, counts, crashes, done: int, wanted: int, started: float) -> None:
+def write(path: Path, tallies, clocks, done: int, args, started: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    seconds, cpu_seconds = clocks
+    by_outcome = totals(tallies)
     result = {
+        "command": "nice -n 10 .venv/bin/python benchmarks/fuzz.py " + " ".join(sys.argv[1:]),
         "examples": done,
-        "wanted": wanted,
+        "wanted": args.total,
         "seconds": round(time.time() - started, 1),
         "loadavg": os.getloadavg(),
-        "by_outcome": totals(counts),
-        "by_target": {name: dict(c.most_common()) for name, c in counts.items()},
-        "crashes": crashes,
+        "cpus": os.cpu_count(),
+        "memory_cap_gib": args.memory_gib,
+        "summary": {
+            "ok": by_outcome.get("ok", 0),
+            "exit 2": sum(n for k, n in by_outcome.items() if k.startswith("exit 2")),
+            "crash": sum(n for k, n in by_outcome.items() if k.startswith("crash")),
+        },
+        "by_outcome": by_outcome,
+        "by_target": {name: dict(t.counts.most_common()) for name, t in tallies.items()},
+        "cpu_seconds": round(time.process_time(), 1),
+        "seconds_by_target": {name: round(s, 1) for name, s in seconds.items()},
+        "cpu_seconds_by_target": {name: round(s, 1) for name, s in cpu_seconds.items()},
+        "crashes": {name: t.crashes for name, t in tallies.items() if t.crashes},
+        "exit_2_that_changed_files": {
+            name: t.changed_on_error for name, t in tallies.items() if t.changed_on_error
+        },
+        "cross_check_with_real_processes": {name: t.cross for name, t in tallies.items()},
     }
     path.write_text(json.dumps(result, indent=2) + "\n")
 
 
-def print_table(counts) -> None:
-    outcomes = sorted(totals(counts))
-    print(f"{'target':<16}" + "".join(f"{o:>18}" for o in outcomes))
-    for name, per_target in counts.items():
-        print(f"{name:<16}" + "".join(f"{per_target.get(o, 0):>18}" for o in outcomes))
+def print_table(tallies: dict[str, Tally]) -> None:
+    outcomes = sorted(totals(tallies))
+    print(f"{'target':<16}" + "".join(f"{o[:20]:>22}" for o in outcomes))
+    for name, tally in tallies.items():
+        print(f"{name:<16}" + "".join(f"{tally.counts.get(o, 0):>22}" for o in outcomes))
 
 
 if __name__ == "__main__":
