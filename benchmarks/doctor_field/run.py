@@ -69,7 +69,10 @@ def diagnose(setup: Setup, seed: int) -> tuple[str, list[str]]:
         setup.model,
         loss=setup.loss,
         optimizer=setup.optimizer,
-        metrics=("accuracy",) if setup.task == "classification" else (),
+        # A language model's targets are one class per position: the user reads its loss.
+        metrics=("accuracy",)
+        if setup.task == "classification" and setup.train[1].dim() == 1
+        else (),
         callbacks=callbacks,
         device="cpu",
         seed=seed,
@@ -177,7 +180,46 @@ def summarize(rows: list[dict[str, Any]], names: list[str], seeds: list[int]) ->
         "errors": sum(r["status"] == "error" for r in rows),
         "seconds": round(sum(r["seconds"] for r in rows), 1),
     }
-    return {"per_setup": per_setup, "totals": totals}
+    healthy_false = sum(len(r["false_findings"]) for r in healthy_rows)
+    totals["false_alarms_per_healthy_setup_seed"] = (
+        round(healthy_false / len(healthy_rows), 3) if healthy_rows else None
+    )
+    return {"per_setup": per_setup, "per_code": per_code(rows), "totals": totals}
+
+
+def per_code(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per finding code, over setup-seeds: how often it was raised, how often rightly.
+
+    - `raised`: setup-seeds whose findings hold the code; `true`: of those, where the code is in
+      the setup's `truth | acceptable` (a fact of the setup); `precision` = true / raised.
+    - `root_cause_rows` / `root_cause_found`: setup-seeds whose root cause is this code, and how
+      many of them the doctor named it on; `recall` = found / rows.
+    - `true_not_root_cause`: raised rightly on a setup whose root cause is something else (a
+      true fact or a defensible consequence, not the answer the user needed first).
+    - `false_on_healthy`: raised on a healthy setup without being one of its facts.
+    """
+    codes = sorted(
+        {c for r in rows for c in r["findings"]} | {r["root_cause"] for r in rows} - {None}
+    )
+    out = {}
+    for code in codes:
+        raised = [r for r in rows if code in r["findings"]]
+        true = [r for r in raised if code not in r["false_findings"]]
+        cause_rows = [r for r in rows if r["root_cause"] == code]
+        found = sum(code in r["findings"] for r in cause_rows)
+        out[code] = {
+            "raised": len(raised),
+            "true": len(true),
+            "precision": round(len(true) / len(raised), 3) if raised else None,
+            "root_cause_rows": len(cause_rows),
+            "root_cause_found": found,
+            "recall": round(found / len(cause_rows), 3) if cause_rows else None,
+            "true_not_root_cause": sum(
+                1 for r in true if r["root_cause"] is not None and r["root_cause"] != code
+            ),
+            "false_on_healthy": sum(1 for r in raised if r["healthy"] and r not in true),
+        }
+    return out
 
 
 def print_report(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
@@ -198,6 +240,37 @@ def print_report(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             ]
         )
     print(table(["setup", "root cause", "found", "false findings", "status", "s"], lines))
+    codes = summary.get("per_code") or {}
+    print(
+        "\n"
+        + table(
+            [
+                "code",
+                "raised",
+                "true",
+                "precision",
+                "root cause found",
+                "recall",
+                "true, not root",
+                "false on healthy",
+            ],
+            [
+                [
+                    code,
+                    c["raised"],
+                    c["true"],
+                    "-" if c["precision"] is None else f"{c['precision']:.2f}",
+                    f"{c['root_cause_found']}/{c['root_cause_rows']}"
+                    if c["root_cause_rows"]
+                    else "-",
+                    "-" if c["recall"] is None else f"{c['recall']:.2f}",
+                    c["true_not_root_cause"],
+                    c["false_on_healthy"],
+                ]
+                for code, c in codes.items()
+            ],
+        )
+    )
     t = summary["totals"]
     print(
         f"\nbroken: root cause found on every seed in {t['broken_root_cause_found_every_seed']}"
@@ -208,7 +281,8 @@ def print_report(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     print(
         f"healthy: {t['healthy_setups_with_false_finding']}/{t['healthy_setups']} setups with a "
         f"false finding ({t['healthy_setup_seeds_with_false_finding']}/"
-        f"{t['healthy_setup_seeds']} setup-seeds); errors: {t['errors']}; {t['seconds']} s"
+        f"{t['healthy_setup_seeds']} setup-seeds; {t['false_alarms_per_healthy_setup_seed']} false "
+        f"findings per healthy setup-seed); errors: {t['errors']}; {t['seconds']} s"
     )
     for r in rows:
         if r["error"]:

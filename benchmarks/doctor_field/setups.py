@@ -79,7 +79,7 @@ class Setup:
         return tuple(self.train[0].shape[1:])
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
 SETUPS: dict[str, Callable[[int], Setup]] = {}
@@ -1206,3 +1206,7 @@ def names(which: str = "all") -> list[str]:
     if which == "all":
         return list(SETUPS)
     return [n for n in SETUPS if (n in HEALTHY) == (which == "healthy")]
+
+
+# The wider healthy set (issue 9, item 2) registers itself on import; it needs the helpers above.
+import healthy_wide  # noqa: E402, F401
