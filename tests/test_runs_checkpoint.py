@@ -145,7 +145,14 @@ def test_state_with_numpy_is_refused_before_anything_is_written(run: Run) -> Non
 
 
 @pytest.mark.parametrize(
-    "value", [np.float32(1.0), {"a": 1}.keys(), frozenset([1]), object()], ids=repr
+    "value",
+    [np.float32(1.0), {"a": 1}.keys(), frozenset([1]), object()],
+    ids=[
+        "numpy-float32",
+        "dict-keys",
+        "frozenset",
+        "object",
+    ],  # stable ids: the same in every process
 )
 def test_check_state_names_types_weights_only_cannot_load(value: Any) -> None:
     with pytest.raises(CheckpointError, match=r"state\['x'\]"):
