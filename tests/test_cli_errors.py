@@ -454,6 +454,7 @@ def damaged(work: Path) -> Path:
     (work / "noise.png").write_bytes(bytes(range(256)) * 3)
     (work / "text_column.csv").write_text("a,b\n1,seven\n2,three\n")
     np.savez(work / "x_only.npz", x=np.zeros((4, 64), np.float32))
+    np.savez(work / "y_2d.npz", x=np.zeros((4, 64), np.float32), y=np.zeros((4, 64)))
     return work
 
 
@@ -565,6 +566,14 @@ CATALOG = [
     ),
     (["evaluate", "tiny", "--data", "x_only.npz"], ["x_only.npz"], DataError),
     (["evaluate", "bad_recipe", "--data", "x_only.npz"], ["bad_recipe/recipe.yaml"], RecipeError),
+    # found by benchmarks/fuzz.py: each was a crash with a traceback
+    (["evaluate", "tiny", "--data", "y_2d.npz"], ["y_2d.npz", "shape (4, 64)"], DataError),
+    (["predict", "tiny", "row.npy", "--top-k", "0"], ["--top-k is 0"], LayerwiseError),
+    (
+        ["predict", "tiny", "row.npy", "--top-k", "-1", "--output", "out.csv"],
+        ["--top-k is -1"],
+        LayerwiseError,
+    ),
     # tune: the search space and its options, before any study or run folder is made
     (["tune", "tiny.yaml"], ["tiny.yaml", "no tune section"], RecipeError),
     (

@@ -15,7 +15,7 @@ import torch
 from layerwise.data.audio import AudioBundle, AudioFeatures
 from layerwise.data.convert import to_tensors
 from layerwise.data.preprocess import ImageSpec, Preprocess
-from layerwise.errors import DataError
+from layerwise.errors import DataError, LayerwiseError
 from layerwise.experiment import load_experiment, run_preprocess
 from layerwise.nn import check_input
 from layerwise.runs import Run
@@ -97,6 +97,11 @@ def read_labelled(
                 f"cannot read arrays x and y from '{path}': {exc}",
                 hint="save them with numpy.savez(path, x=inputs, y=labels)",
             ) from exc
+        if y.ndim != 1:
+            raise DataError(
+                f"'{path.name}' has labels y of shape {y.shape}: give one label per row",
+                hint="save the labels as a 1-D array: numpy.savez(path, x=inputs, y=labels)",
+            )
         labels = pd.Series(y)
         inputs = x
     elif suffix == ".csv":
@@ -210,6 +215,10 @@ def top_predictions(
     logits: torch.Tensor, class_names: list[str] | None, k: int = 3
 ) -> list[list[tuple[str, float]]]:
     """For each row, the k most likely classes with their probabilities."""
+    if k < 1:
+        raise LayerwiseError(
+            f"--top-k is {k}: it must be at least 1", hint="e.g. --top-k 3 (the default)"
+        )
     if logits.dim() == 1 or logits.shape[1] == 1:
         positive = torch.sigmoid(logits.reshape(-1))
         probabilities = torch.stack([1 - positive, positive], dim=1)
