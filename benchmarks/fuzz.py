@@ -183,8 +183,15 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 def changed(before: dict[str, tuple[int, int]], folder: Path) -> list[str]:
     """Files that existed before and differ (or are gone) now."""
-    now = snapshot(folder)
-    return [name for name, stamp in before.items() if now.get(name) != stamp]
+    return [name for name, stamp in before.items() if _stamp(Path(name)) != stamp]
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 # ------------------------------------------------------------------------------ targets
