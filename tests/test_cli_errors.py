@@ -126,6 +126,15 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.save(root / "nan_rows.npy", np.full((2, 64), np.nan, np.float32))
     np.save(root / "words.npy", np.array(["seven", "three"]))
     (root / "notes.txt").write_text("not an input")
+    from layerwise.models import create_model  # GAN runs with untrained weights, for `generate`
+    from layerwise.recipe import parse_recipe
+    from layerwise.runs import Run
+
+    for name, family in (("gan_dc", "dcgan"), ("gan_c", "cgan")):
+        spec = f"name: {name}\nmodel: {{name: {family}, args: {{latent_dim: 8, width: 4}}}}\n"
+        gan_run = Run.create(runs, name, parse_recipe(spec).to_yaml())
+        weights = create_model(family, latent_dim=8, width=4).state_dict()
+        gan_run.save_checkpoint(weights, {"format": 2}, best=False)
     return root
 
 
@@ -527,6 +536,10 @@ CATALOG = [
         CheckpointError,
     ),
     (["chat", "tinny"], ["no run 'tinny'"], RunError),
+    # generate with a GAN run: a class of an unconditional GAN, a class it does not have, no images
+    (["generate", "gan_dc", "--label", "3"], ["gan_dc", "unconditional"], DataError),
+    (["generate", "gan_c", "--label", "12"], ["--label 12", "0..9"], DataError),
+    (["generate", "gan_c", "--n", "0"], ["--n must be 1..4096", "got 0"], DataError),
     (["chat", "tiny"], ["tiny/text_pipeline.json is missing"], CheckpointError),
     # lr-find: the sweep's own options
     (["lr-find", "tiny.yaml", "--steps", "0"], ["num_steps >= 10", "got 0"], LayerwiseError),

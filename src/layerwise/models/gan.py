@@ -4,10 +4,10 @@ A pair is one `nn.Module` holding a `generator` and a `discriminator`, so one ch
 both and the Trainer's named optimizers each train one of them (see `layerwise.tasks.gan`).
 The generator maps a latent vector (and, when conditional, a class label) to an image in
 [-1, 1]; the discriminator returns one logit per image. With `num_classes` the pair is a
-conditional GAN: the generator reads the label's embedding next to the latent vector, and the
-discriminator is a projection discriminator (Miyato & Koyama, 2018): its logit gains the inner
-product of the label's embedding with the image features, which conditions it without
-an extra classifier head. `spectral_norm` wraps every discriminator weight in
+conditional GAN: the generator reads the label's embedding next to the latent vector; the
+discriminator sees the label twice, as one-hot planes stacked on the pixels and as a projection
+(Miyato & Koyama, 2018): its logit gains the inner product of the label's embedding with the
+image features. `spectral_norm` wraps every discriminator weight in
 `torch.nn.utils.parametrizations.spectral_norm`, which bounds its Lipschitz constant, the most
 common stabiliser of the discriminator.
 
@@ -18,6 +18,7 @@ of `z`: the path the generator's loss runs through. `gan.sample(n)` gives images
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
@@ -66,8 +67,9 @@ class Discriminator(nn.Module):
     def __init__(self, width: int, num_classes: int = 0, spectral_norm: bool = True) -> None:
         super().__init__()
         wrap = _spectral_norm if spectral_norm else (lambda module: module)
+        self.num_classes = num_classes
         self.features = nn.Sequential(
-            wrap(nn.Conv2d(1, width, 4, stride=2, padding=1)),
+            wrap(nn.Conv2d(1 + num_classes, width, 4, stride=2, padding=1)),
             nn.LeakyReLU(0.2),
             wrap(nn.Conv2d(width, 2 * width, 4, stride=2, padding=1)),
             nn.LeakyReLU(0.2),
@@ -77,16 +79,18 @@ class Discriminator(nn.Module):
         self.embed = wrap(nn.Embedding(num_classes, 2 * width * 7 * 7)) if num_classes else None
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        h = self.features(images)
-        logits = self.head(h)
-        if self.embed is not None:
-            if labels is None:
-                raise RecipeError(
-                    "this conditional discriminator needs the class label of every image",
-                    hint="batches of a conditional GAN are (images, labels)",
-                )
-            logits = logits + (self.embed(labels) * h).sum(dim=1, keepdim=True)
-        return logits
+        if self.embed is None:
+            return self.head(self.features(images))
+        if labels is None:
+            raise RecipeError(
+                "this conditional discriminator needs the class label of every image",
+                hint="batches of a conditional GAN are (images, labels)",
+            )
+        # The label as one-hot planes beside the pixels: the first convolution can check that
+        # the strokes fit the class, which the projection alone learns slowly.
+        planes = F.one_hot(labels, self.num_classes).to(images.dtype)[:, :, None, None]
+        h = self.features(torch.cat([images, planes.expand(-1, -1, *images.shape[2:])], dim=1))
+        return self.head(h) + (self.embed(labels) * h).sum(dim=1, keepdim=True)
 
 
 class GANPair(nn.Module):
