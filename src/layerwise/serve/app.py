@@ -214,19 +214,19 @@ def create_app(
             "version": __version__,
         }
 
-    @app.post("/predict", responses=ERRORS)
-    async def predict(body: PredictRequest) -> PredictResponse:  # type: ignore[valid-type]
+    @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
+    async def predict(body: PredictRequest) -> JSONResponse:  # type: ignore[valid-type]
         """Predict for raw rows given as JSON."""
         rows = torch.tensor([[math.nan if v is None else v for v in r] for r in body.rows])
         batch = read_inputs([rows], served.preprocess)
         names = [f"row {i}" for i in range(len(rows))]
         return await _answer(batch.x, names, batch.notes, body.top_k)
 
-    @app.post("/predict/file", responses=ERRORS)
+    @app.post("/predict/file", response_model=PredictResponse, responses=ERRORS)
     async def predict_file(
         file: Annotated[UploadFile, File(description="A .npy, .csv or image file.")],
         top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 3,
-    ) -> PredictResponse:
+    ) -> JSONResponse:
         """Predict for the inputs in an uploaded file, read as `layerwise predict` reads it."""
         name = _safe_name(file.filename or "upload")
         suffix = Path(name).suffix.lower()
@@ -263,10 +263,12 @@ def create_app(
             )
         ranked = top_predictions(logits, served.class_names, top_k)
         predictions = [
-            Prediction(name=n, top=[Ranked(label=label, probability=p) for label, p in r])
+            {"name": n, "top": [{"label": label, "probability": p} for label, p in r]}
             for n, r in zip(names, ranked, strict=True)
         ]
-        return PredictResponse(predictions=predictions, notes=notes)
+        # Built as plain JSON: a returned Response skips a second validation of what this
+        # code made (the schema still comes from response_model).
+        return JSONResponse({"predictions": predictions, "notes": notes})
 
     app.state.batcher = batcher
     app.state.served = served

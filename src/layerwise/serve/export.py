@@ -100,7 +100,7 @@ def export_run(
     path.parent.mkdir(parents=True, exist_ok=True)
     exported.save(path)
     result = ExportResult(
-        path, path.with_name(path.name + ".json"), format, diff, len(samples), list(BATCH_SIZES)
+        path, path.with_name(path.name + ".json"), format, diff, len(samples), _sizes(samples)
     )
     metadata = {
         "format": format,
@@ -116,7 +116,7 @@ def export_run(
             "max_abs_diff": diff,
             "tolerance": TOLERANCE,
             "samples": len(samples),
-            "batch_sizes": list(BATCH_SIZES),
+            "batch_sizes": _sizes(samples),
             "against": f"torch {torch.__version__}",
         },
         "preprocess": preprocess.to_dict(),
@@ -137,6 +137,11 @@ def _refuse_unsupported_runs(run: Run) -> None:
             f"run '{run.name}' is a {kind} run; export supports table and image runs so far",
             hint=f"use `layerwise predict {run.name} ...` for {kind} inputs",
         )
+
+
+def _sizes(samples: Tensor) -> list[int]:
+    """The batch sizes the parity check ran: 1, 7 and all the samples (fewer when fewer)."""
+    return sorted({1, min(BATCH_SIZES[1], len(samples)), len(samples)})
 
 
 def _samples(data: Any) -> Tensor:
