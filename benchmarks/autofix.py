@@ -176,7 +176,8 @@ HEADER = f"{'case':24} {'seed':>4} {'broken':>8} {'auto':>8} {'hand':>8}  kept c
 def merge(paths: list[str], output: Path) -> None:
     """Join the results of runs made in parallel (e.g. one seed each) into one file."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
-    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["case"], r["seed"]))
+    unique = {(r["case"], r["seed"]): r for p in reversed(parts) for r in p["rows"]}
+    rows = sorted(unique.values(), key=lambda r: (r["case"], r["seed"]))  # first file wins
     print(HEADER)
     for row in rows:
         print_row(row)
