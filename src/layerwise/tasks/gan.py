@@ -124,7 +124,8 @@ class GANMonitor(Callback):
     def on_epoch_end(self, trainer: Trainer) -> None:
         gan: GANPair = trainer.model
         epoch = trainer.state.epoch
-        save_grid(fixed_grid(gan), self.run.plots_dir / f"samples_epoch_{epoch:03d}.png")
+        path = self.run.plots_dir / f"samples_epoch_{epoch:03d}.png"
+        save_grid(fixed_grid(gan), path, grid_columns(gan))
         self.scores = evaluate_generator(gan, self.judge, self.real, self.samples)
         trainer.logs.update(self.scores.logs())  # the same dict as trainer.history[-1]
 
@@ -136,6 +137,11 @@ def fixed_grid(gan: GANPair, n: int = 64, label: int | None = None) -> Tensor:
     if gan.conditional:
         labels = torch.full((n,), label) if label is not None else torch.arange(n) % gan.num_classes
     return gan.sample(n, labels, generator=generator)
+
+
+def grid_columns(gan: GANPair) -> int | None:
+    """One class per column for a conditional GAN (its grids cycle through the classes)."""
+    return gan.num_classes if gan.conditional else None
 
 
 def evaluate_generator(gan: GANPair, judge: Judge, real: Any, samples: int) -> Scores:
@@ -371,7 +377,7 @@ def finish_gan(
     if scores.class_accuracy is not None:
         metrics.update({f"class_accuracy_{k}": a for k, a in enumerate(scores.class_accuracy)})
     run.append_metrics({"epoch": trainer.state.epoch, "split": "test", **metrics})
-    save_grid(fixed_grid(gan), run.plots_dir / "samples.png")
+    save_grid(fixed_grid(gan), run.plots_dir / "samples.png", grid_columns(gan))
     save_grid(interpolation_strip(gan), run.plots_dir / "interpolation.png", columns=10)
     history = [h for h in trainer.history if "fid" in h]
     if history:
