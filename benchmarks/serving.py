@@ -223,7 +223,13 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serving.json")
     parser.add_argument("--export-out", type=Path, default=RESULTS_DIR / "export.json")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run (1 short round); writes no JSON"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.requests = 1, 2, 100
+        args.out = args.export_out = None
     about = machine()
     client = args.client if args.client != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
     if args.reuse is not None:  # the runs of an earlier call: serving only
