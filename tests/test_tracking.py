@@ -126,3 +126,11 @@ def test_mlflow_gets_the_params_and_metrics(tmp_path):
     found = mlflow.search_runs(experiment_names=["layerwise"])
     assert list(found["tags.mlflow.runName"]) == [run.name]
     assert "metrics.val_accuracy" in found.columns
+
+
+def test_step_scalars_can_be_thinned(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    logger = TensorBoardLogger(tmp_path, histograms=False, step_every=3)
+    trainer = Trainer(model, doctor=False, callbacks=[logger], progress=False, seed=0)
+    trainer.fit((torch.randn(64, 4), torch.randint(0, 3, (64,))), epochs=2, batch_size=8)
+    assert [e.step for e in _events(tmp_path).Scalars("step/loss")] == [3, 6, 9, 12, 15]
