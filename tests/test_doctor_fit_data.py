@@ -61,3 +61,21 @@ def test_regression_targets_are_profiled_as_regression():
     doctor = next(c for c in trainer.callbacks if isinstance(c, Doctor))
     assert doctor.data_profile["task"] == "regression"
     assert doctor.task == "regression"
+
+
+def test_frozen_parameters_do_not_count_towards_data_too_small():
+    # 200 rows under a frozen 256x512 layer (131k parameters, 657 per row if they counted) and a
+    # trainable head of 1,026: a frozen backbone cannot memorise the rows, so nothing is too big.
+    backbone = torch.nn.Linear(256, 512)
+    backbone.requires_grad_(False)
+    model = torch.nn.Sequential(backbone, torch.nn.ReLU(), torch.nn.Linear(512, 2))
+    x, y = torch.randn(200, 256), torch.randint(0, 2, (200,))
+    trainer = Trainer(model, seed=0)
+    trainer.fit((x, y), epochs=1, batch_size=50)
+    doctor = next(c for c in trainer.callbacks if isinstance(c, Doctor))
+    assert doctor.data_profile["num_params"] == 512 * 2 + 2
+    unfrozen = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.Linear(512, 2))
+    again = Trainer(unfrozen, seed=0)
+    again.fit((x, y), epochs=1, batch_size=50)
+    profile = next(c for c in again.callbacks if isinstance(c, Doctor)).data_profile
+    assert profile["num_params"] == 256 * 512 + 512 + 512 * 2 + 2

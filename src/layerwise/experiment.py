@@ -368,7 +368,8 @@ def check_recipe_data(
         return None
     diagnosis = check_data(
         data,
-        num_params=sum(p.numel() for p in model.parameters()),
+        # Only trainable parameters can memorise the data; a frozen backbone cannot.
+        num_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         recipe=recipe.model_dump(mode="json"),
         seed=recipe.seed,
         label_noise=recipe.doctor.label_noise,

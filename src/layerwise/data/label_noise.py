@@ -99,6 +99,7 @@ def estimate_label_noise(
     model against the given labels; it drops as noise rises, 0.95 -> 0.62 on digits with 30%
     flipped), `chance_accuracy` (share of the most common label: a `cv_accuracy` near it means
     the quick model learnt little, and then its flags say more about the model than the labels),
+    `class_recall` (the quick model's out-of-fold recall per class, None for an empty class),
     `rows_examined`, `method`, `progress` (how far the quick model got from chance towards the
     accuracy a model right on every unflagged row would have; see the module doc) and `abstained`
     (None, or why the estimate is withheld: then `estimated_fraction` is None, nothing is flagged
@@ -159,8 +160,13 @@ def confident_flags(
             f"the quick model learnt too little to judge labels (accuracy {accuracy:.3f}, chance "
             f"{chance:.3f}: {max(progress, 0.0):.0%} of the way to {1 - fraction:.3f})"
         )
+    predicted = probs.argmax(axis=1)
+    hits = np.bincount(labels, weights=predicted == labels, minlength=num_classes)
     info = {
         "cv_accuracy": accuracy,
+        # Out-of-fold recall per class (None for a class with no rows): whether a simple model
+        # finds the rare classes as well as the common ones (read by `class_imbalance`).
+        "class_recall": [float(h / c) if c else None for h, c in zip(hits, counts, strict=True)],
         "chance_accuracy": chance,
         "progress": progress,
         "abstained": abstained,

@@ -59,7 +59,10 @@ def profile_data(
     Returns a dict; an absent split gives None wherever a per-split entry is expected.
     - `task`, `num_classes`, `input_shape` (list), `image` (inputs have >= 3 dims), `dtype`
       (of the train inputs, e.g. "float32"; int64/int32 inputs are token ids, not measurements),
-      `sizes` {train, val, test: rows}, `num_params`.
+      `sizes` {train, val, test: rows}, `num_params`, `per_position_targets` (classification
+      targets of shape (N, T, ...): one class per position, as for a language model, whose
+      counts below are of the first position only) and `target_variance` (regression: the mean
+      per-target variance of the training targets, the squared error of predicting the mean).
     - `class_counts` {split: [rows labelled 0, 1, ..., num_classes-1]} and `invalid_labels`
       {split: rows whose label is outside 0..num_classes-1}; both None for regression.
     - `duplicates` within train, exact copies as `layerwise.data.overlap` defines them (-0.0
@@ -130,6 +133,9 @@ def _profile(
         "dtype": str(x.dtype).removeprefix("torch."),
         "sizes": bundle.sizes(),
         "num_params": None if num_params is None else int(num_params),
+        # Class ids per position (N, T): a language model's next tokens, or a tagger's tags.
+        "per_position_targets": classification and bundle.train[1].dim() > 1,
+        "target_variance": None if classification else _target_variance(ys["train"]),
         "class_counts": _per_split(ys, lambda y: _class_counts(y, k)) if classification else None,
         "invalid_labels": (
             _per_split(ys, lambda y: int(np.sum((y < 0) | (y >= k)))) if classification else None
@@ -319,6 +325,13 @@ def _constant(stats: dict[str, np.ndarray]) -> dict[str, Any]:
         "fraction": len(constant) / len(stats["count"]),
         "indices": constant[:MAX_CONSTANT_INDICES].tolist(),
     }
+
+
+def _target_variance(y: np.ndarray) -> float | None:
+    """Mean per-target variance of regression targets: the squared error of always predicting
+    the training mean, the regression counterpart of a classifier's chance level."""
+    finite = y[np.isfinite(y).all(axis=1)] if y.ndim == 2 else y[np.isfinite(y)]
+    return float(np.mean(np.var(finite, axis=0))) if len(finite) > 1 else None
 
 
 def _class_counts(y: np.ndarray, num_classes: int) -> list[int]:

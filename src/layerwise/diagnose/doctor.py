@@ -111,7 +111,8 @@ class Doctor(Callback):
             input_shape=tuple(x.shape[1:]),
             task="regression" if regression else "classification",
         )
-        params = sum(p.numel() for p in trainer.model.parameters())
+        # Trainable parameters only: a frozen backbone cannot memorise the data.
+        params = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         diagnosis = check_data(bundle, num_params=params, recipe=self.recipe, seed=trainer.seed)
         self.data_profile, self.task = diagnosis.data_profile, bundle.task
         self.num_classes = self.num_classes or num_classes

@@ -37,6 +37,7 @@ LR_HIGH_SPIKE = 3.0  # a sampled step loss 3x the loss before training (10x for 
 LR_HIGH_SPIKE_REGRESSION = 10.0
 LR_HIGH_DIVERGE = 1.5  # an epoch loss 1.5x the best before it ...
 LR_HIGH_MIN_RISE = 0.1  # ... and higher by at least 10% of the first epoch's loss
+LR_HIGH_WEIGHT_GROWTH = 3.0  # or a layer's weights grew 3x in norm while the loss never improved
 # learning rate too low
 LOW_LR_MIN_EPOCHS = 4
 LOW_LR_PROGRESS = 0.3  # less than 30% of the reducible loss of epoch 1 removed ...
@@ -65,10 +66,24 @@ def _reference(ctx: RuleContext, first_loss: float) -> float:
 
 
 def _level(ctx: RuleContext, loss: float, first_loss: float) -> float:
-    """Share of the reducible loss still left: 1 at chance level (or at epoch 1), 0 at the floor."""
+    """Share of the reducible loss still left: 1 at chance level, 0 at the floor.
+
+    A regression's chance level is the squared error of predicting the training mean (the
+    targets' variance, from the data profile) when the loss is the mean squared error; without
+    it, the first epoch's loss. The first epoch alone misleads when the model converges within
+    it (a linear model on a few hundred rows): its flat curve then looks like a stall."""
     floor = ctx.loss_floor
     top = ctx.chance_loss if ctx.chance_loss is not None else first_loss
+    variance = number((ctx.data or {}).get("target_variance"))
+    if ctx.chance_loss is None and variance and _squared_error_loss(ctx):
+        top = max(top, variance)
     return (loss - floor) / (top - floor) if top > floor else 0.0
+
+
+def _squared_error_loss(ctx: RuleContext) -> bool:
+    """The recipe's loss is the mean squared error (the default for regression; unknown = yes)."""
+    name = ctx.get("train.loss.name")
+    return name is None or (isinstance(name, str) and name.lower() in ("mse", "l2", "mse_loss"))
 
 
 def _lr_rising(ctx: RuleContext, span: int) -> bool:
@@ -237,7 +252,55 @@ def lr_too_high_signal(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | No
                 )
             )
             break
+    # 4. the weights blew up in norm while the loss made no progress
+    if (blowup := _weight_blowup(ctx, start)) is not None:
+        signs.append(blowup)
     return min(signs, key=lambda s: s[0]) if signs else None
+
+
+def _weight_blowup(ctx: RuleContext, start: float | None) -> tuple[int, str, dict] | None:
+    """The first sampled step where a layer's weight norm reached `LR_HIGH_WEIGHT_GROWTH` times
+    its norm before training, if the loss of that epoch was no better than before training.
+
+    Updates that overshoot need not show in the loss: SGD with momentum at a rate far too high
+    can throw every ReLU of a CNN into silence within one epoch, and a network of dead units
+    outputs its biases, whose loss sits at chance, not above it. What does show is the step
+    size: each update a sizeable share of the weights (update/weight ratios of 0.1-0.4 where
+    healthy training takes ~1e-3-1e-2), so the weights' norm multiplies while nothing is
+    learnt. Weights grow in healthy training too, but only as the loss falls: growth counts
+    only when the epoch's mean loss was still at or above the loss before any update."""
+    if start is None:
+        return None
+    epoch_loss = dict(ctx.series("loss"))
+    initial: dict[str, float] = {}
+    for record in ctx.finite_steps:
+        for name, stats in (record.get("layers") or {}).items():
+            norm = number(stats.get("weight_norm"))
+            if norm is None or not math.isfinite(norm) or norm <= 0:
+                continue
+            first = initial.setdefault(name, norm)
+            if norm < LR_HIGH_WEIGHT_GROWTH * first:
+                continue
+            epoch = int(record.get("epoch", 1))
+            loss = epoch_loss.get(epoch)
+            if loss is None or loss < start:
+                return None  # the growth came with learning
+            message = (
+                f"{name}'s weight norm grew from {fmt(first)} to {fmt(norm)} by step "
+                f"{record.get('step')} while epoch {epoch}'s loss ({fmt(loss)}) stayed above the "
+                f"loss before training ({fmt(start)})"
+            )
+            evidence = {
+                "weight_layer": name,
+                "weight_norm_before": first,
+                "weight_norm": norm,
+                "growth_step": record.get("step"),
+                "epoch_loss": loss,
+                "baseline": start,
+                "rests_on": ["overshoot"],
+            }
+            return epoch, message, evidence
+    return None
 
 
 @rule("lr_too_high", "training")
@@ -598,6 +661,25 @@ def _gap_now(ctx: RuleContext) -> float | None:
     return median(gaps[-OVERFIT_GAP_EPOCHS:]) if gaps else None
 
 
+def _val_still_improving(ctx: RuleContext) -> bool:
+    """True when the val loss or the val accuracy reached its best within the last
+    `OVERFIT_EPOCHS_AFTER_MIN` epochs. A train/val accuracy gap alone then costs nothing: the
+    model still gains on held-out data while it memorises the rest of its training set (a
+    bag-of-embeddings text model reaches 99% train accuracy while val accuracy is still
+    climbing), and stopping now would lose, not save, held-out performance. The same patience
+    as the val-loss rise: overfitting is named once held-out progress has stopped for a while."""
+    val_loss, val_acc = ctx.series("val_loss"), ctx.series("val_accuracy")
+    if not val_loss and not val_acc:
+        return False
+    last = max(e for e, _ in val_loss + val_acc)
+    best = []
+    if val_loss:
+        best.append(min(val_loss, key=lambda p: p[1])[0])
+    if val_acc:
+        best.append(max(val_acc, key=lambda p: p[1])[0])
+    return last - max(best) < OVERFIT_EPOCHS_AFTER_MIN
+
+
 def _accuracy_gap(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | None:
     """Train accuracy far above val accuracy over the last epochs."""
     train, val = dict(ctx.series("accuracy")), dict(ctx.series("val_accuracy"))
@@ -607,6 +689,8 @@ def _accuracy_gap(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | None:
     gaps = [(e, train[e] - val[e]) for e in epochs]
     gap = median(g for _, g in gaps[-OVERFIT_GAP_EPOCHS:])
     if gap is None or gap < OVERFIT_ACC_GAP:
+        return None
+    if _val_still_improving(ctx):
         return None
     start = epochs[-1]
     for e, g in reversed(gaps):
@@ -636,6 +720,11 @@ def _accuracy_gap(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | None:
 def underfitting(ctx: RuleContext) -> Finding | None:
     losses = ctx.series("loss")
     if not ctx.final or not ctx.classification or not losses:
+        return None
+    if (ctx.data or {}).get("per_position_targets"):
+        # A language model's floor is the entropy of the text itself (about 1-1.5 nats per
+        # character, more per word), far above 0 and unknown here: a share of ln(vocabulary)
+        # says nothing about how much the model has left to learn.
         return None
     epoch, last = losses[-1]
     level = _level(ctx, last, losses[0][1])

@@ -22,7 +22,8 @@ from layerwise.diagnose.findings import Finding
 from layerwise.diagnose.rules import RuleContext, decided_by, number, rule
 from layerwise.diagnose.rules import fixes as fx
 
-IMBALANCE_RATIO = 5.0  # largest class / smallest class in the training split
+IMBALANCE_RATIO = 5.0  # largest class / smallest class in the training split ...
+IMBALANCE_RECALL_GAP = 0.1  # ... and the quick model misses the rare classes 10 points more often
 LABEL_NOISE_FRACTION = 0.12  # estimated share of wrong labels (healthy sets: a few percent) ...
 LABEL_NOISE_MIN_PER_CLASS = 20  # ... judged only with 20+ training rows per class
 LEAK_EXACT_FRACTION = 0.01  # 1% of a val/test split copied exactly from train ...
@@ -59,11 +60,18 @@ def class_imbalance(ctx: RuleContext) -> Finding | None:
         return None
     if ctx.get("train.loss.class_weights"):
         return None  # the loss already compensates; the data itself stays skewed
+    if (ctx.data or {}).get("per_position_targets"):
+        # Next-token (or per-position) targets follow the language's own skewed distribution:
+        # rare tokens are the nature of text, not a collection defect to re-weight.
+        return None
     rare = min(range(len(counts)), key=lambda i: counts[i])
     common = max(range(len(counts)), key=lambda i: counts[i])
     ratio = counts[common] / counts[rare] if counts[rare] else math.inf
     if ratio < IMBALANCE_RATIO:
         return None
+    recall = _rare_class_recall(ctx, counts)
+    if recall is not None and recall["rare"] >= recall["common"] - IMBALANCE_RECALL_GAP:
+        return None  # a simple model finds the rare classes as well as the rest: no harm done
     if counts[rare]:
         message = (
             f"class {rare} has {_count(counts[rare])} training rows, class {common} has "
@@ -86,6 +94,7 @@ def class_imbalance(ctx: RuleContext) -> Finding | None:
             "rarest_class": rare,
             "largest_class": common,
             "rarest_share": counts[rare] / total if total else 0.0,
+            "quick_model_recall": recall,
         },
         causes=[
             "the data set is skewed: the model can score well by predicting the common classes",
@@ -375,6 +384,26 @@ def constant_feature(ctx: RuleContext) -> Finding | None:
     )
 
 
+def _rare_class_recall(ctx: RuleContext, counts: list[int]) -> dict[str, float] | None:
+    """The label-noise quick model's out-of-fold recall on the rare classes (the worst of the
+    classes at least `IMBALANCE_RATIO` times rarer than the largest) and on the rest, or None
+    when there is no quick model that learnt the data.
+
+    A skew is a problem when it makes a model ignore the rare classes, which a count ratio does
+    not show: a rare class that stands apart (one digit among ten) is found as reliably as the
+    common ones, while a rare class that overlaps the others is the one a model gives up first."""
+    noise = (ctx.data or {}).get("label_noise") or {}
+    recall = noise.get("class_recall")
+    if not recall or noise.get("abstained") or len(recall) != len(counts):
+        return None
+    largest = max(counts)
+    rare = [r for r, c in zip(recall, counts, strict=True) if c and c * IMBALANCE_RATIO <= largest]
+    common = [r for r, c in zip(recall, counts, strict=True) if c * IMBALANCE_RATIO > largest]
+    if not rare or not common or None in rare or None in common:
+        return None
+    return {"rare": min(rare), "common": float(sum(common) / len(common))}
+
+
 # ---------------------------------------------------------------------------- data_too_small
 @rule("data_too_small", "data")
 def data_too_small(ctx: RuleContext) -> Finding | None:
@@ -392,7 +421,7 @@ def data_too_small(ctx: RuleContext) -> Finding | None:
         reasons.append(f"{rows / classes:.3g} rows per class")
     if params and not pretrained and params / rows > PARAMS_PER_ROW:
         reasons.append(
-            f"{_count(rows)} rows for a model with {params:,.0f} parameters "
+            f"{_count(rows)} rows for a model with {params:,.0f} trainable parameters "
             f"({params / rows:,.0f} per row)"
         )
     if not reasons:
