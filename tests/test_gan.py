@@ -29,7 +29,7 @@ def test_dcgan_and_cgan_make_28x28_images_in_tanh_range_and_score_them():
     assert dcgan(torch.randn(3, 8)).shape == (3, 1)
     cgan = create_model("cgan", latent_dim=8, width=4)
     assert cgan.conditional and cgan.num_classes == 10
-    assert cgan(torch.randn(3, 8), torch.tensor([0, 1, 9])).shape == (3, 1)
+    assert cgan(torch.randn(3, 8), torch.tensor([0, 1, 9])).shape == (3, 11)
     with pytest.raises(RecipeError, match="class label"):
         cgan.generator(torch.randn(2, 8))
     # Spectral normalisation is a parametrisation of every discriminator weight, or none.

@@ -67,7 +67,7 @@ NON_IMAGE = {
     "cgan": (
         {"latent_dim": 8, "width": 4},
         lambda: (torch.randn(2, 8), torch.tensor([3, 7])),
-        (2, 1),
+        (2, 11),  # the real/fake logit and 10 auxiliary class logits
     ),
 }
 

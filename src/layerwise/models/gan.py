@@ -12,7 +12,8 @@ image features. `spectral_norm` wraps every discriminator weight in
 common stabiliser of the discriminator.
 
 Calling the pair, `gan(z, labels)`, returns the discriminator's logits on the generator's images
-of `z`: the path the generator's loss runs through. `gan.sample(n)` gives images.
+of `z` (a conditional pair: with its auxiliary class logits): the path the generator's loss runs
+through. `gan.sample(n)` gives images.
 """
 
 from __future__ import annotations
@@ -77,8 +78,14 @@ class Discriminator(nn.Module):
         )
         self.head = wrap(nn.Linear(2 * width * 7 * 7, 1))
         self.embed = wrap(nn.Embedding(num_classes, 2 * width * 7 * 7)) if num_classes else None
+        # An auxiliary classifier (AC-GAN): which digit is this? Trained on real images, it
+        # pushes the generator to draw the class it is asked for.
+        self.classify = wrap(nn.Linear(2 * width * 7 * 7, num_classes)) if num_classes else None
 
-    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(
+        self, images: Tensor, labels: Tensor | None = None, classes: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The real/fake logit `(N, 1)`; with `classes`, also the auxiliary class logits."""
         if self.embed is None:
             return self.head(self.features(images))
         if labels is None:
@@ -90,7 +97,8 @@ class Discriminator(nn.Module):
         # the strokes fit the class, which the projection alone learns slowly.
         planes = F.one_hot(labels, self.num_classes).to(images.dtype)[:, :, None, None]
         h = self.features(torch.cat([images, planes.expand(-1, -1, *images.shape[2:])], dim=1))
-        return self.head(h) + (self.embed(labels) * h).sum(dim=1, keepdim=True)
+        logits = self.head(h) + (self.embed(labels) * h).sum(dim=1, keepdim=True)
+        return (logits, self.classify(h)) if classes else logits
 
 
 class GANPair(nn.Module):
@@ -126,7 +134,12 @@ class GANPair(nn.Module):
         return self.num_classes > 0
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.discriminator(self.generator(z, labels), labels)
+        """The discriminator on generated images: `(N, 1)` logits, and for a conditional GAN
+        `(N, 1 + num_classes)`, the real/fake logit followed by the class logits."""
+        images = self.generator(z, labels)
+        if not self.conditional:
+            return self.discriminator(images)
+        return torch.cat(self.discriminator(images, labels, classes=True), dim=1)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """`n` latent vectors from N(0, 1) on the model's device."""

@@ -77,16 +77,20 @@ class GANTrainer(Trainer):
         z = torch.randn(len(real), gan.latent_dim, device=real.device)
         with self.autocast:
             fake = gan.generator(z, labels)
-            real_logits = gan.discriminator(real, labels)
-            fake_logits = gan.discriminator(fake.detach(), labels)
+            real_logits, real_classes = self._score(real, labels)
+            fake_logits, _ = self._score(fake.detach(), labels)
             d_loss = F.binary_cross_entropy_with_logits(
                 real_logits, torch.full_like(real_logits, 1.0 - self.label_smoothing)
             ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+            if real_classes is not None:  # AC-GAN: the discriminator learns the digits
+                d_loss = d_loss + F.cross_entropy(real_classes, labels)
         self.backward(d_loss, "discriminator")
         self.optimizer_step("discriminator")
         with self.autocast:
-            fooled = gan.discriminator(fake, labels)
+            fooled, fooled_classes = self._score(fake, labels)
             g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+            if fooled_classes is not None:  # ... and the generator draws the digit asked for
+                g_loss = g_loss + F.cross_entropy(fooled_classes, labels)
         self.backward(g_loss, "generator")
         self.optimizer_step("generator")
         return {
@@ -95,6 +99,12 @@ class GANTrainer(Trainer):
             "d_real": torch.sigmoid(real_logits.detach()).mean(),
             "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
         }
+
+    def _score(self, images: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Real/fake logits, and the auxiliary class logits of a conditional GAN (else None)."""
+        if labels is None:
+            return self.model.discriminator(images), None
+        return self.model.discriminator(images, labels, classes=True)
 
     def eval_step(self, batch: Any) -> dict[str, Tensor]:
         return {}
