@@ -458,7 +458,6 @@ def _check_tracking(recipe: Recipe) -> None:
         )
 
 
-
 def build_trainer(
     recipe: Recipe, model: nn.Module, data: DatasetBundle, callbacks: Sequence[Callback] = ()
 ) -> Trainer:
