@@ -134,3 +134,20 @@ def test_step_scalars_can_be_thinned(tmp_path):
     trainer = Trainer(model, doctor=False, callbacks=[logger], progress=False, seed=0)
     trainer.fit((torch.randn(64, 4), torch.randint(0, 3, (64,))), epochs=2, batch_size=8)
     assert [e.step for e in _events(tmp_path).Scalars("step/loss")] == [3, 6, 9, 12, 15]
+
+
+def test_a_failed_event_write_warns_once_and_training_goes_on(tmp_path, monkeypatch):
+    """A full disk or a file-size limit ends the side log, not the training."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    def full(self, *args, **kwargs):
+        raise OSError(27, "File too large")
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", full)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    logger = TensorBoardLogger(tmp_path, histograms=False)
+    trainer = Trainer(model, doctor=False, callbacks=[logger], progress=False, seed=0)
+    with pytest.warns(UserWarning, match="TensorBoard logging stopped.*File too large") as caught:
+        trainer.fit((torch.randn(64, 4), torch.randint(0, 3, (64,))), epochs=3, batch_size=8)
+    assert len(caught) == 1
+    assert trainer.state.epoch == 3 and logger.writer is None

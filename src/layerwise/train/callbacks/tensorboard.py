@@ -8,7 +8,9 @@ once per epoch, at the epoch's last step, for their histograms.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +107,15 @@ class TensorBoardLogger(Callback):
         }
 
     def on_epoch_end(self, trainer: Trainer) -> None:
+        if self.writer is None:  # gave up after a failed write
+            self._steps, self._values, self._grads = [], {}, {}
+            return
+        try:
+            self._write_epoch(trainer)
+        except OSError as exc:
+            self._give_up(exc)
+
+    def _write_epoch(self, trainer: Trainer) -> None:
         epoch, writer = trainer.state.epoch, self.writer
         for key, values in self._values.items():  # one read for the whole epoch
             numbers = torch.stack(values).float().cpu().tolist()
@@ -126,8 +137,21 @@ class TensorBoardLogger(Callback):
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.writer is not None:
-            self.writer.close()
+            try:
+                self.writer.close()
+            except OSError as exc:
+                self._give_up(exc)
             self.writer = None
+
+    def _give_up(self, exc: OSError) -> None:
+        """A full disk or a file-size limit must not end training for a side log: warn once,
+        stop writing, and leave the checkpoints (which report their own errors) to decide."""
+        warnings.warn(
+            f"TensorBoard logging stopped: cannot write to {self.log_dir}: {exc}", stacklevel=2
+        )
+        writer, self.writer = self.writer, None
+        with contextlib.suppress(Exception):
+            writer.close()
 
     def _write_samples(self, trainer: Trainer) -> None:
         x = getattr(trainer.train_data, "x", None)
