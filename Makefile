@@ -30,8 +30,10 @@ browser:
 	  { apt-get update -q && apt-get install -y -q chromium; } >/dev/null \
 	  || echo "warning: apt-get could not install chromium; the browser test will skip"; }
 
+# Two workers: most tests train on one thread or wait on a subprocess, so one process leaves a
+# core idle. A file stays on one worker (its module fixtures are built once).
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The edit loop: unit tests only (no whole runs, no subprocesses), about a minute.
 test-fast: $(STAMP)

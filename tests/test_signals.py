@@ -117,6 +117,7 @@ def status(folder: Path) -> str:
 def test_signal_checkpoints_at_the_step_and_resumes_bitwise(
     tmp_path, monkeypatch, reference, name, code
 ):
+    handler_before = signal.getsignal(signal.SIGINT)  # pytest-xdist workers ignore SIGINT
     exit_code, stderr = train_with_signal(tmp_path, monkeypatch, SignalAt(MID_SECOND_EPOCH, name))
     assert exit_code == code, stderr
     assert stderr.splitlines() == [
@@ -124,7 +125,7 @@ def test_signal_checkpoints_at_the_step_and_resumes_bitwise(
         "continue with: layerwise train --resume sig"
     ]
     assert status(tmp_path) == "stopped"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handlers given back
     _, state = Run.open(tmp_path / "runs" / "sig").load_checkpoint("last")
     assert state["train_state"] == {"epoch": 1, "step": MID_SECOND_EPOCH, "batch_in_epoch": 2}
     resume_and_compare(tmp_path, reference)

@@ -144,7 +144,8 @@ def _objective(
         trial.set_user_attr("seconds", round(seconds, 3))
         trial.set_user_attr("steps", pruning.steps)
         trial.set_user_attr("fit_seconds", round(pruning.fit_seconds, 3))
-        run.set_status(run.info()["status"], tune={"study": name, "trial": trial.number})
+        outcome = run.info()["status"]  # kept as training left it; only the trial is added
+        run.set_status(outcome, tune={"study": name, "trial": trial.number})
         finite = [v for v in pruning.values if math.isfinite(v)]
         pruned_by = pruning.pruned_by or (None if finite else "no finite value")
         if pruned_by is not None:

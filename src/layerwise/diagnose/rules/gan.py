@@ -30,9 +30,9 @@ COLLAPSE_ENTROPY = 0.45
 OVERPOWER_EXCESS = 0.1
 OVERPOWER_G_LOSS = 3.0
 OVERPOWER_G_GROWTH = 1.5
-# gan_divergence: over 4+ epochs the generator's loss or the Fréchet distance moves, epoch to epoch, by 40% of its mean on average and turns
-# direction twice or more, while the Fréchet distance ends no lower than 80% of its first value
-# (no progress).
+# gan_divergence: over 4+ epochs the generator's loss or the Fréchet distance moves, epoch to
+# epoch, by 40% of its mean on average and turns direction twice or more, while the Fréchet
+# distance ends no lower than 80% of its first value (no progress).
 DIVERGE_EPOCHS = 4
 DIVERGE_SWING = 0.4
 DIVERGE_TURNS = 2
