@@ -541,6 +541,7 @@ CATALOG = [
     (["generate", "gan_c", "--label", "12"], ["--label 12", "0..9"], DataError),
     (["generate", "gan_c", "--n", "0"], ["--n must be 1..4096", "got 0"], DataError),
     (["chat", "tiny"], ["tiny/text_pipeline.json is missing"], CheckpointError),
+    (["chat", "tiny", "--top-k", "0"], ["top_k must be >= 1", "got 0"], LayerwiseError),
     # lr-find: the sweep's own options
     (["lr-find", "tiny.yaml", "--steps", "0"], ["num_steps >= 10", "got 0"], LayerwiseError),
     (

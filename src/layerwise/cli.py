@@ -654,9 +654,11 @@ def chat(
 
     Example: layerwise chat shakespeare_char
     """
+    from layerwise.models.language import check_sampling
     from layerwise.runs import Run
     from layerwise.tasks.language_model import load_generator
 
+    check_sampling(temperature, top_k)  # a bad option is one error and exit 2, not one per line
     generator = load_generator(Run.open(run, root=runs_dir))
     while True:
         try:

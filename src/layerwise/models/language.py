@@ -136,6 +136,14 @@ def gpt_lm(
     return GPTLanguageModel(vocab_size, dim, heads, layers, context, dropout)
 
 
+def check_sampling(temperature: float, top_k: int | None) -> None:
+    """Refuse sampling settings that mean nothing, before any text is asked for or generated."""
+    if temperature < 0:
+        raise LayerwiseError(f"temperature must be >= 0, got {temperature}", hint="e.g. 0.8")
+    if top_k is not None and top_k < 1:
+        raise LayerwiseError(f"top_k must be >= 1, got {top_k}", hint="e.g. 40, or omit it")
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -152,10 +160,7 @@ def generate(
     keeps only the k likeliest tokens before sampling (top_k=1 is greedy and deterministic).
     Returns the prompt followed by the new tokens, in the prompt's shape convention.
     """
-    if temperature < 0:
-        raise LayerwiseError(f"temperature must be >= 0, got {temperature}", hint="e.g. 0.8")
-    if top_k is not None and top_k < 1:
-        raise LayerwiseError(f"top_k must be >= 1, got {top_k}", hint="e.g. 40, or omit it")
+    check_sampling(temperature, top_k)
     single = prompt.dim() == 1
     tokens = prompt[None] if single else prompt
     if tokens.shape[1] == 0:
