@@ -461,6 +461,7 @@ def damaged(work: Path) -> Path:
     (work / "no_images").mkdir()
     (work / "no_images" / "readme.md").write_text("no pictures here")
     (work / "noise.png").write_bytes(bytes(range(256)) * 3)
+    (work / "cut.ppm").write_bytes(b"P4\n54 ")  # a header cut short: Pillow raises ValueError
     (work / "text_column.csv").write_text("a,b\n1,seven\n2,three\n")
     np.savez(work / "x_only.npz", x=np.zeros((4, 64), np.float32))
     np.savez(work / "y_2d.npz", x=np.zeros((4, 64), np.float32), y=np.zeros((4, 64)))
@@ -523,6 +524,7 @@ CATALOG = [
     (["evaluate", "bad_recipe"], ["bad_recipe/recipe.yaml"], RecipeError),
     (["predict", "tiny", "no_images"], ["no_images", "no image files"], DataError),
     (["predict", "tiny", "noise.png"], ["noise.png"], DataError),
+    (["predict", "tiny", "cut.ppm"], ["cut.ppm", "Reached EOF"], DataError),
     (["predict", "tiny", "text_column.csv"], ["text_column.csv"], DataError),
     # quickstart
     (["quickstart", "--runs-dir", "blocker/runs"], ["blocker/runs"], RunError),

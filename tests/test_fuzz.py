@@ -424,6 +424,15 @@ def test_evaluate_on_a_damaged_run_folder(trained, hows):
     trained.damaged(hows, "evaluate")
 
 
+def test_a_seed_numpy_cannot_take_is_a_recipe_error():
+    """Found by benchmarks/fuzz.py at 10^5: seed 10**30 passed the schema and crashed in
+    scikit-learn's PCA (seeds must lie in [0, 2**32))."""
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    raw["seed"] = 10**30
+    with pytest.raises(LayerwiseError, match=r"'seed'.*less than 4294967296"):
+        parse_recipe(yaml.safe_dump(raw), source="fuzz.yaml")
+
+
 @pytest.mark.parametrize("hidden", [[2**44], [10**30]])
 def test_a_model_too_large_to_build_is_a_recipe_error(hidden):
     """Found by benchmarks/fuzz.py: a width no allocator can give (PyTorch's RuntimeError) or

@@ -281,7 +281,7 @@ class Recipe(Strict):
     """A whole run: what data, which model, how to train it, and what the doctor watches."""
 
     name: str = Field(..., description="run name; the run folder is runs/<name>")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # NumPy and scikit-learn take seeds in [0, 2**32)
     description: str = ""
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec

@@ -218,7 +218,8 @@ class Preprocess:
             with Image.open(path) as opened:
                 opened.load()
                 picture = opened.copy()
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            # Pillow's format plugins report a broken header as ValueError or SyntaxError
             raise DataError(f"cannot read image '{path}': {exc}", hint="is it complete?") from exc
         pixels, notes = self.image_pixels(picture, path.name)
         return self.pixels_to_model(pixels, path.name), notes
