@@ -102,6 +102,7 @@ class InMemoryBatcher:
         self.drop_last = drop_last
         self.transform = transform
         self.epoch = 0
+        self.rank, self.world_size = 0, 1  # see `shard`
         self._rows = rows
         home = torch.device("cpu") if transform is not None else self.device
         self.x = tree_map(lambda t: t.to(home), x)
@@ -117,6 +118,12 @@ class InMemoryBatcher:
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose shuffle order the next iteration uses."""
         self.epoch = int(epoch)
+
+    def shard(self, rank: int, world_size: int) -> InMemoryBatcher:
+        """Yield only part `rank` of `world_size` of every batch (data-parallel training): the
+        same epoch order and number of batches on every rank, disjoint rows (`shard_rows`)."""
+        self.rank, self.world_size = rank, world_size
+        return self
 
     def order(self) -> Tensor | None:
         """The row permutation of the current epoch (on CPU), or `None` when not shuffling."""
@@ -141,10 +148,10 @@ class InMemoryBatcher:
         size, n = self.batch_size, self.num_samples
         for b in range(start, len(self)):
             lo, hi = b * size, min((b + 1) * size, n)
-            if perm is None and self.transform is None:
+            if perm is None and self.transform is None and self.world_size == 1:
                 yield self.x[lo:hi], None if self.y is None else self.y[lo:hi]
                 continue
-            index = torch.arange(lo, hi) if perm is None else perm[lo:hi]
+            index = self._index(perm, lo, hi)
             xb = self.x.index_select(0, index)
             yb = None if self.y is None else self.y.index_select(0, index)
             if self.transform is not None:
@@ -156,11 +163,29 @@ class InMemoryBatcher:
         size, n = self.batch_size, self.num_samples
         for b in range(start, len(self)):
             lo, hi = b * size, min((b + 1) * size, n)
-            if perm is None:
+            if perm is None and self.world_size == 1:
                 yield tree_map(lambda t, lo=lo, hi=hi: t[lo:hi], self.x)
             else:
-                index = perm[lo:hi]
+                index = self._index(perm, lo, hi)
                 yield tree_map(lambda t, index=index: t.index_select(0, index), self.x)
+
+    def _index(self, perm: Tensor | None, lo: int, hi: int) -> Tensor:
+        """The rows of the batch covering positions lo..hi of the epoch order (this shard's)."""
+        if perm is None:
+            index = torch.arange(lo, hi, device=tensors_of(self.x)[0].device)
+        else:
+            index = perm[lo:hi]
+        return index if self.world_size == 1 else shard_rows(index, self.rank, self.world_size)
+
+
+def shard_rows(index: Tensor, rank: int, world_size: int) -> Tensor:
+    """Part `rank` of `world_size` near-equal, disjoint, contiguous parts of a batch's rows.
+
+    A batch of fewer rows than parts (an epoch's last) is first repeated up to `world_size`
+    rows, as PyTorch's `DistributedSampler` pads, so that no rank gets an empty batch."""
+    if len(index) < world_size:
+        index = index[torch.arange(world_size, device=index.device) % len(index)]
+    return index.tensor_split(world_size)[rank]
 
 
 def _rows(tree: Any) -> int:

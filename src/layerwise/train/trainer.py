@@ -45,6 +45,7 @@ from layerwise.data import make_batcher
 from layerwise.data.batch import batch_size, split_batch, to_device, tree_map
 from layerwise.errors import CheckpointError, DataError, LayerwiseError, RecipeError
 from layerwise.nn import call_model, check_arguments, materialize
+from layerwise.train import distributed
 from layerwise.train.callbacks.base import Callback
 from layerwise.train.callbacks.lr_scheduler import LRScheduler
 from layerwise.train.callbacks.progress import ProgressBar
@@ -210,6 +211,8 @@ class Trainer:
         self._built = False
         self._defaults_added = False
         self._pending_state: dict[str, Any] | None = None
+        self.dist: distributed.Distributed | None = None  # set by `fit` when run by torchrun
+        self._rows = 0  # rows of the current batch, the weight of its gradients across ranks
 
     def with_params(self, **changes: Any) -> Trainer:
         """A new Trainer of this class with the same constructor arguments, except `changes`.
@@ -256,12 +259,19 @@ class Trainer:
         A line per epoch is printed (a bar on a terminal) unless `progress` is False (None: the
         Trainer's `progress` setting).
         """
-        self._attach_progress(self.progress if progress is None else progress)
+        self.dist = distributed.setup()  # None in one process: no collective runs then
+        wanted = self.progress if progress is None else progress
+        self._attach_progress(wanted and (self.dist is None or self.dist.is_main))
         self.epochs = epochs
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.train_data = self._batcher(train, batch_size, shuffle=shuffle, transform=transform)
         self.val_data = self._batcher(val, self.eval_batch_size) if val is not None else None
+        if self.dist is not None:  # each rank trains and validates on its part of each batch
+            self.train_data = self.dist.shard(self.train_data)
+            self.val_data = self.dist.shard(self.val_data)
         self._setup(self.train_data)
+        if self.dist is not None:
+            self.dist.broadcast_model(self.model)
         self.stop_training = False
         self.stop_reason = None
         self.cpu_threads.start(self.device, self._forward_macs)
@@ -302,6 +312,8 @@ class Trainer:
         self.train_data.set_epoch(self.state.epoch)
         for batch in self.train_data.iter_from(self.state.batch_in_epoch):
             batch = self.to_device(batch)
+            if self.dist is not None:
+                self._rows = self.batch_size(batch)
             logs = _as_logs(self.train_step(batch))
             if self._scaler_stepped:  # once per iteration, after every optimizer stepped
                 self.scaler.update()
@@ -311,6 +323,8 @@ class Trainer:
             self.state.step += 1
             self.state.batch_in_epoch += 1
             self._emit("on_batch_end")
+            if self.dist is not None:
+                self.dist.agree_to_stop(self)
             if self.stop_training:
                 return
         self._finish_epoch()
@@ -393,6 +407,9 @@ class Trainer:
         inputs = None if optimizer is None else _trainable(self._optimizer_named(optimizer))
         scaled = self.scaler.scale(loss) if self.scaler is not None else loss
         scaled.backward(inputs=inputs)
+        if self.dist is not None:  # average across ranks, before anything reads the gradients
+            params = inputs if inputs is not None else self.model.parameters()
+            self.dist.reduce_gradients(params, self._rows)
         self._emit("after_backward")
 
     def optimizer_step(self, name: str | None = None) -> None:
@@ -440,13 +457,15 @@ class Trainer:
         return self._evaluate_batches(batcher, extra_metrics)
 
     def _evaluate_batches(
-        self, batcher: Any, extra_metrics: Sequence[Metric] = ()
+        self, batcher: Any, extra_metrics: Sequence[Metric] = (), merge: bool = False
     ) -> dict[str, float]:
         logs = StepLogs()
         with self._fresh_metrics(extra_metrics), self._inference():
             for batch in batcher.iter_from(0):
                 batch = self.to_device(batch)
                 logs.update(_as_logs(self.eval_step(batch)), self.batch_size(batch))
+            if merge and self.dist is not None:  # each rank validated its shard
+                self.dist.merge_epoch(logs, self.metrics if self._metrics_updated else [])
             result = logs.compute()
             if self._metrics_updated:
                 result.update(self._metric_logs())
@@ -497,6 +516,9 @@ class Trainer:
 
     def _finish_epoch(self) -> None:
         logs: dict[str, float] = {"epoch": self.state.epoch + 1, "step": self.state.step}
+        if self.dist is not None:  # the epoch's sums over every rank's rows
+            self.dist.merge_epoch(self.step_logs, self.metrics if self._metrics_updated else [])
+            self.dist.average_buffers(self.model)
         logs.update(self.step_logs.compute())
         if self._metrics_updated:
             logs.update(self._metric_logs())
@@ -505,7 +527,8 @@ class Trainer:
                 "lr"
             ]
         if self.val_data is not None:
-            logs.update({f"val_{k}": v for k, v in self._evaluate_batches(self.val_data).items()})
+            val_logs = self._evaluate_batches(self.val_data, merge=True)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
         logs["time"] = time.perf_counter() - self.epoch_start_time
         self.state.epoch += 1
         self.state.batch_in_epoch = 0
