@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"train"},
     {"diagnose"},
     {"report"},
-    {"tasks", "transfer"},
+    {"tasks", "transfer", "sklearn"},  # sklearn: the scikit-learn estimators
     {"experiment"},
     {"predict", "tune"},
     {"serve"},  # export and serving read inputs as predict does
