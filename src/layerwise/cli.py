@@ -104,11 +104,20 @@ def train(
     ] = None,
     runs_dir: RunsDir = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress output.")] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            metavar="N",
+            help="Train data-parallel in N processes on this machine (torchrun; gloo on CPU).",
+        ),
+    ] = None,
     debug: Debug = False,
 ) -> None:
     """Train a recipe into a new run folder, or --resume a stopped one.
 
     Example: layerwise train recipes/digits_cnn.yaml --set train.epochs=5
+    Example: layerwise train recipes/digits_cnn.yaml --nproc 2
     """
     from layerwise import experiment
     from layerwise.recipe import load_recipe
@@ -128,6 +137,15 @@ def train(
         parsed = found.recipe(overrides=set_)
     else:
         parsed = None
+    if nproc is not None:  # this same command in N processes, started by torchrun
+        again = [str(recipe)] if recipe is not None else []
+        again += [f"--set={item}" for item in set_ or []] + ["--runs-dir", str(runs_dir)]
+        again += ["--resume", resume] if resume else []
+        again += ["--quiet"] * quiet + ["--debug"] * debug
+        saved = parsed or Run.open(resume, root=runs_dir).recipe()
+        raise typer.Exit(experiment.launch_train(nproc, again, saved, new_run=resume is None))
+    if parsed is not None:
+        experiment.check_distributed(parsed)  # under torchrun: a recipe that cannot run there
     try:
         if resume is not None:
             if sequence_task(Run.open(resume, root=runs_dir).recipe()) is not None:
@@ -143,6 +161,8 @@ def train(
             run, test_metrics = train_task(parsed, task, runs_dir, progress=not quiet)
         else:
             run, test_metrics = experiment.train(parsed, runs_dir, progress=not quiet)
+        if run is None:  # a rank other than 0 under torchrun: rank 0 reports
+            return
     except KeyboardInterrupt as interrupt:  # SIGINT/SIGTERM: the run is `stopped`, resumable
         stopped = getattr(interrupt, "run", None)
         name = stopped.name if stopped is not None else "<run>"

@@ -49,7 +49,7 @@ from layerwise.report import (
 )
 from layerwise.report.doctor_plots import write_doctor_plots
 from layerwise.runs import CheckpointFallbackWarning, Run
-from layerwise.tasks import gan_task
+from layerwise.tasks import gan_task, sequence_task
 from layerwise.train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -60,6 +60,7 @@ from layerwise.train import (
     ProgressBar,
     Trainer,
     create_metric,
+    distributed,
     seed_everything,
 )
 from layerwise.train.callbacks.stop_on_signal import StopOnSignal
@@ -107,6 +108,7 @@ def train(
     with status `halted`, its last good checkpoint and its diagnosis. `callbacks` are added to
     the ones the recipe asks for.
     """
+    check_distributed(recipe)
     if gan_task(recipe):  # two optimizers, sample grids, a judge: layerwise.tasks.gan
         from layerwise.tasks.gan import train_gan
 
@@ -115,6 +117,8 @@ def train(
     data, preprocess = prepare_data(recipe)
     model = build_model(recipe, data)
     build_trainer(recipe, model, data)  # a misspelt optimizer, schedule or monitor stops here
+    if not distributed.is_main_process():  # ranks > 0 train in step with rank 0, writing nothing
+        return _fit_on_worker(_worker_experiment(recipe, callbacks, data, model))
     data_diagnosis = check_recipe_data(recipe, data, model, echo=echo)
     run = Run.create(runs_root, recipe.name, recipe.to_yaml())
     preprocess.save(run.path)  # what predict and evaluate apply to new files
@@ -149,6 +153,7 @@ def resume(
     """Continue a run from its last checkpoint, bit for bit; refuse if the recipe changed."""
     run = Run.open(run_ref, root=runs_root)
     saved = run.recipe()
+    check_distributed(saved)
     if gan_task(saved):
         from layerwise.tasks.gan import train_gan
 
@@ -165,6 +170,8 @@ def resume(
     info = run.info()
     if info.get("status") == "finished":
         return run, info.get("test_metrics") or {}
+    if not distributed.is_main_process():
+        return _resume_on_worker(run, saved, callbacks)
     experiment = build(
         saved,
         run,
@@ -737,3 +744,88 @@ def run_preprocess(run: Run) -> Preprocess:
     """The run's saved preprocessing; for a run made before it was saved, fit again from the
     recipe's data (the same numbers: the fixes are deterministic)."""
     return load_preprocess(run.path) or prepare_data(run.recipe())[1]
+
+
+# ------------------------------------------------------------------------------ distributed
+def launch_train(nproc: int, args: Sequence[str], recipe: Recipe, new_run: bool = True) -> int:
+    """`layerwise train ARGS` again in `nproc` processes, started by torchrun as a user would;
+    returns their exit code. A recipe that cannot be built (unknown name, missing file) is
+    refused here, in one process, before any starts (a new run's data and model are built once).
+    """
+    _refuse_distributed(recipe)
+    if new_run:
+        data = build_data(recipe)
+        build_trainer(recipe, build_model(recipe, data), data)
+    return distributed.launch(["train", *args], nproc)
+
+
+def check_distributed(recipe: Recipe) -> None:
+    """Under torchrun, refuse a recipe that cannot train in several processes yet."""
+    if distributed.launched_by_torchrun():
+        _refuse_distributed(recipe)
+
+
+def _refuse_distributed(recipe: Recipe) -> None:
+    if gan_task(recipe) or sequence_task(recipe) is not None:
+        kind = "a GAN" if gan_task(recipe) else "a translation or language model"
+        raise RecipeError(
+            f"recipe '{recipe.name}' trains {kind}, which cannot train in several processes yet",
+            hint="train it in one process (without --nproc or torchrun)",
+        )
+
+
+def _worker_experiment(
+    recipe: Recipe,
+    callbacks: Sequence[Callback],
+    data: DatasetBundle | None = None,
+    model: nn.Module | None = None,
+) -> Experiment:
+    """The experiment of a rank other than 0: no run folder, progress or doctor output, only
+    the callbacks that must run in step with rank 0 (early stopping, backbone unfreezing, and the
+    doctor, whose probe statistics are averaged across ranks and whose stops all ranks obey)."""
+    seed_everything(recipe.seed)
+    data = data if data is not None else build_data(recipe)
+    model = model if model is not None else build_model(recipe, data)
+    data = backbone_features(recipe, model, data, None)  # rank 0 caches them in its run
+    spec = recipe.doctor
+    silent = doctor_callbacks(
+        probes=spec.probes,
+        every=spec.probe_every,
+        task=data.task,
+        num_classes=data.num_classes,
+        echo=None,
+        stop_on_fatal=spec.stop_on_fatal,
+    )
+    return build(recipe, data=data, model=model, callbacks=[*silent, *callbacks])
+
+
+def _resume_on_worker(run: Run, recipe: Recipe, callbacks: Sequence[Callback]) -> tuple[None, dict]:
+    """A rank other than 0 resumes from the checkpoint rank 0 resumes from (read only: rank 0
+    moves a damaged one aside). The epoch's running sums stay rank 0's alone, so they are not
+    counted twice when the run resumes with more processes than it was saved with."""
+    experiment = _worker_experiment(recipe, callbacks)
+    if run.has_checkpoint("last"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CheckpointFallbackWarning)
+            weights, state = run.load_checkpoint("last")
+        _load_weights(experiment.model, weights, run.checkpoints_dir)
+        empty_sums = {"totals": {}, "weights": {}}
+        metrics = [{} for _ in state["metrics"]]
+        experiment.trainer.load_state_dict({**state, "step_logs": empty_sums, "metrics": metrics})
+    return _fit_on_worker(experiment)
+
+
+def _fit_on_worker(experiment: Experiment) -> tuple[None, dict]:
+    """Fit as rank 0 does, then leave: testing, the diagnosis and the report are rank 0's."""
+    recipe, data = experiment.recipe, experiment.data
+    with distributed.stop_on_signal(experiment.trainer):
+        experiment.trainer.fit(
+            data.train,
+            data.val,
+            epochs=recipe.train.epochs,
+            batch_size=recipe.data.batch_size,
+            transform=experiment.transform,
+            eval_batch_size=recipe.data.eval_batch_size,
+        )
+    distributed.teardown()
+    return None, {}

@@ -226,7 +226,10 @@ def default_doctor(trainer: Trainer) -> list[Callback]:
     callbacks already hold one."""
     if any(isinstance(c, Probes | Doctor) for c in trainer.callbacks):
         return []
-    return doctor_callbacks(num_classes=trainer.num_classes, check_data=True)
+    from layerwise.train.distributed import is_main_process
+
+    echo = print if is_main_process() else None  # under torchrun, rank 0 speaks for all
+    return doctor_callbacks(num_classes=trainer.num_classes, check_data=True, echo=echo)
 
 
 def _tensor_pair(batcher: Any) -> tuple[Any, Any] | None:

@@ -394,7 +394,7 @@ class Probes(Callback):
         for name, values in self._hist.items():
             hist[name] = {}
             reader.add(values, hist[name], ["lo", "hi"], counts=True)
-        reader.read()
+        reader.read(across_ranks=getattr(trainer, "dist", None))
         self.log.steps.append(record)
         if self._want_hist and hist:
             self.log.hists.append(
@@ -435,12 +435,16 @@ class _Reader:
     def add(self, values: Tensor, target: dict[str, Any], keys: list[str], counts=False) -> None:
         self._items.append((values.reshape(-1), target, keys, counts))
 
-    def read(self) -> None:
+    def read(self, across_ranks: Any = None) -> None:
+        """Read every number; in a distributed run (`across_ranks`, a `Distributed`), first
+        average them over the ranks (`_average_across_ranks`)."""
         if not self._items:
             return
         device = self._items[0][0].device
         wide = torch.float32 if device.type == "mps" else torch.float64  # exact bin counts
         flat = torch.cat([v.to(device=device, dtype=wide) for v, *_ in self._items])
+        if across_ranks is not None:
+            flat = _average_across_ranks(flat, self._items, across_ranks)
         numbers, offset = flat.tolist(), 0
         for values, target, keys, counts in self._items:
             chunk = numbers[offset : offset + values.numel()]
@@ -448,6 +452,32 @@ class _Reader:
             target.update(zip(keys, chunk, strict=False))
             if counts:
                 target["counts"] = [int(c) for c in chunk[len(keys) :]]
+
+
+def _average_across_ranks(flat: Tensor, items: list[Any], ranks: Any) -> Tensor:
+    """A sampled step's numbers averaged over the ranks, each of which probed its own shard.
+
+    Gradient norms and weight statistics are already equal on every rank (gradients are
+    averaged before `after_backward`), so averaging keeps them; the loss and the activation
+    fractions become those of the whole batch (shards are equal-sized); `act_std` goes through
+    the second moment, so it is the spread over the whole batch, not the mean of the shards'
+    spreads. `dead_frac` becomes the mean of the shards' fractions (a unit dead on one shard
+    only counts half). Histograms stay rank 0's: each rank bins over its own range."""
+    mine = torch.zeros_like(flat, dtype=torch.bool)  # numbers kept from this rank
+    moments, offset = flat.clone(), 0
+    pairs = []  # (position of act_mean, position of act_std)
+    for values, _, keys, counts in items:
+        if counts:
+            mine[offset : offset + values.numel()] = True
+        elif "act_mean" in keys and "act_std" in keys:
+            pairs.append((offset + keys.index("act_mean"), offset + keys.index("act_std")))
+        offset += values.numel()
+    for m, s in pairs:
+        moments[s] = flat[s] ** 2 + flat[m] ** 2
+    averaged = ranks.average(moments)
+    for m, s in pairs:
+        averaged[s] = (averaged[s] - averaged[m] ** 2).clamp(min=0).sqrt()
+    return torch.where(mine, flat, averaged)
 
 
 def _output_stats(y: Tensor, layer: WatchedLayer) -> tuple[list[str], Tensor]:

@@ -27,7 +27,9 @@ Example (what `layerwise train RECIPE --nproc 2` runs):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -215,6 +217,23 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def stop_on_signal(trainer: Trainer) -> Iterator[None]:
+    """On a rank other than 0, SIGINT or SIGTERM (Ctrl-C reaches every process) stops the fit
+    after the current step instead of killing the process between two collectives: every rank
+    then stops at the same step (`agree_to_stop`), where rank 0 checkpoints (`StopOnSignal`)."""
+
+    def handle(number: int, frame: object) -> None:
+        trainer.stop(f"stopped by {signal.Signals(number).name}", source="signal")
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def torchrun_command(args: Sequence[str], nproc: int) -> list[str]:
     """The command that runs `layerwise ARGS` in `nproc` processes on this machine."""
     return [
@@ -244,7 +263,9 @@ def launch(args: Sequence[str], nproc: int) -> int:
             "--nproc was given inside a process torchrun started",
             hint="use either torchrun --nproc-per-node N or layerwise train --nproc N, not both",
         )
-    return subprocess.call(torchrun_command(args, nproc))
+    # torchrun's own default, set here so that it does not print a banner about it
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.call(torchrun_command(args, nproc), env=env)
 
 
 # ---------------------------------------------------------------------------- helpers
