@@ -124,6 +124,8 @@ def train(
     preprocess.save(run.path)  # what predict and evaluate apply to new files
     if getattr(data, "pipeline", None) is not None:
         data.pipeline.save(run.path)  # text_pipeline.json: predict reads raw text through it
+    if getattr(data, "table", None) is not None:
+        data.table.save(run.path)  # table.json: predict encodes raw mixed-table rows with it
     profile = data_diagnosis.data_profile if data_diagnosis is not None else None
     if profile is not None:
         write_data_profile(run, profile)

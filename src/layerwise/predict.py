@@ -14,6 +14,7 @@ import torch
 
 from layerwise.data.audio import AudioBundle, AudioFeatures
 from layerwise.data.convert import to_tensors
+from layerwise.data.mixed_table import TableEncoder
 from layerwise.data.preprocess import ImageSpec, Preprocess
 from layerwise.errors import DataError, LayerwiseError
 from layerwise.experiment import load_experiment, run_preprocess
@@ -66,6 +67,30 @@ def read_inputs(
             isinstance(item, Path) and item.suffix.lower() in IMAGE_SUFFIXES
         )
         names += [label] if one_image else [f"{label}[{i}]" for i in range(len(x))]
+    return PredictionInputs(torch.cat(tensors), names, notes)
+
+
+def read_table_rows(table: TableEncoder, items: Sequence[Any]) -> PredictionInputs:
+    """Raw rows of a mixed table (CSV files or pandas frames with the training columns),
+    encoded with the run's saved `TableEncoder` (categories, medians, scaling)."""
+    tensors, names, notes = [], [], []
+    for number, item in enumerate(items):
+        if isinstance(item, pd.DataFrame):
+            label = f"input {number}"
+            x, more = table.transform(item, label)
+        else:
+            path = Path(item)
+            if path.suffix.lower() != ".csv" or not path.is_file():
+                raise DataError(
+                    f"input '{path}' is not a CSV file; this run was trained on a table",
+                    hint="give .csv files with the training columns: "
+                    + ", ".join(table.categorical + table.numeric),
+                )
+            label = path.name
+            x, more = table.read_csv(path)
+        tensors.append(x)
+        notes += more
+        names += [f"{label}[{i}]" for i in range(len(x))]
     return PredictionInputs(torch.cat(tensors), names, notes)
 
 
@@ -275,6 +300,9 @@ def predict_run(
     if features is not None:  # a speech run: clips through its saved log-mel settings
         experiment = load_experiment(run, which, data=AudioBundle.from_features(features))
         batch = PredictionInputs(*read_clips(features, list(inputs)))
+    elif (table := TableEncoder.load(run.path)) is not None:  # a mixed table's raw rows
+        experiment = load_experiment(run, which)
+        batch = read_table_rows(table, list(inputs))
     else:
         experiment = load_experiment(run, which)
         batch = read_inputs(list(inputs), run_preprocess(run))
