@@ -62,6 +62,15 @@ NON_IMAGE = {
         name: ({"num_classes": 10}, lambda: (torch.randn(2, 1, 40, 32),), (2, 10))
         for name in ("audio_cnn", "audio_crnn")
     },
+    # A recommender predicts one rating per (user, item) pair.
+    **{
+        name: (
+            {"num_users": 5, "num_items": 7, "global_mean": 3.5},
+            lambda: (torch.tensor([0, 4]), torch.tensor([6, 1])),
+            (2,),
+        )
+        for name in ("biased_mf", "neumf")
+    },
     # A GAN pair scores its own samples: the discriminator's logits on generated images.
     "dcgan": ({"latent_dim": 8, "width": 4}, lambda: (torch.randn(2, 8),), (2, 1)),
     "cgan": (

@@ -2,8 +2,8 @@
 
 Importing this package registers the built-in datasets (`digits`, `mnist`, `breast_cancer`,
 `wine`, `npz`, `csv`, `imdb`, `text`, the spoken digits `fsdd`, the series `sunspots`, `co2`
-and `macrodata`, `multi30k`, `tinyshakespeare`, and `faulty`, which injects known faults into
-any of them).
+and `macrodata`, `multi30k`, `tinyshakespeare`, the ratings `movielens` and `synthetic_ratings`,
+and `faulty`, which injects known faults into any of them).
 """
 
 from layerwise.data import audio as _audio  # noqa: F401  (registers "fsdd")
@@ -14,6 +14,7 @@ from layerwise.data import forecast as _forecast  # noqa: F401  (sunspots, co2, 
 from layerwise.data import mixed_table as _mixed_table  # noqa: F401  (csv_table, fair)
 from layerwise.data import mnist as _mnist  # noqa: F401  (registers "mnist")
 from layerwise.data import multi30k as _multi30k  # noqa: F401  (registers "multi30k")
+from layerwise.data import ratings as _ratings  # noqa: F401  (movielens, synthetic_ratings)
 from layerwise.data import shakespeare as _shakespeare  # noqa: F401  (tinyshakespeare)
 from layerwise.data import tabular as _tabular  # noqa: F401  (registers "breast_cancer", "wine")
 from layerwise.data import text as _text  # noqa: F401  (registers "imdb", "text")
