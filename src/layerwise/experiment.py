@@ -829,5 +829,4 @@ def _fit_on_worker(experiment: Experiment) -> tuple[None, dict]:
             transform=experiment.transform,
             eval_batch_size=recipe.data.eval_batch_size,
         )
-    distributed.teardown()
     return None, {}
