@@ -671,6 +671,34 @@ def generate(
 
 
 @app.command()
+def play(
+    run: Annotated[str, typer.Argument(help="RL run name or folder (a dqn or ppo recipe).")],
+    episodes: Annotated[int, typer.Option(metavar="N", help="Greedy episodes to play.")] = 5,
+    gif: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Also save the first episode as a GIF.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the first episode.")] = None,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.best,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Play a trained RL agent greedily and print each episode's return.
+
+    Example: layerwise play rl_cartpole_dqn --episodes 5 --gif cartpole.gif
+    """
+    from layerwise.runs import Run
+    from layerwise.tasks.rl import play as play_agent
+
+    found = Run.open(run, root=runs_dir)
+    returns = play_agent(found, episodes, gif=gif, seed=seed, which=weights.value)
+    for number, value in enumerate(returns, start=1):
+        out.print(f"episode {number}: return {value:g}")
+    out.print(f"mean return {sum(returns) / len(returns):.2f} over {len(returns)} episode(s)")
+    if gif is not None:
+        out.print(f"wrote {escape(str(gif))}")
+
+
+@app.command()
 def chat(
     run: Annotated[str, typer.Argument(help="Language-model run name or folder.")],
     length: Tokens = 200,

@@ -49,7 +49,7 @@ from layerwise.report import (
 )
 from layerwise.report.doctor_plots import write_doctor_plots
 from layerwise.runs import CheckpointFallbackWarning, Run
-from layerwise.tasks import gan_task, sequence_task
+from layerwise.tasks import gan_task, rl_task, sequence_task
 from layerwise.train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -113,6 +113,10 @@ def train(
         from layerwise.tasks.gan import train_gan
 
         return train_gan(recipe, runs_root, progress=progress, echo=echo, callbacks=callbacks)
+    if rl_task(recipe):  # an agent that plays a game to learn: layerwise.tasks.rl
+        from layerwise.tasks.rl import train_rl
+
+        return train_rl(recipe, runs_root, progress=progress, echo=echo, callbacks=callbacks)
     seed_everything(recipe.seed)
     data, preprocess = prepare_data(recipe)
     model = build_model(recipe, data)
@@ -160,6 +164,12 @@ def resume(
         from layerwise.tasks.gan import train_gan
 
         return train_gan(
+            recipe, runs_root, resume=run.path, progress=progress, echo=echo, callbacks=callbacks
+        )
+    if rl_task(saved):
+        from layerwise.tasks.rl import train_rl
+
+        return train_rl(
             recipe, runs_root, resume=run.path, progress=progress, echo=echo, callbacks=callbacks
         )
     if recipe is not None and recipe.model_dump() != saved.model_dump():
@@ -768,8 +778,14 @@ def check_distributed(recipe: Recipe) -> None:
 
 
 def _refuse_distributed(recipe: Recipe) -> None:
-    if gan_task(recipe) or sequence_task(recipe) is not None:
-        kind = "a GAN" if gan_task(recipe) else "a translation or language model"
+    if gan_task(recipe) or rl_task(recipe) or sequence_task(recipe) is not None:
+        kind = (
+            "a GAN"
+            if gan_task(recipe)
+            else "an RL agent"
+            if rl_task(recipe)
+            else "a translation or language model"
+        )
         raise RecipeError(
             f"recipe '{recipe.name}' trains {kind}, which cannot train in several processes yet",
             hint="train it in one process (without --nproc or torchrun)",

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 TRANSLATION_DATASETS = frozenset({"multi30k"})
 LANGUAGE_MODEL_DATASETS = frozenset({"tinyshakespeare"})
 GAN_MODELS = frozenset({"dcgan", "cgan"})
+RL_MODELS = frozenset({"dqn", "ppo"})
 
 
 def sequence_task(recipe: Recipe) -> Any:
@@ -38,10 +39,17 @@ def gan_task(recipe: Recipe) -> bool:
     return recipe.model.name.lower() in GAN_MODELS
 
 
+def rl_task(recipe: Recipe) -> bool:
+    """Does `recipe` train an RL agent (trained by `layerwise.tasks.rl.train_rl`)?"""
+    return recipe.model.name.lower() in RL_MODELS
+
+
 __all__ = [
     "GAN_MODELS",
     "LANGUAGE_MODEL_DATASETS",
+    "RL_MODELS",
     "TRANSLATION_DATASETS",
     "gan_task",
+    "rl_task",
     "sequence_task",
 ]
