@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     {"tasks", "transfer", "sklearn"},  # sklearn: the scikit-learn estimators
     {"experiment"},
     {"predict", "tune"},
-    {"serve"},  # export and serving read inputs as predict does
+    {"serve", "explain"},  # export, serving and explanations read inputs as predict does
     {"cli_text"},
     {"cli", "__init__", "__main__"},
 ]

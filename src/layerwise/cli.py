@@ -508,6 +508,71 @@ def _predict_texts(
         out.print(f"{escape(shown)}: {escape(best)}{note}")
 
 
+@app.command()
+def explain(
+    run: Annotated[str, typer.Argument(help="Run name or folder.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="An image, .npy or .csv file for an image run; a raw text for a text run.",
+        ),
+    ],
+    method: Annotated[
+        str,
+        typer.Option(
+            metavar="METHOD",
+            help="saliency, integrated_gradients, gradcam or all (text runs: integrated "
+            "gradients over the embedding layer).",
+        ),
+    ] = "all",
+    target: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CLASS", help="Class to explain (name or index); default: the predicted one."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", metavar="DIR", help="Folder for the PNGs (default RUN/explain/)."
+        ),
+    ] = None,
+    row: Annotated[int, typer.Option(metavar="N", help="Which row of a .npy/.csv file.")] = 0,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.last,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Explain a prediction: saliency, integrated gradients and Grad-CAM maps, first-layer
+    filters and feature maps for an image; coloured tokens for a text. Needs captum.
+
+    Example: layerwise explain digits_cnn seven.png
+    Example: layerwise explain imdb_fasttext "A gripping, beautifully acted film."
+    """
+    from layerwise.explain import explain_run
+
+    found = explain_run(run, source, method, target, output, weights.value, runs_dir, row)
+    for note in found.notes:
+        err.print(escape(note))
+    out.print(
+        f"{escape(found.input)}: predicted {escape(found.predicted)} ({found.probability:.3f}); "
+        f"explained class {escape(found.target)} ({found.target_probability:.3f})"
+    )
+    for name, check in found.checks.items():
+        if name == "integrated_gradients":
+            out.print(
+                f"integrated gradients: attributions sum to {check['sum_of_attributions']:.4g}, "
+                f"score minus baseline score {check['score_difference']:.4g} (completeness gap "
+                f"{check['relative_gap']:.2%})"
+            )
+        elif name == "gradcam" and check.get("stroke_ratio") is not None:
+            out.print(
+                f"Grad-CAM on {check['layer']}: {check['stroke_ratio']:.2f}x as strong on the "
+                "strokes as on the background"
+            )
+    out.print(f"wrote {len(found.files)} files to {found.folder}")
+
+
 class ExportFormat(StrEnum):
     onnx = "onnx"
     torchscript = "torchscript"

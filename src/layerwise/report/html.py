@@ -98,6 +98,8 @@ def write_report(
         ("Final metrics", "metrics", _metrics_table(run) + _kept_note(marks)),
         ("Plots", "plots", plots or '<p class="empty">No plots yet.</p>'),
     ]
+    if (run.path / "explain").is_dir():  # written by `layerwise explain`
+        sections.append(("Explanations", "explanations", _explanations(run.path / "explain")))
     for i, (title, body) in enumerate(extra_sections or []):
         sections.append((html.escape(title), f"extra-{i}", body))
     if summary_text:
@@ -198,6 +200,33 @@ def _plots(folder: Path) -> str:
             f"<figcaption>{html.escape(caption)}{reading}</figcaption></figure>"
         )
     return "\n".join(figures)
+
+
+_EXPLAIN_CAPTIONS = {
+    "filters": "First-layer filters: the patterns the first layer responds to (red +, blue −).",
+    "panel": "Saliency, integrated gradients and Grad-CAM over the input, as the model saw it.",
+    "feature_maps": "Each conv layer's feature maps (first 16 channels) for this input.",
+    "tokens": "Integrated gradients per token: red pushes towards the class, blue away from it.",
+}
+
+
+def _explanations(folder: Path) -> str:
+    """The PNGs `layerwise explain` wrote: the filters, then per input its panel, feature maps
+    or coloured tokens (the single-method PNGs repeat the panel and are left out)."""
+    files = [folder / "filters.png"] if (folder / "filters.png").is_file() else []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files += [sub / f"{stem}.png" for stem in ("panel", "feature_maps", "tokens")]
+    figures = []
+    for png in (p for p in files if p.is_file()):
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        where = png.stem if png.parent == folder else f"{png.parent.name}: {png.stem}"
+        alt = html.escape(where.replace("_", " "), quote=True)
+        figures.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="explanation {alt}">'
+            f"<figcaption>{html.escape(where)}. {html.escape(_EXPLAIN_CAPTIONS[png.stem])}"
+            "</figcaption></figure>"
+        )
+    return "\n".join(figures) or '<p class="empty">No explanations yet.</p>'
 
 
 def _raw_recipe(run: Run) -> dict:
