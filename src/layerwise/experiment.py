@@ -33,7 +33,6 @@ from layerwise.diagnose.findings import Diagnosis
 from layerwise.errors import (
     CheckpointError,
     DataError,
-    LayerwiseError,
     RecipeError,
     ShapeError,
     did_you_mean,
@@ -63,7 +62,7 @@ from layerwise.train import (
     distributed,
     seed_everything,
 )
-from layerwise.train.callbacks.stop_on_signal import StopOnSignal
+from layerwise.train.callbacks.stop_on_signal import guarded_fit
 from layerwise.train.losses import align_target
 from layerwise.transfer.recipe import (
     backbone_callbacks,
@@ -579,12 +578,9 @@ def restore_last_checkpoint(experiment: Experiment, echo: Echo = print) -> None:
 def fit_and_finish(experiment: Experiment) -> tuple[Run, dict[str, float]]:
     """Fit into the experiment's run, then finish it (test, diagnosis, plots, report).
 
-    SIGINT or SIGTERM checkpoints at the next step boundary and stops (`StopOnSignal`); then, as
-    after a second signal or any other interrupt, the run is marked `stopped` and a
-    `KeyboardInterrupt` carrying the run (and the signal) goes up, so the CLI can say how to
-    resume. Any other error marks it `failed`, when run.json can still be written (a full disk
-    may refuse that too; the original error is what is raised). A run the doctor stopped for a
-    fatal reason is finished on its last good weights.
+    The run's status follows the fit (`guarded_fit`: a signal checkpoints and stops, an error
+    marks it failed). A run the doctor stopped for a fatal reason is finished on its last good
+    weights.
     """
     run, trainer, data, recipe = (
         experiment.run,
@@ -592,44 +588,19 @@ def fit_and_finish(experiment: Experiment) -> tuple[Run, dict[str, float]]:
         experiment.data,
         experiment.recipe,
     )
-    run.set_status("running")
-    stopper = StopOnSignal(run)
-    trainer.callbacks.append(stopper)
-    try:
-        with stopper.listening():
-            trainer.fit(
-                data.train,
-                data.val,
-                epochs=recipe.train.epochs,
-                batch_size=recipe.data.batch_size,
-                transform=experiment.transform,
-                eval_batch_size=recipe.data.eval_batch_size,
-            )
-        if stopper.received is not None:
-            raise _interrupted(stopper, trainer)
-    except KeyboardInterrupt as interrupt:
-        run.set_status("stopped")
-        interrupt.run = run  # lets the CLI say how to resume
-        raise
-    except BaseException:
-        with contextlib.suppress(LayerwiseError):
-            run.set_status("failed")
-        raise
-    finally:
-        trainer.callbacks.remove(stopper)
+    with guarded_fit(run, trainer):
+        trainer.fit(
+            data.train,
+            data.val,
+            epochs=recipe.train.epochs,
+            batch_size=recipe.data.batch_size,
+            transform=experiment.transform,
+            eval_batch_size=recipe.data.eval_batch_size,
+        )
     if _halted(trainer) and run.has_checkpoint("last"):
         weights, _ = run.load_checkpoint("last")  # the last good weights, not the diverged ones
         _load_weights(experiment.model, weights, run.checkpoints_dir)
     return run, finish_run(experiment)
-
-
-def _interrupted(stopper: StopOnSignal, trainer: Trainer) -> KeyboardInterrupt:
-    """The interrupt a clean stop on a signal ends with, saying where it stopped."""
-    where = f"step {trainer.state.step} ({trainer.state.epoch} epoch(s) complete)"
-    saved = "checkpoint saved" if stopper.saved_step is not None else "no checkpoint written"
-    interrupt = KeyboardInterrupt(f"stopped by {stopper.received.name} at {where}; {saved}")
-    interrupt.signal = stopper.received
-    return interrupt
 
 
 def finish_run(experiment: Experiment) -> dict[str, float]:

@@ -24,7 +24,6 @@ the run gets the real-vs-real floor, a latent interpolation strip and its report
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,7 +46,7 @@ from layerwise.runs import Run
 from layerwise.tasks import GAN_MODELS
 from layerwise.tasks.gan_eval import Judge, Scores, score_samples, train_judge
 from layerwise.train import Callback, MetricsLogger, ModelCheckpoint, ProgressBar, Trainer
-from layerwise.train.callbacks.stop_on_signal import StopOnSignal
+from layerwise.train.callbacks.stop_on_signal import guarded_fit
 
 Echo = Callable[[str], None] | None
 EVAL_SAMPLES = 5000  # generated (and real) images per evaluation, at most the test split's size
@@ -341,35 +340,9 @@ def train_gan(
         run.truncate_metrics_after(state["train_state"]["step"])
     else:
         run.truncate_metrics_after(-1)
-    _fit(run, trainer, data, recipe)
+    with guarded_fit(run, trainer):
+        trainer.fit(data.train, epochs=recipe.train.epochs, batch_size=recipe.data.batch_size)
     return run, finish_gan(run, trainer, judge, data)
-
-
-def _fit(run: Run, trainer: GANTrainer, data: DatasetBundle, recipe: Recipe) -> None:
-    """Fit with SIGINT/SIGTERM turned into a checkpoint and a clean stop (the run is then
-    `stopped` and a `KeyboardInterrupt` carrying it goes up); any error marks it `failed`."""
-    run.set_status("running")
-    stopper = StopOnSignal(run)
-    trainer.callbacks.append(stopper)
-    try:
-        with stopper.listening():
-            trainer.fit(data.train, epochs=recipe.train.epochs, batch_size=recipe.data.batch_size)
-        if stopper.received is not None:
-            interrupt = KeyboardInterrupt(
-                f"stopped by {stopper.received.name} at step {trainer.state.step}"
-            )
-            interrupt.signal = stopper.received
-            raise interrupt
-    except KeyboardInterrupt as interrupt:
-        run.set_status("stopped")
-        interrupt.run = run
-        raise
-    except BaseException:
-        with contextlib.suppress(LayerwiseError):
-            run.set_status("failed")
-        raise
-    finally:
-        trainer.callbacks.remove(stopper)
 
 
 def finish_gan(

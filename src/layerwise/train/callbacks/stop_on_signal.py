@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from layerwise.errors import LayerwiseError
 from layerwise.train.callbacks.base import Callback
 
 if TYPE_CHECKING:
@@ -84,6 +85,49 @@ class StopOnSignal(Callback):
                 self.run.save_checkpoint(weights, trainer.state_dict())
                 self.saved_step = trainer.state.step
         trainer.stop(f"stopped by {self.received.name}", source="signal")
+
+
+@contextlib.contextmanager
+def guarded_fit(run: Run, trainer: Trainer) -> Iterator[StopOnSignal]:
+    """Keep `run`'s status true to what happens to the `trainer.fit` inside the block.
+
+    The run is `running` inside; SIGINT or SIGTERM checkpoints at the next step boundary and
+    stops (`StopOnSignal`). Then, as after a second signal or any other interrupt, the run is
+    marked `stopped` and a `KeyboardInterrupt` carrying the run (and the signal) goes up, so the
+    CLI can say how to resume. Any other error marks it `failed` when run.json can still be
+    written (a full disk may refuse that too; the original error is what is raised).
+
+    Example:
+        >>> with guarded_fit(run, trainer):  # doctest: +SKIP
+        ...     trainer.fit(train, epochs=30)
+    """
+    run.set_status("running")
+    stopper = StopOnSignal(run)
+    trainer.callbacks.append(stopper)
+    try:
+        with stopper.listening():
+            yield stopper
+        if stopper.received is not None:
+            raise _interrupted(stopper, trainer)
+    except KeyboardInterrupt as interrupt:
+        run.set_status("stopped")
+        interrupt.run = run  # lets the CLI say how to resume
+        raise
+    except BaseException:
+        with contextlib.suppress(LayerwiseError):
+            run.set_status("failed")
+        raise
+    finally:
+        trainer.callbacks.remove(stopper)
+
+
+def _interrupted(stopper: StopOnSignal, trainer: Trainer) -> KeyboardInterrupt:
+    """The interrupt a clean stop on a signal ends with, saying where it stopped."""
+    where = f"step {trainer.state.step} ({trainer.state.epoch} epoch(s) complete)"
+    saved = "checkpoint saved" if stopper.saved_step is not None else "no checkpoint written"
+    interrupt = KeyboardInterrupt(f"stopped by {stopper.received.name} at {where}; {saved}")
+    interrupt.signal = stopper.received
+    return interrupt
 
 
 def _floats(weights: dict[str, torch.Tensor]) -> list[torch.Tensor]:
