@@ -34,7 +34,6 @@ import argparse
 import collections
 import contextlib
 import functools
-import io
 import json
 import os
 import resource
@@ -61,7 +60,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 warnings.filterwarnings("ignore")
 
 import test_fuzz as fuzz  # noqa: E402
-from layerwise import cli  # noqa: E402
+from cli_runner import layerwise  # noqa: E402
 from layerwise.errors import LayerwiseError  # noqa: E402
 
 # Shares of the total per target (the cheap ones get more examples).
@@ -98,24 +97,10 @@ def _remember_class(self, *args, **kwargs) -> None:
 
 def in_process(argv: list[str], cwd: Path) -> Result:
     """`layerwise ARGV` by the console entry point in this process."""
-    out, err = io.StringIO(), io.StringIO()
-    saved, sys.argv = sys.argv, ["layerwise", *argv]
     _last_error[0] = ""
-    code: Any = 0
-    try:
-        with (
-            contextlib.chdir(cwd),
-            contextlib.redirect_stdout(out),
-            contextlib.redirect_stderr(err),
-        ):
-            try:
-                cli.main()
-            except SystemExit as exc:
-                code = exc.code
-    finally:
-        sys.argv = saved
-    code = 0 if code is None else code if isinstance(code, int) else 1
-    return Result(code, out.getvalue(), err.getvalue(), _last_error[0] if code == 2 else "")
+    result = layerwise(*argv, cwd=cwd)
+    code = 0 if result.code is None else result.code if isinstance(result.code, int) else 1
+    return Result(code, result.stdout, result.stderr, _last_error[0] if code == 2 else "")
 
 
 LAYERWISE = Path(sys.executable).with_name("layerwise")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli_errors import layerwise
+from cli_runner import layerwise
 
 pytestmark = pytest.mark.slow  # trains recipes through the CLI: make test, not make test-fast
 

@@ -11,21 +11,18 @@ machine. One test runs the real `python -m layerwise.cli` in subprocesses.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from layerwise import cli
+from cli_runner import layerwise
 from layerwise.errors import (
     CheckpointError,
     DataError,
@@ -47,33 +44,6 @@ train: {epochs: 1}
 TUNE_SPACE = "tune.space={train.optimizer.lr: {log_uniform: [0.001, 0.1]}}"
 SYNTAX_ERROR = "name: broken\nmodel:\n  name: mlp\n   args: {}\n"  # line 4 is mis-indented
 TYPO_KEY = "name: typo\nmodel: {name: mlp}\ntrain: {epochs: 1, optimiser: {name: adam}}\n"
-
-
-@dataclass
-class Outcome:
-    code: int | str | None
-    stdout: str
-    stderr: str
-
-
-def layerwise(*args: str, cwd: Path) -> Outcome:
-    """Run the console entry point `main()` with `args` in `cwd`, capturing its output."""
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["layerwise", *args]
-    code: int | str | None = 0
-    try:
-        with (
-            contextlib.chdir(cwd),
-            contextlib.redirect_stdout(out),
-            contextlib.redirect_stderr(err),
-        ):
-            try:
-                cli.main()
-            except SystemExit as exc:
-                code = exc.code
-    finally:
-        sys.argv = argv
-    return Outcome(code, out.getvalue(), err.getvalue())
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes] | None]:

@@ -13,11 +13,9 @@ the same targets at scale and counts outcomes.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from layerwise import cli, experiment
+from cli_runner import layerwise
+from layerwise import experiment
 from layerwise.errors import LayerwiseError
 from layerwise.nn import check_input
 from layerwise.predict import read_inputs, run_preprocess, top_predictions
@@ -85,22 +84,9 @@ def outcome(call: Callable[[], Any]) -> str:
 def run_cli(*args: str, cwd: Path) -> str:
     """The console entry point in this process: `ok` (exit 0) or `exit 2` (one message, no
     traceback); any other exit code or exception is a crash."""
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["layerwise", *args]
-    code: Any = 0
-    try:
-        with (
-            contextlib.chdir(cwd),
-            contextlib.redirect_stdout(out),
-            contextlib.redirect_stderr(err),
-        ):
-            try:
-                cli.main()
-            except SystemExit as exc:
-                code = exc.code
-    finally:
-        sys.argv = argv
-    stderr = err.getvalue()
+    result = layerwise(*args, cwd=cwd)
+    code = result.code
+    stderr = result.stderr
     assert code in (0, None, 2), f"exit code {code!r}: {stderr}"
     assert "Traceback" not in stderr, stderr
     if code == 2:
