@@ -454,6 +454,13 @@ CATALOG = [
         ["'train.optimizer.lr'"],
         RecipeError,
     ),
+    # train --nproc: refused before any process starts
+    (["train", "tiny.yaml", "--nproc", "0"], ["--nproc", "got 0"], LayerwiseError),
+    (
+        ["train", "--resume", "gan_dc", "--nproc", "2"],
+        ["'gan_dc'", "GAN", "several processes"],
+        RecipeError,
+    ),
     # train: model sanity before any run folder
     (
         ["train", "tiny.yaml", "--set", "model.args.hidden=[0]"],

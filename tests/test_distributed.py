@@ -14,19 +14,21 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from distributed_worker import REPORTING
-from layerwise import experiment
+from layerwise import cli, experiment
+from layerwise.data import make_batcher
+from layerwise.data.batcher import shard_rows
 from layerwise.recipe import load_recipe
 from layerwise.runs import Run
 from layerwise.train import distributed as dist_mod
-
-pytestmark = pytest.mark.slow
 
 TOLERANCE = 1e-5
 RECIPE = """\
@@ -103,6 +105,7 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(runs: Path) -> None:
     single, full = curve(runs / "single"), curve(runs / "full")
     assert [row[0] for row in single] == ["train", "val", "train", "val", "test"]
@@ -111,6 +114,7 @@ def test_two_processes_match_one(runs: Path) -> None:
     assert max_difference(weights(runs / "full"), weights(runs / "single")) < TOLERANCE
 
 
+@pytest.mark.slow
 def test_only_rank_zero_writes(runs: Path) -> None:
     assert sorted(p.name for p in (runs / "full").iterdir()) == ["ddp", "index.sqlite"]
     files = {p.relative_to(runs / "single").as_posix() for p in (runs / "single").rglob("*")}
@@ -118,6 +122,7 @@ def test_only_rank_zero_writes(runs: Path) -> None:
     assert full == files  # the same run folder as one process writes, nothing more
 
 
+@pytest.mark.slow
 def test_probes_are_averaged_across_ranks(runs: Path) -> None:
     def steps(root: str) -> list[dict]:
         text = (runs / root / "ddp" / "probes.jsonl").read_text()
@@ -134,7 +139,40 @@ def test_probes_are_averaged_across_ranks(runs: Path) -> None:
                     assert b["layers"][name][key] == pytest.approx(stats[key], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_resume_two_process_checkpoint_in_one(runs: Path) -> None:
     assert Run.open("ddp", root=runs / "cut").info()["status"] == "finished"
     assert max_difference(weights(runs / "cut"), weights(runs / "single")) < TOLERANCE
     assert_same_curve(curve(runs / "cut"), curve(runs / "single"))
+
+
+# ------------------------------------------------------------------- fast: no process group
+def test_shards_are_disjoint_and_cover_each_global_batch() -> None:
+    x, y = torch.arange(70.0).reshape(35, 2), torch.arange(35)
+    whole = make_batcher((x, y), batch_size=8, shuffle=True, seed=3)
+    parts = [make_batcher((x, y), batch_size=8, shuffle=True, seed=3).shard(r, 2) for r in (0, 1)]
+    for batcher in (whole, *parts):
+        batcher.set_epoch(4)
+    assert len(parts[0]) == len(parts[1]) == len(whole) == 5
+    for (_, y_all), (_, y0), (_, y1) in zip(whole, *parts, strict=True):
+        assert torch.equal(torch.cat([y0, y1]), y_all)  # rank 0 the first half, rank 1 the rest
+    assert [len(y) for _, y in parts[1]] == [4, 4, 4, 4, 1]  # 35 = 4 * 8 + 3: split 2 + 1
+
+
+def test_a_batch_smaller_than_the_ranks_is_padded() -> None:
+    shards = [shard_rows(torch.tensor([7]), rank, 3) for rank in range(3)]
+    assert [s.tolist() for s in shards] == [[7], [7], [7]]
+
+
+def test_nproc_starts_torchrun_with_the_same_command(tmp_path, monkeypatch) -> None:
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    started = []
+    monkeypatch.setattr(dist_mod.subprocess, "call", lambda cmd, env: started.append(cmd) or 3)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "r.yaml", "--nproc", "2", "--set", "train.epochs=1", "--quiet"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 3  # torchrun's exit code is the command's
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    again = ["train", "r.yaml", "--set=train.epochs=1", "--runs-dir", "runs", "--quiet"]
+    assert started == [[*torchrun, "--nproc-per-node=2", "-m", "layerwise.cli", *again]]
+    assert not (tmp_path / "runs").exists()  # the parent only checks the recipe

@@ -735,6 +735,7 @@ def launch_train(nproc: int, args: Sequence[str], recipe: Recipe, new_run: bool 
     returns their exit code. A recipe that cannot be built (unknown name, missing file) is
     refused here, in one process, before any starts (a new run's data and model are built once).
     """
+    distributed.check_nproc(nproc)
     _refuse_distributed(recipe)
     if new_run:
         data = build_data(recipe)

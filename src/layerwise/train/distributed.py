@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from layerwise.data.batch import tree_map
 from layerwise.data.batcher import InMemoryBatcher, shard_rows
-from layerwise.errors import RecipeError
+from layerwise.errors import LayerwiseError
 
 if TYPE_CHECKING:
     from layerwise.train.logs import StepLogs
@@ -253,19 +253,24 @@ def launch(args: Sequence[str], nproc: int) -> int:
 
     torchrun sets OMP_NUM_THREADS=1 per process unless it is set, so N processes on N cores do
     not oversubscribe them."""
+    check_nproc(nproc)
+    # torchrun's own default, set here so that it does not print a banner about it
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.call(torchrun_command(args, nproc), env=env)
+
+
+def check_nproc(nproc: int) -> None:
+    """Refuse a process count that is not a positive integer, or --nproc inside torchrun."""
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-        raise RecipeError(
+        raise LayerwiseError(
             f"--nproc must be a positive number of processes, got {nproc!r}",
             hint="e.g. --nproc 2 (one process per CPU core or GPU)",
         )
     if launched_by_torchrun():
-        raise RecipeError(
+        raise LayerwiseError(
             "--nproc was given inside a process torchrun started",
             hint="use either torchrun --nproc-per-node N or layerwise train --nproc N, not both",
         )
-    # torchrun's own default, set here so that it does not print a banner about it
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.call(torchrun_command(args, nproc), env=env)
 
 
 # ---------------------------------------------------------------------------- helpers
