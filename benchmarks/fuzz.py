@@ -455,7 +455,13 @@ def main() -> None:
     )
     parser.add_argument("--memory-gib", type=float, default=8.0, help="address-space cap")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fuzz.json")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="instead of fuzzing, add up these results into --out"
+    )
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
 
     limit = int(args.memory_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -552,6 +558,41 @@ def write(path: Path, tallies, clocks, done: int, args, started: float) -> None:
         "cross_check_with_real_processes": {name: t.cross for name, t in tallies.items()},
     }
     path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def merge(paths: list[Path], out: Path) -> None:
+    """One result from runs made side by side (other seeds, one process each): counts add up,
+    wall times do not (the processes ran at the same time)."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    result: dict[str, Any] = {
+        "command": " && ".join(part["command"] for part in parts) + " (side by side)",
+        "parts": [
+            {key: part[key] for key in ("command", "examples", "seconds", "loadavg", "cpu_seconds")}
+            for part in parts
+        ],
+        "examples": sum(part["examples"] for part in parts),
+        "seconds": max(part["seconds"] for part in parts),
+        "cpus": parts[0]["cpus"],
+        "memory_cap_gib": parts[0]["memory_cap_gib"],
+    }
+    for key in ("summary", "by_outcome", "cpu_seconds_by_target"):
+        result[key] = dict(
+            sum((collections.Counter(part[key]) for part in parts), collections.Counter())
+        )
+    result["by_target"] = {
+        name: dict(
+            sum(
+                (collections.Counter(part["by_target"].get(name, {})) for part in parts),
+                collections.Counter(),
+            )
+        )
+        for name in TARGETS
+    }
+    result["summary"] = {kind: result["summary"].get(kind, 0) for kind in ("ok", "exit 2", "crash")}
+    for key in ("crashes", "exit_2_that_changed_files", "cross_check_with_real_processes"):
+        result[key] = [part[key] for part in parts]
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{result['examples']} examples: {result['summary']}")
 
 
 def print_table(tallies: dict[str, Tally]) -> None:
