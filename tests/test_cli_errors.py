@@ -31,6 +31,7 @@ from layerwise.errors import (
     RunError,
     ShapeError,
 )
+from layerwise.explain import ExplainError
 from layerwise.serve.app import ServeError
 from layerwise.serve.export import ExportError
 
@@ -362,6 +363,45 @@ def test_unknown_run_name_suggests_the_closest(work, args):
 )
 def test_predict_input_that_cannot_be_read(work, given, culprit):
     check(work, "predict", "tiny", given, culprit=culprit, error=DataError)
+
+
+# ----------------------------------------------------------------------------------- explain
+@pytest.mark.parametrize(
+    ("options", "culprit", "hint"),
+    [
+        (["--method", "sailency"], ["unknown explanation method 'sailency'"], "'saliency'"),
+        (["--target", "12"], ["--target 12", "run 'tiny'", "10 classes"], "a class name"),
+        (["--method", "gradcam"], ["Grad-CAM needs a conv layer", "run 'tiny'"], "saliency"),
+    ],
+    ids=["unknown method", "class out of range", "Grad-CAM without a conv layer"],
+)
+def test_explain_asked_for_what_the_run_cannot_give(work, options, culprit, hint):
+    check(
+        work, "explain", "tiny", "row.npy", *options, culprit=culprit, error=ExplainError, hint=hint
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "culprit"),
+    [
+        ("notes.txt", ["notes.txt", "unknown file type '.txt'"]),
+        ("a gripping film", ["'a gripping film' is not a file", "image run"]),
+    ],
+    ids=["wrong file", "text given to an image run"],
+)
+def test_explain_input_an_image_run_cannot_read(work, given, culprit):
+    check(work, "explain", "tiny", given, culprit=culprit, error=DataError)
+
+
+def test_explain_without_captum_names_the_extra(work, monkeypatch):
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    check(
+        work,
+        *("explain", "tiny", "row.npy"),
+        culprit=["captum", "not installed"],
+        error=ExplainError,
+        hint="pip install 'layerwise[interpret]'",
+    )
 
 
 # --------------------------------------------------------------------------- beyond the CLI verbs
