@@ -7,7 +7,7 @@
     ...                   callbacks=[GradualUnfreezing(every=1)])
 
 See docs/transfer.md. Importing this package registers the `class_subset` and `faces_orl`
-datasets.
+datasets and the `minilm` tokenizer (MiniLM's WordPiece, for `backbone.source: minilm`).
 """
 
 from layerwise.transfer import datasets as _datasets  # noqa: F401  (registers datasets)
@@ -35,8 +35,16 @@ from layerwise.transfer.groups import (
     replace_head,
     unfreeze,
 )
+from layerwise.transfer.minilm import (
+    MiniLMClassifier,
+    MiniLMTokenizer,
+    encode_texts,
+    register_tokenizer,
+)
 from layerwise.transfer.optim import discriminative_optimizer
 from layerwise.transfer.unfreeze import GradualUnfreezing
+
+register_tokenizer()
 
 __all__ = [
     "SOURCES",
@@ -45,8 +53,11 @@ __all__ = [
     "FeatureModel",
     "GradualUnfreezing",
     "LayerGroup",
+    "MiniLMClassifier",
+    "MiniLMTokenizer",
     "discriminative_groups",
     "discriminative_optimizer",
+    "encode_texts",
     "find_head",
     "freeze",
     "from_cifar_resnet",
