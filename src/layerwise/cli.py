@@ -148,20 +148,19 @@ def train(
         experiment.check_distributed(parsed)  # under torchrun: a recipe that cannot run there
     try:
         if resume is not None:
-            if sequence_task(Run.open(resume, root=runs_dir).recipe()) is not None:
-                raise LayerwiseError(
-                    f"run '{resume}' trains a translation or language model, which --resume "
-                    "cannot continue yet",
-                    hint="train its recipe again as a new run",
+            if (task := sequence_task(Run.open(resume, root=runs_dir).recipe())) is not None:
+                run, test_metrics = train_task(
+                    parsed, task, runs_dir, resume=resume, progress=not quiet
                 )
-            if _recommender(Run.open(resume, root=runs_dir).recipe()):
+            elif _recommender(Run.open(resume, root=runs_dir).recipe()):
                 raise LayerwiseError(
                     f"run '{resume}' trains a recommender, which --resume cannot continue yet",
                     hint="train its recipe again as a new run",
                 )
-            run, test_metrics = experiment.resume(
-                resume, runs_dir, recipe=parsed, progress=not quiet
-            )
+            else:
+                run, test_metrics = experiment.resume(
+                    resume, runs_dir, recipe=parsed, progress=not quiet
+                )
         elif (task := sequence_task(parsed)) is not None:  # translation, language model
             run, test_metrics = train_task(parsed, task, runs_dir, progress=not quiet)
         elif _recommender(parsed):  # rating data: layerwise.tasks.recommend

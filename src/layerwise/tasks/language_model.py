@@ -8,6 +8,7 @@ loss (nats per token) and its perplexity are the run's test metrics, and a sampl
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from torch import nn
 
 from layerwise.data import DatasetBundle
 from layerwise.data.batcher import InMemoryBatcher
-from layerwise.errors import DataError
+from layerwise.errors import CheckpointError, DataError
 from layerwise.models.language import generate
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
@@ -83,6 +84,18 @@ class LanguageModelTask:
     def save_data(self, run: Run, data: DatasetBundle) -> None:
         data.pipeline.save(run.path)
 
+    def restore_data(self, run: Run, data: DatasetBundle) -> DatasetBundle:
+        """`data` as it is, once its vocabulary is checked against the one saved in `run` (a
+        character vocabulary is rebuilt identically from the same text; other text is refused)."""
+        saved = TextPipeline.load(run.path / PIPELINE_FILE)
+        if saved.vocab.itos != data.pipeline.vocab.itos:
+            raise CheckpointError(
+                f"run '{run.name}': the vocabulary built from the data differs from the one "
+                f"saved in {PIPELINE_FILE}",
+                hint="the text changed since the run started; start a new run",
+            )
+        return data
+
     def finish(
         self, run: Run, trainer: SequenceTrainer, data: DatasetBundle, recipe: Recipe, echo: Echo
     ) -> dict[str, float]:
@@ -92,10 +105,19 @@ class LanguageModelTask:
         prompt = self.prompt if all(c in data.pipeline.vocab for c in self.prompt) else "\n"
         sample = Generator(trainer.model, data.pipeline).generate(prompt, 300, seed=recipe.seed)
         (run.path / "sample.txt").write_text(sample + "\n", encoding="utf-8")
+        self.sample = sample
         if echo is not None:
             echo(f"validation loss {metrics['val_loss']:.3f} nats, perplexity "
                  f"{metrics['perplexity']:.2f}\n--- sample ---\n{sample}")  # fmt: skip
         return metrics
+
+    def report_sections(self, run: Run) -> list[tuple[str, str]]:
+        """The sample the finished model wrote (temperature 0.8, seeded), for `report.html`."""
+        sample = getattr(self, "sample", None)
+        if sample is None:
+            return []
+        note = f"<p>300 characters after {html.escape(repr(self.prompt))}, temperature 0.8.</p>"
+        return [("Sample", f"{note}<pre>{html.escape(sample)}</pre>")]
 
 
 def load_generator(run: Run, which: str = "best") -> Generator:

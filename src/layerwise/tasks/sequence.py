@@ -24,11 +24,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from layerwise.data import DatasetBundle, load_dataset
+from layerwise.diagnose.doctor import Doctor
 from layerwise.errors import CheckpointError
 from layerwise.models import create_model
 from layerwise.recipe import Recipe
+from layerwise.report import plot_run_curves, write_report
 from layerwise.runs import Run
 from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
+from layerwise.train.callbacks.stop_on_signal import guarded_fit
+from layerwise.train.device import forward_macs, rng_state, set_rng_state
 
 Echo = Callable[[str], None] | None
 
@@ -86,6 +90,16 @@ class SequenceTrainer(Trainer):
         inputs, _ = self.unpack(batch)
         return self.forward(inputs)
 
+    def _forward_macs(self) -> float:
+        """The work of one batch's forward, which the Trainer skips for a custom step: without
+        it every sequence run would train on one thread even on an idle multi-core machine."""
+        saved = rng_state()
+        try:
+            inputs, _ = self.unpack(self.to_device(next(iter(self.train_data.iter_from(0)))))
+            return float(forward_macs(self.model, lambda: self.forward(inputs)))
+        finally:
+            set_rng_state(saved)
+
 
 class SequenceTask(Protocol):
     """What `train_task` needs from a task module (`tasks/translation.py`, …)."""
@@ -95,8 +109,10 @@ class SequenceTask(Protocol):
         self, data: DatasetBundle, split: str, batch_size: int, seed: int, device: Any
     ) -> Any: ...
     def save_data(self, run: Run, data: DatasetBundle) -> None: ...
+    def restore_data(self, run: Run, data: DatasetBundle) -> DatasetBundle: ...
     def finish(self, run: Run, trainer: SequenceTrainer, data: DatasetBundle, recipe: Recipe,
                echo: Echo) -> dict[str, float]: ...  # fmt: skip
+    def report_sections(self, run: Run) -> list[tuple[str, str]]: ...
 
 
 def build_trainer(
@@ -120,6 +136,8 @@ def build_trainer(
         grad_clip=spec.grad_clip,
         seed=recipe.seed,
         doctor=recipe.doctor.probes,
+        threads=spec.threads,
+        progress=False,  # train_task adds its own bar when asked
         label_smoothing=spec.loss.label_smoothing,
     )
 
@@ -130,31 +148,59 @@ def build_model(recipe: Recipe, task: SequenceTask, data: DatasetBundle) -> nn.M
 
 
 def train_task(
-    recipe: Recipe,
+    recipe: Recipe | None,
     task: SequenceTask,
     runs_root: str | Path = "runs",
     *,
+    resume: str | Path | None = None,
     progress: bool = True,
     echo: Echo = print,
     callbacks: Sequence[Any] = (),
 ) -> tuple[Run, dict[str, float]]:
-    """Train a sequence-task recipe into a new run folder; returns the run and its test metrics.
+    """Train a sequence-task recipe into a new run folder, or `resume` a stopped run from its
+    last checkpoint; returns the run and its test metrics.
 
-    `callbacks` are added to the metrics log and checkpoints (e.g. a time budget).
+    A resumed run continues bit for bit: the data is read again by the saved recipe and encoded
+    by the pipelines saved in the run (`task.restore_data`); the weights, optimizer, schedule,
+    random state and the position in the epoch come from the checkpoint; the batch order is a
+    pure function of seed and epoch. `recipe` may then be None (the saved one is used); a
+    recipe that differs from the saved one is refused. `callbacks` are added to the metrics log
+    and checkpoints (e.g. a time budget).
     """
+    run: Run | None = None
+    if resume is not None:
+        run = Run.open(resume, root=runs_root)
+        saved = run.recipe()
+        if recipe is not None and recipe.model_dump() != saved.model_dump():
+            raise CheckpointError(
+                f"the recipe differs from the one run '{run.name}' was started with",
+                hint="resume without changing the recipe (omit it), or start a new run",
+            )
+        recipe = saved
+        if run.info().get("status") == "finished":
+            return run, run.info().get("test_metrics") or {}
     seed_everything(recipe.seed)
     data = load_dataset(recipe.data.name, **recipe.data.args)
     model = build_model(recipe, task, data)
-    run = Run.create(runs_root, recipe.name, recipe.to_yaml())
-    task.save_data(run, data)
+    if run is None:
+        run = Run.create(runs_root, recipe.name, recipe.to_yaml())
+        task.save_data(run, data)
+    else:  # the saved pipelines, so ids mean the tokens the weights were trained on
+        data = task.restore_data(run, data)
     checkpoints = ModelCheckpoint(
         run, monitor=recipe.train.monitor, every_steps=recipe.train.checkpoint_every_steps
     )
     everything = [MetricsLogger(run), checkpoints]
     everything += [ProgressBar()] if progress else []
     trainer = build_trainer(recipe, model, [*everything, *callbacks])
-    run.set_status("running")
-    try:
+    if resume is not None and run.has_checkpoint("last"):
+        weights, state = run.load_checkpoint("last", quarantine=True)
+        model.load_state_dict(weights)
+        trainer.load_state_dict(state)
+        run.truncate_metrics_after(state["train_state"]["step"])
+    else:
+        run.truncate_metrics_after(-1)
+    with guarded_fit(run, trainer):
         size, device = recipe.data.batch_size, trainer.device
         trainer.fit(
             task.batcher(data, "train", size, recipe.seed, device),
@@ -163,18 +209,33 @@ def train_task(
             else None,
             epochs=recipe.train.epochs,
         )
-    except KeyboardInterrupt:
-        run.set_status("stopped")
-        raise
-    except BaseException:
-        run.set_status("failed")
-        raise
     if run.has_checkpoint("best"):
         load_run_weights(run, model, "best")
     metrics = task.finish(run, trainer, data, recipe, echo)
     run.append_metrics({"epoch": trainer.state.epoch, "split": "test", **metrics})
-    run.set_status("finished", test_metrics=metrics, epochs_done=trainer.state.epoch)
+    finish_report(run, trainer, metrics, task.report_sections(run))
     return run, metrics
+
+
+def finish_report(
+    run: Run, trainer: SequenceTrainer, metrics: dict[str, float], sections: list[tuple[str, str]]
+) -> None:
+    """Diagnosis, status, learning curves and `report.html`, as every other run has them."""
+    doctor = next((c for c in trainer.callbacks if isinstance(c, Doctor)), None)
+    diagnosis = doctor.diagnose(trainer.history) if doctor is not None else None
+    if diagnosis is not None:
+        run.write_diagnosis(diagnosis.to_dict())
+    halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
+    run.set_status(
+        "halted" if halted else "finished",
+        test_metrics=metrics,
+        epochs_done=trainer.state.epoch,
+        findings=diagnosis.codes if diagnosis is not None else [],
+    )
+    plot_run_curves(run)
+    count = sum(p.numel() for p in trainer.model.parameters())
+    summary = f"{trainer.model}\n\n{count:,} parameters"
+    write_report(run, summary_text=summary, diagnosis=diagnosis, extra_sections=sections)
 
 
 def load_run_weights(run: Run, model: nn.Module, which: str = "best") -> None:

@@ -10,8 +10,9 @@ sentence is drawn as `plots/attention.png`.
 
 from __future__ import annotations
 
+import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from layerwise.data import DatasetBundle
 from layerwise.data.batcher import InMemoryBatcher, epoch_generator
+from layerwise.data.multi30k import encode_target
 from layerwise.errors import LayerwiseError
 from layerwise.models.seq2seq_search import beam_search, greedy_decode
 from layerwise.recipe import Recipe
@@ -123,6 +125,28 @@ class TranslationTask:
         _save(data.src_pipeline, run.path, SRC_FILE)
         _save(data.tgt_pipeline, run.path, TGT_FILE)
 
+    def restore_data(self, run: Run, data: DatasetBundle) -> DatasetBundle:
+        """`data` encoded again by the pipelines saved in `run` (a subword model learnt twice
+        from the same text can differ in its tie-breaks, so it is never refitted on resume)."""
+        src, tgt = TextPipeline.load(run.path / SRC_FILE), TextPipeline.load(run.path / TGT_FILE)
+        encoded = {
+            split: (
+                src.encode(sources, src.max_length)["tokens"],
+                encode_target(tgt, targets, tgt.max_length),
+            )
+            for split, (sources, targets) in data.references.items()
+        }
+        return replace(
+            data,
+            train=encoded["train"],
+            val=encoded["val"],
+            test=encoded["test"],
+            num_classes=tgt.vocab_size,
+            input_shape=(int(encoded["train"][0].shape[1]),),
+            src_pipeline=src,
+            tgt_pipeline=tgt,
+        )
+
     def finish(
         self, run: Run, trainer: SequenceTrainer, data: DatasetBundle, recipe: Recipe, echo: Echo
     ) -> dict[str, float]:
@@ -133,10 +157,20 @@ class TranslationTask:
         hypotheses = translator.translate(sources, beam=self.beam)
         metrics["bleu"] = bleu(hypotheses, references)
         (run.path / "test_translations.txt").write_text("\n".join(hypotheses) + "\n", "utf-8")
+        self.examples = list(zip(sources, hypotheses, references, strict=True))[:10]
         plot_attention(translator, sources[0], run.plots_dir / "attention.png")
         if echo is not None:
             echo(f"test BLEU {metrics['bleu']:.2f} (beam {self.beam}, sacrebleu, cased)")
         return metrics
+
+    def report_sections(self, run: Run) -> list[tuple[str, str]]:
+        """The first test sentences with their translation and reference, for `report.html`."""
+        rows = "".join(
+            f"<tr><td>{html.escape(s)}</td><td>{html.escape(h)}</td><td>{html.escape(r)}</td></tr>"
+            for s, h, r in getattr(self, "examples", [])
+        )
+        head = "<tr><th>source</th><th>translation (beam search)</th><th>reference</th></tr>"
+        return [("Test translations", f"<table>{head}{rows}</table>")] if rows else []
 
 
 _SPACE_BEFORE = re.compile(r" ([.,!?;:)\]])")
