@@ -475,6 +475,27 @@ def damaged(work: Path) -> Path:
     (work / "text_column.csv").write_text("a,b\n1,seven\n2,three\n")
     np.savez(work / "x_only.npz", x=np.zeros((4, 64), np.float32))
     np.savez(work / "y_2d.npz", x=np.zeros((4, 64), np.float32), y=np.zeros((4, 64)))
+    # a recommender run (untrained: recommend checks the user and --k before any weights) and
+    # MovieLens folders that cannot be read
+    from layerwise.recipe import parse_recipe
+    from layerwise.runs import Run
+
+    data = "{name: synthetic_ratings, args: {num_users: 30, num_items: 20, min_ratings: 5}}"
+    spec = f"name: rec\ndata: {data}\nmodel: {{name: biased_mf, args: {{dim: 2}}}}\n"
+    Run.create(work / "runs", "rec", parse_recipe(spec).to_yaml())
+    for name, file, text in (
+        ("ml_cols", "u.data", "1\t2\t3\n"),
+        ("ml_csv", "ratings.csv", "user,item,rating\n1,2,3\n"),
+        ("ml_missing", None, None),
+    ):
+        if file is not None:
+            (work / name).mkdir()
+            (work / name / file).write_text(text)
+        where = name if file is not None else "no_such_folder"
+        (work / f"{name}.yaml").write_text(
+            f"name: {name}\ndata: {{name: movielens, args: {{path: {where}, split: random}}}}\n"
+            "model: {name: biased_mf}\n"
+        )
     return work
 
 
@@ -669,6 +690,13 @@ CATALOG = [
     (["serve", "tiny", "--max-batch", "0"], ["--max-batch 0"], ServeError),
     (["serve", "tiny", "--port", "70000"], ["--port 70000"], ServeError),
     (["serve", "tiny", "--max-upload-mb", "0"], ["--max-upload-mb", "0 bytes"], ServeError),
+    # recommend, and rating data that cannot be read (before any run folder is made)
+    (["recommend", "rec", "--user", "999"], ["user 999 is not in the data", "'rec'"], DataError),
+    (["recommend", "rec", "--user", "3", "--k", "0"], ["--k is 0"], DataError),
+    (["recommend", "recc", "--user", "3"], ["no run 'recc'"], RunError),
+    (["train", "ml_missing.yaml"], ["movielens: no_such_folder not found"], DataError),
+    (["train", "ml_cols.yaml"], ["ml_cols/u.data has 3 columns per line"], DataError),
+    (["train", "ml_csv.yaml"], ["ml_csv/ratings.csv", "without userId, movieId"], DataError),
 ]
 
 

@@ -335,10 +335,10 @@ def _item_names(folder: Path, item_raw: np.ndarray) -> list[str]:
 # --------------------------------------------------------------------------------- splitting
 def _rows(user: Any, item: Any, rating: Any, time: Any) -> dict[str, np.ndarray]:
     return {
-        "user": np.asarray(user, np.int64),
-        "item": np.asarray(item, np.int64),
-        "rating": np.asarray(rating, np.float32),
-        "time": np.asarray(time, np.int64),
+        "user": np.array(user, np.int64),  # copies: pandas may hand out read-only arrays
+        "item": np.array(item, np.int64),
+        "rating": np.array(rating, np.float32),
+        "time": np.array(time, np.int64),
     }
 
 

@@ -333,6 +333,30 @@ def train_recommender(
     return run, metrics
 
 
+def evaluate_recommender_run(
+    run: Run, split: str = "test", which: str = "last"
+) -> dict[str, float]:
+    """A trained recommender run's scores on one split (`layerwise evaluate`): RMSE, and on the
+    test split also the ranking metrics and the noise floor, as `train_recommender` reports."""
+    recipe = run.recipe()
+    data = load_ratings(recipe)
+    part = getattr(data, split, None)
+    if part is None:
+        raise DataError(
+            f"dataset '{recipe.data.name}' has no '{split}' split",
+            hint="use --split train or test (val exists when data.args.val_fraction > 0)",
+        )
+    model = build_model(recipe, data)
+    load_run_weights(run, model, which)
+    trainer = build_trainer(recipe, model, data)
+    if split == "test":
+        metrics = evaluate_recommender(trainer, data, seed=recipe.seed)
+    else:
+        metrics = trainer.evaluate(rating_batches(part), batch_size=8192)
+    run.append_metrics({"split": split, "eval": which, **metrics})
+    return metrics
+
+
 def _write_report(run: Run) -> None:
     from layerwise.report import plot_run_curves, write_report
 
