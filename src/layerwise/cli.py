@@ -158,20 +158,11 @@ def train(
                     hint="train its recipe again as a new run",
                 )
             else:
-                if _recommender(Run.open(resume, root=runs_dir).recipe()):
-                raise LayerwiseError(
-                    f"run '{resume}' trains a recommender, which --resume cannot continue yet",
-                    hint="train its recipe again as a new run",
-                )
-            run, test_metrics = experiment.resume(
+                run, test_metrics = experiment.resume(
                     resume, runs_dir, recipe=parsed, progress=not quiet
                 )
         elif (task := sequence_task(parsed)) is not None:  # translation, language model
             run, test_metrics = train_task(parsed, task, runs_dir, progress=not quiet)
-        elif _recommender(parsed):  # rating data: layerwise.tasks.recommend
-            from layerwise.tasks.recommend import train_recommender
-
-            run, test_metrics = train_recommender(parsed, runs_dir, progress=not quiet)
         elif _recommender(parsed):  # rating data: layerwise.tasks.recommend
             from layerwise.tasks.recommend import train_recommender
 
@@ -809,33 +800,6 @@ def chat(
             out.print(escape(generator.generate(line, length, temperature, top_k)))
         except LayerwiseError as error:  # an unseen character: say so and keep chatting
             err.print(f"error: {escape(error.message)}\n  hint: {escape(error.hint or '')}")
-
-
-def _recommender(recipe) -> bool:
-    """Does `recipe` train a recommender on rating data (`layerwise.tasks.recommend`)?"""
-    from layerwise.tasks.recommend import recommender_task
-
-    return recommender_task(recipe)
-
-
-@app.command()
-def recommend(
-    run: Annotated[str, typer.Argument(help="Recommender run name or folder.")],
-    user: Annotated[str, typer.Option(metavar="ID", help="The user's id, as in the data.")],
-    k: Annotated[int, typer.Option("--k", metavar="K", help="How many items.")] = 10,
-    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.best,
-    runs_dir: RunsDir = Path("runs"),
-    debug: Debug = False,
-) -> None:
-    """The top K items a user has not rated yet; a cold-start user gets the most popular ones.
-
-    Example: layerwise recommend recsys_synthetic_mf --user 42 --k 10
-    """
-    from layerwise.runs import Run
-    from layerwise.tasks.recommend import recommend as top_items
-
-    for line in top_items(Run.open(run, root=runs_dir), user, k, weights.value).lines():
-        _plain(line)
 
 
 def _recommender(recipe) -> bool:
