@@ -1236,7 +1236,7 @@ def test_unscaled_inputs() -> None:
     )
     finding = data_rules.unscaled_inputs(ctx(data=raw, rec=recipe()))
     assert finding is not None
-    assert finding.evidence["reason"] == "values span [0, 16] with mean 4.88 and std 6.02"
+    assert finding.evidence["reason"] == "values span [0, 16]; one feature averages 13"
     assert finding.patch == {"data.standardize": True}
     tabular = tabular_profile(
         scale={
@@ -1514,7 +1514,7 @@ def test_which_families_take_which_model_args_is_read_from_the_registry() -> Non
 
     patched = ("dropout", "batchnorm", "activation", "hidden")
     takers = {n for n in MODELS.names() if set(patched) <= set(fx.family_parameters(n))}
-    assert takers == {"mlp", "cnn"}  # as docs/doctor.md says under "Patches"
+    assert takers == {"mlp", "tabular_mlp", "cnn"}  # as docs/doctor.md says under "Patches"
     resnet = recipe(model={"name": "resnet20", "args": {}, "init": "default"})
     c = ctx(rec=resnet)
     assert fx.more_dropout(c) == fx.batchnorm(c) == fx.wider(c) == {}
@@ -1546,3 +1546,57 @@ def test_doctor_docs_have_a_section_per_code_with_its_thresholds() -> None:
         for constant in (n for n in vars(module) if n.isupper() and n != "NOT_A_WEIGHT_LAYER"):
             if isinstance(getattr(module, constant), int | float):
                 assert f"`{constant}`" in text, f"{module.__name__}.{constant} is not documented"
+
+
+# ------------------------------------------------------------------- the wider field set (issue 9)
+def test_a_model_that_fits_train_better_than_val_is_not_underfitting() -> None:
+    # An LSTM over 1,600 synthetic token sequences, 8 epochs (measured): the train loss is still
+    # half of ln 2 and falling, but val stopped improving at ~0.6: it memorises, it has capacity.
+    gap = history(
+        [0.700, 0.685, 0.627, 0.566, 0.487, 0.440, 0.412, 0.365],
+        val_loss=[0.691, 0.688, 0.674, 0.632, 0.639, 0.667, 0.661, 0.701],
+    )
+    assert curves.underfitting(ctx(gap, num_classes=2)) is None
+    # Another seed: val only 25% above train, but it bottomed out at epoch 4 while train fell.
+    growing = history(
+        [0.695, 0.686, 0.627, 0.559, 0.537, 0.498, 0.490, 0.435],
+        val_loss=[0.694, 0.690, 0.632, 0.572, 0.585, 0.613, 0.611, 0.611],
+    )
+    assert curves.underfitting(ctx(growing, num_classes=2)) is None
+    # Too small a model: train and val stay together above half the chance level.
+    small = history(
+        [2.2, 1.9, 1.7, 1.6, 1.55, 1.52, 1.5, 1.49],
+        val_loss=[2.1, 1.85, 1.7, 1.62, 1.57, 1.55, 1.53, 1.52],
+    )
+    finding = curves.underfitting(ctx(small))
+    assert finding is not None and finding.evidence["level"] == pytest.approx(1.49 / LN10)
+
+
+def test_a_spike_won_back_on_a_converged_model_is_neither_oscillation_nor_a_high_rate() -> None:
+    # An MLP on 2-D circles, Adam at 1e-2 (measured): 99.9% accuracy by epoch 6, one epoch's
+    # spike 0.0038 -> 0.0436 (6% of the way back to ln 2), won back two epochs later.
+    loss = [0.3461, 0.021, 0.01, 0.0111, 0.0083, 0.0038, 0.0057, 0.0042, 0.0436, 0.0235, 0.0043,
+            0.0021, 0.0018, 0.0028, 0.0033, 0.002, 0.0034, 0.0038, 0.004, 0.0105, 0.0101,
+            0.0025, 0.0048, 0.0039, 0.006]  # fmt: skip
+    circles = ctx(history(loss), num_classes=2)
+    assert curves.oscillating_loss(circles) is None
+    assert curves.lr_too_high(circles) is None
+    # A LeNet under Adam at 0.02 on digits (measured): the loss rises late and stays up.
+    lenet = [1.2289, 0.3871, 0.2033, 0.1874, 0.1738, 0.1196, 0.2022, 0.1538, 0.1646, 0.0949,
+             0.1359, 0.1734, 0.0914, 0.0363, 0.0961, 0.0868, 0.0946, 0.0733, 0.1837,
+             0.191]  # fmt: skip
+    finding = curves.lr_too_high(ctx(history(lenet)))
+    assert finding is not None and finding.evidence["best_loss"] == 0.0363
+    assert finding.evidence["risen_loss"] == 0.1837
+
+
+def test_a_regressor_as_good_as_a_least_squares_line_is_not_on_a_plateau() -> None:
+    # A linear model on diabetes (measured): flat at 0.51 of the targets' variance, where the
+    # least-squares line through the same rows has an error of 0.49.
+    flat = history([0.797, 0.532, 0.520, 0.523, 0.513, 0.519, 0.513, 0.520, 0.516, 0.513])
+    data = {"task": "regression", "target_variance": 1.0, "linear_fit_mse": 0.49}
+    assert curves.loss_plateau(ctx(flat, data=data, task="regression", num_classes=1)) is None
+    # The same curve where a line explains 80% of the variance: the network is stuck.
+    explained = {**data, "linear_fit_mse": 0.2}
+    finding = curves.loss_plateau(ctx(flat, data=explained, task="regression", num_classes=1))
+    assert finding is not None and finding.evidence["linear_shortfall"] == pytest.approx(0.313)

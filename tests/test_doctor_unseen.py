@@ -248,3 +248,52 @@ def test_possible_findings_and_explained_symptoms_show_only_when_verbose():
     assert "class_imbalance (possible)" in verbose
     assert "[explained] lr_too_low: m (explained by dead_units)" in verbose
     assert Diagnosis.from_dict(diagnosis.to_dict()).explained[0].code == "lr_too_low"
+
+
+# ---------------------------------------------------------------------------- the wider field set
+def test_two_d_blobs_as_generated_are_not_unscaled_but_tenfold_ones_are():
+    """Four Gaussian blobs with centres drawn in ±10, coordinates left as generated: std 6,
+    root mean square 6, and an MLP fits them as well as standardised ones. Ten times that (the
+    same blobs in millimetres) is an order of magnitude off."""
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(2_000, centers=4, cluster_std=1.5, random_state=100)
+    diagnosis = check_data(bundle(x, y, 4), label_noise=False)
+    assert diagnosis.data_profile["scale"]["std"] > 5  # what the old mean/std test flagged
+    assert "unscaled_inputs" not in diagnosis.codes
+    scaled_up = check_data(bundle(10 * x, y, 4), label_noise=False)
+    found = next(f for f in scaled_up.findings if f.code == "unscaled_inputs")
+    assert "root mean square" in found.message
+
+
+def test_a_linear_regression_converged_at_its_noise_level_is_not_a_plateau():
+    """A linear model with SGD on the 309 diabetes rows, targets standardised: it converges in
+    two epochs at about half the targets' variance, which is all a line explains there."""
+    from sklearn.datasets import load_diabetes
+
+    torch.manual_seed(0)
+    x, y = load_diabetes(return_X_y=True)
+    order = np.random.default_rng(100).permutation(len(x))
+    x, y = x[order], y[order]
+    n = int(0.7 * len(x))
+    x = (x - x[:n].mean(0)) / x[:n].std(0)
+    y = (y - y[:n].mean()) / y[:n].std()
+    xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)[:, None]
+    data = DatasetBundle(
+        name="diabetes",
+        train=(xt[:n], yt[:n]),
+        val=(xt[n:], yt[n:]),
+        test=None,
+        num_classes=1,
+        input_shape=(10,),
+        task="regression",
+    )
+    profile = check_data(data).data_profile
+    assert 0.4 < profile["linear_fit_mse"] < 0.6 and profile["target_variance"] == pytest.approx(1)
+    callbacks = doctor_callbacks(data_profile=profile, task="regression", echo=None)
+    trainer = Trainer(
+        nn.Linear(10, 1), loss="mse", optimizer="sgd", lr=0.05, doctor=False, callbacks=callbacks
+    )
+    trainer.fit(data.train, data.val, epochs=12, batch_size=16, progress=False)
+    assert trainer.history[-1]["loss"] > 0.5  # half the variance: the old yardstick's plateau
+    assert "loss_plateau" not in trainer.diagnose().codes

@@ -10,8 +10,11 @@ sets).
 Run: .venv/bin/python benchmarks/doctor_field/run.py [--seeds 0 1 2 | --holdout]
      [--only NAME ...] [--jobs 1]
      .venv/bin/python benchmarks/doctor_field/run.py --rescore RESULTS.json  (ground truth changed)
+     .venv/bin/python benchmarks/doctor_field/run.py --collect ROWS.jsonl --output OUT.json
 Writes benchmarks/results/doctor_field.json (tuning seeds) or doctor_field_holdout.json
-(--holdout), unless --only narrows the set (then it only prints, or writes to --output).
+(--holdout), unless --only narrows the set (then it only prints, or writes to --output). With
+--output, each row is also appended to OUT.rows.jsonl as it finishes, so a run cut short keeps
+what it measured; --collect summarises such a file (the machine's load is in every row).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,7 @@ def run_one(name: str, seed: int, threads: int) -> dict[str, Any]:
         status, codes, error = "error", [], "".join(traceback.format_exception_only(exc)).strip()
     row = {"setup": name, "seed": seed, "status": status, "error": error, "findings": codes}
     row["seconds"] = round(time.perf_counter() - start, 2)
+    row["load_average"] = [round(x, 2) for x in os.getloadavg()]
     return score(row, setup)
 
 
@@ -131,7 +135,27 @@ def rescore(path: Path) -> int:
     return 0
 
 
-def _progress(row: dict[str, Any]) -> dict[str, Any]:
+def collect(path: Path, output: Path | None) -> int:
+    """Summarise the rows a run appended as they finished (a run cut short included)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = [score(row, build(row["setup"], row["seed"])) for row in rows]
+    names = list(dict.fromkeys(row["setup"] for row in rows))
+    seeds = sorted({row["seed"] for row in rows})
+    summary = summarize(rows, names, seeds)
+    print_report(summary, rows)
+    loads = [r["load_average"][0] for r in rows if r.get("load_average")]
+    info = machine()
+    info["collected_from"] = str(path.name)
+    info["rows_load_average_1min"] = [min(loads), max(loads)] if loads else None
+    info["layerwise_commit"] = os.environ.get("FIELD_LAYERWISE_COMMIT", info["commit"])
+    write_json(output, {"machine": info, **summary, "rows": rows})
+    return 0
+
+
+def _progress(row: dict[str, Any], sink: Path | None = None) -> dict[str, Any]:
+    if sink is not None:
+        with sink.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")
     found = (
         "" if row["healthy"] else f" root cause {'found' if row['root_cause_found'] else 'MISSED'}"
     )
@@ -298,9 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--output", type=Path, help="where to write the JSON")
     parser.add_argument("--rescore", type=Path, help="re-judge a results file; no training")
+    parser.add_argument("--collect", type=Path, help="summarise a .rows.jsonl file; no training")
     args = parser.parse_args(argv)
     if args.rescore:
         return rescore(args.rescore)
+    if args.collect:
+        return collect(args.collect, args.output)
     seeds = HOLDOUT_SEEDS if args.holdout else args.seeds
     names = args.only or list(SETUPS)
     threads = args.threads
@@ -309,14 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     jobs = [(name, seed) for name in names for seed in seeds]
     start = time.perf_counter()
+    sink = args.output.with_suffix(".rows.jsonl") if args.output else None
     if args.jobs == 1:
-        rows = [_progress(run_one(name, seed, threads)) for name, seed in jobs]
+        rows = [_progress(run_one(name, seed, threads), sink) for name, seed in jobs]
     else:
         # Fresh interpreters: a fork of a process that already ran torch can deadlock.
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
             futures = [pool.submit(run_one, name, seed, threads) for name, seed in jobs]
-            rows = [_progress(f.result()) for f in futures]
+            rows = [_progress(f.result(), sink) for f in as_completed(futures)]
     summary = summarize(rows, names, seeds)
     print_report(summary, rows)
     output = args.output

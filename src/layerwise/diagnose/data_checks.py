@@ -62,7 +62,9 @@ def profile_data(
       `sizes` {train, val, test: rows}, `num_params`, `per_position_targets` (classification
       targets of shape (N, T, ...): one class per position, as for a language model, whose
       counts below are of the first position only) and `target_variance` (regression: the mean
-      per-target variance of the training targets, the squared error of predicting the mean).
+      per-target variance of the training targets, the squared error of predicting the mean)
+      and `linear_fit_mse` (regression: the squared error, on the training rows, of the
+      least-squares line through them; None for inputs wider than 1,000 positions).
     - `class_counts` {split: [rows labelled 0, 1, ..., num_classes-1]} and `invalid_labels`
       {split: rows whose label is outside 0..num_classes-1}; both None for regression.
     - `duplicates` within train, exact copies as `layerwise.data.overlap` defines them (-0.0
@@ -136,6 +138,9 @@ def _profile(
         # Class ids per position (N, T): a language model's next tokens, or a tagger's tags.
         "per_position_targets": classification and bundle.train[1].dim() > 1,
         "target_variance": None if classification else _target_variance(ys["train"]),
+        "linear_fit_mse": None
+        if classification
+        else _linear_fit_mse(xs["train"], ys["train"], seed),
         "class_counts": _per_split(ys, lambda y: _class_counts(y, k)) if classification else None,
         "invalid_labels": (
             _per_split(ys, lambda y: int(np.sum((y < 0) | (y >= k)))) if classification else None
@@ -332,6 +337,26 @@ def _target_variance(y: np.ndarray) -> float | None:
     the training mean, the regression counterpart of a classifier's chance level."""
     finite = y[np.isfinite(y).all(axis=1)] if y.ndim == 2 else y[np.isfinite(y)]
     return float(np.mean(np.var(finite, axis=0))) if len(finite) > 1 else None
+
+
+LINEAR_FIT_MAX_ROWS = 5000  # rows the least-squares reference is fitted on (a random subset)
+LINEAR_FIT_MAX_FEATURES = 1000  # wider inputs (images) get no linear reference
+
+
+def _linear_fit_mse(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float | None:
+    """Mean per-target squared error of the least-squares line (with intercept) through the
+    training rows, on those rows: what the inputs explain linearly. A network whose train
+    loss sits there has learnt at least that much; what is left may be noise in the targets."""
+    rows = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    x, y = x[rows], y[rows]
+    if x.shape[1] > LINEAR_FIT_MAX_FEATURES or len(x) <= x.shape[1] + 1:
+        return None
+    if len(x) > LINEAR_FIT_MAX_ROWS:
+        keep = np.random.default_rng(seed).choice(len(x), LINEAR_FIT_MAX_ROWS, replace=False)
+        x, y = x[keep], y[keep]
+    design = np.hstack([x.astype(np.float64), np.ones((len(x), 1))])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return float(np.mean((design @ coef - y) ** 2))
 
 
 def _class_counts(y: np.ndarray, num_classes: int) -> list[int]:

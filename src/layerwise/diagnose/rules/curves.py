@@ -28,7 +28,9 @@ OVERFIT_ABS_RISE = 0.01  # ... and higher by at least 1% of the chance level (fi
 OVERFIT_ACC_GAP = 0.15  # or train accuracy beats val accuracy by 15 points ...
 OVERFIT_GAP_EPOCHS = 3  # ... in the median of the last 3 epochs
 # underfitting (final diagnosis only)
-UNDERFIT_LEVEL = 0.5  # final train loss still above half the chance level (above the floor)
+UNDERFIT_LEVEL = 0.5  # final train loss still above half the chance level (above the floor),
+# while train and val fare alike: val within OVERFIT_REL_RISE of train, and not stalled while ...
+UNDERFIT_TRAIN_FALL = 0.1  # ... the train loss fell by 10% of its excess over the floor
 # learning rate too high
 LR_HIGH_FIRST_EPOCH = 1.15  # epoch 1 averaged 15% above the loss before training (probed) ...
 LR_HIGH_FIRST_EPOCH_LOOSE = 1.5  # ... 50% above the chance level without probes, or above the
@@ -36,7 +38,8 @@ LR_HIGH_FIRST_EPOCH_LOOSE = 1.5  # ... 50% above the chance level without probes
 LR_HIGH_SPIKE = 3.0  # a sampled step loss 3x the loss before training (10x for regression)
 LR_HIGH_SPIKE_REGRESSION = 10.0
 LR_HIGH_DIVERGE = 1.5  # an epoch loss 1.5x the best before it ...
-LR_HIGH_MIN_RISE = 0.1  # ... and higher by at least 10% of the first epoch's loss
+LR_HIGH_MIN_RISE = 0.1  # ... and higher by at least 10% of the first epoch's loss, not won
+# back later (a rise the loss falls back from by half is a swing: oscillating_loss reads it)
 LR_HIGH_WEIGHT_GROWTH = 3.0  # or a layer's weights grew 3x in norm while the loss never improved
 # learning rate too low
 LOW_LR_MIN_EPOCHS = 4
@@ -47,7 +50,9 @@ LOW_LR_MAX_UPDATE = 3e-4  # ... with updates under 3e-4 of the weights' norm (wh
 # plateau
 PLATEAU_EPOCHS = 4  # no real gain for 4 epochs ...
 PLATEAU_MIN_GAIN = 0.01  # ... (less than 1% of the loss above the floor) ...
-PLATEAU_LEVEL = 0.5  # ... while the loss is above half the chance level
+PLATEAU_LEVEL = 0.5  # ... while the loss is above half the chance level ...
+PLATEAU_LINEAR_MARGIN = 0.1  # ... and (squared error) above the least-squares line's error by
+# more than 10% of the targets' variance
 # oscillation
 OSC_MIN_EPOCHS = 6
 OSC_WINDOW = 8  # any 8 consecutive epochs
@@ -57,7 +62,7 @@ OSC_MIN_RISES = 2
 OSC_MIN_REVERSALS = 3
 OSC_CLIMBS = 3  # or the loss climbs again and again: 3 climbs, each from a low to a high ...
 OSC_CLIMB_REL = 0.25  # ... 25% above that low ...
-OSC_CLIMB_GIVE_BACK = 0.1  # ... giving back 10% or more of the progress made since epoch 1
+OSC_CLIMB_GIVE_BACK = 0.1  # ... giving back 10% or more of the progress made since the start
 
 
 def _reference(ctx: RuleContext, first_loss: float) -> float:
@@ -73,11 +78,30 @@ def _level(ctx: RuleContext, loss: float, first_loss: float) -> float:
     it, the first epoch's loss. The first epoch alone misleads when the model converges within
     it (a linear model on a few hundred rows): its flat curve then looks like a stall."""
     floor = ctx.loss_floor
-    top = ctx.chance_loss if ctx.chance_loss is not None else first_loss
-    variance = number((ctx.data or {}).get("target_variance"))
-    if ctx.chance_loss is None and variance and _squared_error_loss(ctx):
-        top = max(top, variance)
+    top = _untrained_loss(ctx, first_loss)
     return (loss - floor) / (top - floor) if top > floor else 0.0
+
+
+def _untrained_loss(ctx: RuleContext, first_loss: float) -> float:
+    """The loss of a model that has learnt nothing: the chance level for a classifier, the
+    targets' variance for a squared-error regressor (else its first epoch's loss)."""
+    if ctx.chance_loss is not None:
+        return ctx.chance_loss
+    variance = number((ctx.data or {}).get("target_variance"))
+    if variance and _squared_error_loss(ctx):
+        return max(first_loss, variance)
+    return first_loss
+
+
+def _start_loss(ctx: RuleContext, losses: list[tuple[int, float]]) -> float:
+    """Where training started: the higher of the untrained loss and epoch 1's mean.
+
+    Progress is measured from here, not from epoch 1's mean: a model that learns most of its
+    task within the first epoch (2,000 dense 2-D points, ~50 steps) already averages half the
+    chance level over that epoch, so a rise measured against epoch 1 looks like giving back
+    twice the progress it really gives back."""
+    first = losses[0][1]
+    return max(_untrained_loss(ctx, first), first)
 
 
 def _squared_error_loss(ctx: RuleContext) -> bool:
@@ -233,10 +257,12 @@ def lr_too_high_signal(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | No
                 "rests_on": ["overshoot"],
             }
             signs.append((int(spike.get("epoch", 1)), message, evidence))
-    # 3. the epoch loss climbs well above its best so far
+    # 3. the epoch loss climbs well above its best so far, and stays up
     for i in range(1, len(losses)):
         epoch, value = losses[i]
         best_epoch, best = min(losses[:i], key=lambda p: p[1])
+        if _won_back(losses[i:], best):
+            continue
         if value >= LR_HIGH_DIVERGE * best and value - best >= LR_HIGH_MIN_RISE * losses[0][1]:
             signs.append(
                 (
@@ -256,6 +282,23 @@ def lr_too_high_signal(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | No
     if (blowup := _weight_blowup(ctx, start)) is not None:
         signs.append(blowup)
     return min(signs, key=lambda s: s[0]) if signs else None
+
+
+def _won_back(after: list[tuple[int, float]], best: float) -> bool:
+    """True when the loss, from its first epoch in `after` on, rose and then fell back by half
+    of that rise (the end of a climb in `climbs`).
+
+    A divergence does not undo itself: updates that overshoot keep the loss up (a LeNet under
+    Adam at 0.02 ends at 5x its best loss). A single epoch's spike that the next epochs win back
+    is a swing, `oscillating_loss`'s to judge with its own yardstick, and on a converged model
+    it is the usual noise of Adam at tiny losses: a circles MLP at 99.9% accuracy went from
+    0.004 to 0.044 for one epoch and back to 0.004 two epochs later."""
+    peak = after[0][1]
+    for _, value in after[1:]:
+        if value <= peak - (peak - best) / 2:
+            return True
+        peak = max(peak, value)
+    return False
 
 
 def _weight_blowup(ctx: RuleContext, start: float | None) -> tuple[int, str, dict] | None:
@@ -410,6 +453,9 @@ def loss_plateau(ctx: RuleContext) -> Finding | None:
     level = _level(ctx, recent_best, losses[0][1])
     if gain >= PLATEAU_MIN_GAIN or level < PLATEAU_LEVEL:
         return None
+    linear = _linear_shortfall(ctx, recent_best)
+    if linear is not None and linear < PLATEAU_LINEAR_MARGIN:
+        return None  # as good as a least-squares line: what is left may be the targets' noise
     # Where the flat stretch began: the first epoch already within the gain margin of the best.
     lowest = min(v for _, v in losses)
     since = next(e for e, v in losses if v - lowest <= PLATEAU_MIN_GAIN * (v - floor))
@@ -429,6 +475,7 @@ def loss_plateau(ctx: RuleContext) -> Finding | None:
             "gain": gain,
             "level": level,
             "window": PLATEAU_EPOCHS,
+            **({"linear_shortfall": linear} if linear is not None else {}),
         },
         epoch=since,
         causes=[
@@ -448,6 +495,26 @@ def loss_plateau(ctx: RuleContext) -> Finding | None:
             fx.less_weight_decay(ctx),
         ),
     )
+
+
+def _linear_shortfall(ctx: RuleContext, loss: float) -> float | None:
+    """How far a squared-error regressor's loss sits above the least-squares line through its
+    training rows (`linear_fit_mse` of the data profile), as a share of the targets' variance;
+    None when unknown or for other losses.
+
+    A regressor's chance level (the variance) says where it started, not where it can get: on
+    noisy targets even the best model keeps a large share of it (a linear model of the
+    diabetes data keeps about half), so a flat loss at half the variance is convergence, not a
+    stall. The least-squares line is the fit the inputs allow at least; a network whose loss is
+    within a tenth of the variance of it has learnt what a line can, and a network stuck at the
+    mean prediction while a line explains much of the variance is still named."""
+    if ctx.chance_loss is not None or not _squared_error_loss(ctx):
+        return None
+    data = ctx.data or {}
+    linear, variance = number(data.get("linear_fit_mse")), number(data.get("target_variance"))
+    if linear is None or not variance:
+        return None
+    return (loss - linear) / variance
 
 
 # ---------------------------------------------------------------------------- oscillating_loss
@@ -481,7 +548,7 @@ def oscillating_loss(ctx: RuleContext) -> Finding | None:
         }
         epoch = rises[0]
     else:
-        found_climbs = climbs(losses)
+        found_climbs = climbs(losses, _start_loss(ctx, losses))
         # A climb as large as the divergence `lr_too_high` reads, that came back down, is a
         # swing rather than a divergence: the loss fell, rose and fell again.
         big = [c for c in found_climbs if c[3] >= LR_HIGH_DIVERGE * c[2] and c[4]]
@@ -524,19 +591,22 @@ def oscillating_loss(ctx: RuleContext) -> Finding | None:
     )
 
 
-def climbs(losses: list[tuple[int, float]]) -> list[tuple[int, int, float, float, bool]]:
+def climbs(
+    losses: list[tuple[int, float]], start: float | None = None
+) -> list[tuple[int, int, float, float, bool]]:
     """(low epoch, high epoch, low, high, recovered) of each time the loss climbed back up.
 
     A climb starts at the lowest loss since the last climb and counts once the loss is
     `OSC_CLIMB_REL` above that low and the rise gives back `OSC_CLIMB_GIVE_BACK` of the progress
-    made from epoch 1 down to the low; it ends at its peak, once the loss has fallen back by half
+    made from the start (`start`: where training began, see `_start_loss`; epoch 1's loss when
+    not given) down to the low; it ends at its peak, once the loss has fallen back by half
     the rise (or training ended). Adam at too high a rate climbs like this again and again late
     in training, a few epochs up and a few down, which epoch-to-epoch zig-zags do not show, and
     which a share of the progress tells from the blips of a small data set (+30% on a loss of
     0.1 after falling from 0.63 gives back 5%) or a converged run's tiny losses."""
     if not losses:
         return []
-    first = losses[0][1]
+    first = losses[0][1] if start is None else start
     found: list[tuple[int, int, float, float, bool]] = []
     low_epoch, low = losses[0]
     peak: tuple[int, float] | None = None
@@ -730,6 +800,8 @@ def underfitting(ctx: RuleContext) -> Finding | None:
     level = _level(ctx, last, losses[0][1])
     if level < UNDERFIT_LEVEL:
         return None
+    if _fits_train_better(ctx) is not None:
+        return None  # capacity is not what limits it: it already fits train better than val
     still_falling = len(losses) >= 3 and losses[-3][1] - last > 0.01 * abs(losses[-3][1])
     accuracy = ctx.values("accuracy")
     acc_text = f", train accuracy {accuracy[-1]:.3f}" if accuracy else ""
@@ -764,6 +836,57 @@ def underfitting(ctx: RuleContext) -> Finding | None:
             fx.less_weight_decay(ctx),
         ),
     )
+
+
+def _fits_train_better(ctx: RuleContext) -> dict[str, Any] | None:
+    """The model fits its training rows clearly better than held-out rows, or None.
+
+    Underfitting is a model that cannot fit even its training rows, so training and held-out
+    rows fare alike (the classic high-bias reading: a high train loss with a small gap). Two
+    readings show the opposite, a model with the capacity to learn training-specific detail
+    that is using it (the same two the overfitting rule reads, at their first sign):
+
+    - the gap: the val loss (median of the last `OVERFIT_GAP_EPOCHS` epochs) lies
+      `OVERFIT_REL_RISE` or more further above the floor than the train loss of those epochs
+      (the 25% the overfitting rule asks of a val-loss rise before calling it real);
+    - the gap growing: the val loss's running median (3 epochs) bottomed out
+      `OVERFIT_EPOCHS_AFTER_MIN`+ epochs before the end, while the train loss has fallen by
+      `UNDERFIT_TRAIN_FALL` of its excess over the floor since then.
+
+    Its high train loss is then what this data lets it carry over, or training cut short, and
+    a wider model or more epochs (the underfitting patch) would widen the gap. Seen on an LSTM
+    over 1,600 synthetic token sequences: train loss 0.37-0.44 (53-63% of ln 2, train accuracy
+    0.83-0.86) and still falling, val loss 0.61-0.67 (val accuracy 0.70) and no longer
+    improving. The epoch's train loss is averaged while the model learns (and with dropout on),
+    so it overstates the train loss, never the gap."""
+    train_series, val_series = ctx.series("loss"), ctx.series("val_loss")
+    if not train_series or not val_series:
+        return None
+    floor = ctx.loss_floor
+    train_now = median(v for _, v in train_series[-OVERFIT_GAP_EPOCHS:])
+    val_now = median(v for _, v in val_series[-OVERFIT_GAP_EPOCHS:])
+    if train_now is None or val_now is None or train_now <= floor:
+        return None
+    excess = (val_now - floor) / (train_now - floor) - 1.0
+    if excess >= OVERFIT_REL_RISE:
+        return {"train_loss": train_now, "val_loss": val_now, "val_excess": excess}
+    half = OVERFIT_SMOOTH // 2
+    smooth = [
+        (val_series[i][0], median(v for _, v in val_series[i - half : i + half + 1]))
+        for i in range(half, len(val_series) - half)
+    ]
+    if not smooth:
+        return None
+    low_epoch, low = min(smooth, key=lambda p: p[1])
+    last_epoch, recent = smooth[-1]
+    then = dict(train_series).get(low_epoch)
+    if last_epoch - low_epoch < OVERFIT_EPOCHS_AFTER_MIN or recent <= low or then is None:
+        return None
+    last = train_series[-1][1]
+    fall = (then - last) / (then - floor) if then > floor else 0.0
+    if fall < UNDERFIT_TRAIN_FALL:
+        return None
+    return {"val_loss_low_epoch": low_epoch, "train_loss_then": then, "train_fall": fall}
 
 
 @decided_by("overfitting")

@@ -30,7 +30,7 @@ LEAK_EXACT_FRACTION = 0.01  # 1% of a val/test split copied exactly from train .
 LEAK_ANY_FRACTION = 0.05  # ... or 5% exact or near copies ...
 LEAK_MIN_ROWS = 3  # ... and at least 3 rows either way
 DUPLICATE_FRACTION = 0.05  # 5% of the training rows repeat an earlier row
-UNSCALED_MEAN_STD = 5.0  # overall |mean| or std above 5 ...
+UNSCALED_RMS = 10.0  # inputs whose root mean square is 10+ (an order above unit scale) ...
 UNSCALED_FEATURE_MEAN = 10.0  # ... or a feature whose mean is above 10 in magnitude
 TINY_INPUTS = 0.01  # every value within ±0.01
 FEATURE_RANGE_RATIO = 100.0  # tabular features whose ranges differ 100-fold ...
@@ -303,10 +303,13 @@ def unscaled_reason(data: dict[str, Any], image: bool) -> str | None:
     ratio = number(scale.get("feature_range_ratio"))
     bounded = lo is not None and hi is not None and lo >= -UNIT_BOUND and hi <= UNIT_BOUND
     span = f"values span [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else "values"
-    if (mean is not None and abs(mean) > UNSCALED_MEAN_STD) or (
-        std is not None and std > UNSCALED_MEAN_STD
-    ):
-        return f"{span} with mean {mean:.3g} and std {std:.3g}"
+    # The first layer sees the mean and the spread together: its pre-activations and, under
+    # SGD, the size of its updates scale with the inputs' root mean square, sqrt(mean² + std²),
+    # which is 1 for standardised data. Judging mean and std apart at 5 flagged 2-D blobs drawn
+    # with centres in ±10 (std 6, RMS 6) that train as well raw as standardised.
+    rms = math.hypot(mean, std) if mean is not None and std is not None else None
+    if rms is not None and rms >= UNSCALED_RMS:
+        return f"{span} with mean {mean:.3g} and std {std:.3g} (root mean square {rms:.3g})"
     if feature_mean is not None and feature_mean > UNSCALED_FEATURE_MEAN:
         return f"{span}; one feature averages {feature_mean:.3g}"
     if lo is not None and hi is not None and hi > lo and max(abs(lo), abs(hi)) < TINY_INPUTS:
