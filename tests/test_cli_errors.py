@@ -473,6 +473,9 @@ def damaged(work: Path) -> Path:
     (work / "noise.png").write_bytes(bytes(range(256)) * 3)
     (work / "cut.ppm").write_bytes(b"P4\n54 ")  # a header cut short: Pillow raises ValueError
     (work / "text_column.csv").write_text("a,b\n1,seven\n2,three\n")
+    (work / "mixed.csv").write_text(
+        "ward,dose,outcome\nnorth,1.5,bad\nsouth,high,good\neast,2.0,bad\nnorth,,good\n"
+    )
     np.savez(work / "x_only.npz", x=np.zeros((4, 64), np.float32))
     np.savez(work / "y_2d.npz", x=np.zeros((4, 64), np.float32), y=np.zeros((4, 64)))
     # a recommender run (untrained: recommend checks the user and --k before any weights) and
@@ -675,6 +678,31 @@ CATALOG = [
         [(["train", "tiny.yaml", "--set", "track.mlflow=true"], ["track.mlflow"], RecipeError)]
         if importlib.util.find_spec("mlflow") is None
         else []
+    ),
+    # csv_table: a mixed table's columns, named before any run folder
+    (
+        [
+            "train",
+            "tiny.yaml",
+            "--set",
+            "data.name=csv_table",
+            "--set",
+            "data.args={path: mixed.csv, target: outcom}",
+        ],
+        ["mixed.csv has no column 'outcom'"],
+        DataError,
+    ),
+    (
+        [
+            "train",
+            "tiny.yaml",
+            "--set",
+            "data.name=csv_table",
+            "--set",
+            "data.args={path: mixed.csv, target: outcome, numeric: [dose]}",
+        ],
+        ["mixed.csv: numeric column 'dose' holds text ('high')"],
+        DataError,
     ),
     # export and serve: refused before anything is loaded or written
     (

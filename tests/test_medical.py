@@ -62,3 +62,8 @@ def test_reliability_plot_writes_a_png(tmp_path):
 def test_labels_must_be_zero_one_with_both_present():
     with pytest.raises(DataError, match="0 \\(healthy\\) and 1 \\(sick\\)"):
         roc_auc(np.array([1, 2, 1]), np.array([0.1, 0.2, 0.3]))
+
+
+def test_no_temperature_is_fitted_when_validation_is_separated_perfectly():
+    logits = np.array([[2.0, -1.0], [-1.0, 3.0], [0.5, 0.0]])
+    assert fit_temperature(logits, np.array([0, 1, 0])) == 1.0  # every row right: no finite T

@@ -118,3 +118,9 @@ def test_csv_table_run_saves_its_encoder_and_predicts_raw_rows(tmp_path):
     loaded = experiment.load_experiment(run)
     bundle = load_dataset("csv_table", path=str(tmp_path / "clinic.csv"), target="outcome")
     assert loaded.data.table == bundle.table  # the same split and fit, rebuilt
+    np.save(tmp_path / "rows.npy", np.zeros((2, 3)))
+    with pytest.raises(DataError, match="is not a CSV file"):
+        predict_run(run.path, [tmp_path / "rows.npy"])
+    raw.drop(columns=["ward"]).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(DataError, match="lacks column\\(s\\) 'ward'"):
+        predict_run(run.path, [tmp_path / "short.csv"])

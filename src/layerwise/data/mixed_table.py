@@ -57,17 +57,24 @@ class TableEncoder:
 
     # ------------------------------------------------------------------ fitting
     @classmethod
-    def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> TableEncoder:
-        """Fit on the training rows `frame` (only these numbers are used, never val or test)."""
+    def fit(
+        cls,
+        frame: pd.DataFrame,
+        numeric: list[str],
+        categorical: list[str],
+        source: str = "table",
+    ) -> TableEncoder:
+        """Fit on the training rows `frame` (only these numbers are used, never val or test);
+        `source` names the table in errors."""
         encoder = cls(list(numeric), list(categorical))
         for column in categorical:
             encoder.categories[column] = sorted(set(_as_text(frame[column])))
         for column in numeric:
-            values = _as_numbers(frame[column], column)
+            values = _as_numbers(frame[column], column, source)
             missing = np.isnan(values)
             if missing.all():
                 raise DataError(
-                    f"numeric column '{column}' has no value in the training rows",
+                    f"{source}: numeric column '{column}' has no value in the training rows",
                     hint="drop the column, or give it as categorical",
                 )
             median = float(np.median(values[~missing]))
@@ -229,7 +236,7 @@ def table_bundle(
         train_rows, val_rows = split(
             *train_rows, val_fraction, seed=seed, stratify=task != "regression"
         )
-    encoder = TableEncoder.fit(frame.iloc[train_rows[0].numpy()], numeric, categorical)
+    encoder = TableEncoder.fit(frame.iloc[train_rows[0].numpy()], numeric, categorical, name)
     encoder.target, encoder.task, encoder.class_names = target, task, class_names
 
     def encode(rows: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor] | None:

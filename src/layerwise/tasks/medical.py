@@ -100,9 +100,16 @@ def expected_calibration_error(sick: np.ndarray, scores: np.ndarray, bins: int =
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> float:
     """The temperature T > 0 minimising the cross-entropy of softmax(logits / T) on `labels`
-    (class indices), fitted by L-BFGS on log T so T stays positive."""
+    (class indices), fitted by L-BFGS on log T so T stays positive.
+
+    When the logits classify every row right, the cross-entropy falls without end as T goes to
+    0 (there is no best T, and a tiny one would make every later prediction 100% sure): then 1.0
+    is returned, i.e. no scaling. Small validation splits of an easy task hit this.
+    """
     x = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if bool((x.argmax(dim=1) == y).all()):
+        return 1.0
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
 
