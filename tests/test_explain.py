@@ -77,7 +77,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory):
         )
     )
     data, preprocess = prepare_data(recipe)
-    model = _fit(build_model(recipe, data), *data.train, epochs=6)
+    model = _fit(build_model(recipe, data), *data.train, epochs=3)
     run = Run.create(tmp_path_factory.mktemp("runs"), recipe.name, recipe.to_yaml())
     preprocess.save(run.path)
     run.save_checkpoint(model.state_dict(), {"format": 2})
@@ -281,3 +281,23 @@ def test_a_missing_captum_is_one_clear_error(digits_run, monkeypatch):
     with pytest.raises(ExplainError, match="captum") as raised:
         explain_run(digits_run[0].path, "anything.png")
     assert "pip install 'layerwise[interpret]'" in raised.value.hint
+
+
+@pytest.mark.slow
+def test_the_explained_report_renders_in_chromium(digits_run, tmp_path):
+    from browser import open_page, require_browser
+
+    require_browser()
+    run, _, data = digits_run
+    np.save(tmp_path / "three.npy", data.test[0][3].numpy())
+    explain_run(run.path, str(tmp_path / "three.npy"))
+    check = open_page(run.report_path, tmp_path / "explained_report.png")
+    assert check.problems() == []
+    assert "explanations" in check.section_ids
+    shown = [image for image in check.images if image["alt"].startswith("explanation ")]
+    assert {image["alt"] for image in shown} >= {
+        "explanation filters",
+        "explanation three: panel",
+        "explanation three: feature maps",
+    }
+    assert all(image["decoded"] and image["width"] >= 300 for image in shown)

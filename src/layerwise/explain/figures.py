@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -191,7 +190,3 @@ def _save(fig: Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, facecolor="white")
     return atomic_write_bytes(path, buffer.getvalue())
-
-
-def to_numpy(values: Tensor | Sequence[float]) -> np.ndarray:
-    return torch.as_tensor(values).detach().float().cpu().numpy()

@@ -289,8 +289,14 @@ def _explain_text(
     model = experiment.model.eval()
     encoded = pipeline.encode([text])
     tokens, lengths = encoded["tokens"], encoded["lengths"]
-    words = pipeline.tokenizer.tokenize([text])[0][: tokens.shape[1]]
+    every_token = pipeline.tokenizer.tokenize([text])[0]
+    words = every_token[: tokens.shape[1]]
     notes = []
+    if len(every_token) > len(words):
+        notes.append(
+            f"note: the model reads the first {len(words)} of the text's {len(every_token)} "
+            "tokens (the run's max_length); the rest is not explained"
+        )
     if pipeline.unknown_share([text])[0] >= 1.0:
         notes.append("warning: none of the text's words is in the vocabulary")
     with torch.no_grad():
