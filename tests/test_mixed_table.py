@@ -13,7 +13,7 @@ from layerwise.data import load_dataset
 from layerwise.data.mixed_table import TABLE_FILE, TableEncoder, table_bundle
 from layerwise.errors import DataError
 from layerwise.models import create_model
-from layerwise.predict import predict_run
+from layerwise.predict import evaluate_file, predict_run
 from layerwise.recipe import Recipe
 
 
@@ -114,6 +114,9 @@ def test_csv_table_run_saves_its_encoder_and_predicts_raw_rows(tmp_path):
     assert names[0] == "new.csv[0]" and len(ranked) == 40
     agreement = np.mean([r[0][0] == y for r, y in zip(ranked, frame["outcome"][:40], strict=True)])
     assert agreement >= 0.8
+    frame.iloc[:40].to_csv(tmp_path / "labelled.csv", index=False)
+    _, metrics, _ = evaluate_file(run.path, tmp_path / "labelled.csv")
+    assert metrics["accuracy"] == pytest.approx(agreement)  # the same rows, encoded the same way
     assert any("missing number" in n for n in notes)  # the dose gaps were filled and said so
     loaded = experiment.load_experiment(run)
     bundle = load_dataset("csv_table", path=str(tmp_path / "clinic.csv"), target="outcome")

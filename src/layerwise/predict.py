@@ -270,9 +270,13 @@ def evaluate_file(
     run = Run.open(run_ref, root=runs_root)
     experiment = load_experiment(run, which)
     recipe, data = experiment.recipe, experiment.data
-    target = recipe.data.args.get("target", "label")
-    x, y = read_labelled(Path(path), target, data.class_names, data.task)
-    inputs, notes = run_preprocess(run).rows(x, Path(path).name)
+    table = TableEncoder.load(run.path)
+    if table is not None:  # a mixed table: columns by name through its saved encoder
+        inputs, y, notes = table.read_labelled(Path(path))
+    else:
+        target = recipe.data.args.get("target", "label")
+        x, y = read_labelled(Path(path), target, data.class_names, data.task)
+        inputs, notes = run_preprocess(run).rows(x, Path(path).name)
     metrics = experiment.trainer.evaluate((inputs, y))
     run.append_metrics({"split": Path(path).name, "eval": which, **metrics})
     return run, metrics, notes

@@ -173,6 +173,36 @@ class TableEncoder:
             raise DataError(f"cannot read '{path}' as CSV: {exc}", hint="check the file") from exc
         return self.transform(frame, path.name)
 
+    def read_labelled(self, path: str | Path) -> tuple[Tensor, Tensor, list[str]]:
+        """Inputs, labels (as the run's class indices or float targets) and notes from a CSV
+        file holding the training columns and the target column."""
+        path = Path(path)
+        x, notes = self.read_csv(path)
+        frame = pd.read_csv(path)
+        if self.target not in frame.columns:
+            raise DataError(
+                f"'{path.name}' has no label column '{self.target}'",
+                hint=f"name the label column '{self.target}', as in the training file",
+            )
+        labels = frame[self.target]
+        if self.task == "regression":
+            values = pd.to_numeric(labels, errors="coerce")
+            if values.isna().any():
+                raise DataError(
+                    f"'{path.name}': target '{self.target}' holds text or gaps",
+                    hint="give a number in every row",
+                )
+            return x, torch.tensor(values.to_numpy(dtype=np.float32)), notes
+        index = {name: i for i, name in enumerate(self.class_names)}
+        text = _as_text(labels)
+        unknown = sorted({value for value in text if value not in index})
+        if unknown:
+            raise DataError(
+                f"'{path.name}' has labels the model does not know: {', '.join(unknown[:5])}",
+                hint=f"the classes are: {', '.join(self.class_names)}",
+            )
+        return x, torch.tensor([index[value] for value in text]), notes
+
 
 @dataclass(repr=False)
 class TableBundle(DatasetBundle):
