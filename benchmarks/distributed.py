@@ -14,7 +14,7 @@ On 2 shared CPU cores a speed-up is not expected: the two processes take both co
 process with 2 threads would use, each step adds a collective (and, in layerwise, a second tiny
 one to agree on stopping), and the rest of the machine's load falls on them too.
 
-Run: .venv/bin/python benchmarks/distributed.py [--rounds 2] [--epochs 5]
+Run: .venv/bin/python benchmarks/distributed.py [--rounds 2] [--epochs 5] [--quick]
 """
 
 from __future__ import annotations
@@ -168,10 +168,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 epochs, no JSON")
     parser.add_argument("--plain-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_worker is not None:
         return plain_worker(args.epochs, args.plain_worker)
+    if args.quick:
+        args.rounds, args.epochs = 1, 2
 
     info = machine()
     loads = [list(os.getloadavg())]
@@ -218,7 +221,7 @@ def main() -> None:
     print(f"hand all-reduce vs DDP, max abs weight difference (plain loop): {hand_vs_ddp:.3g}")
     print(f"load average during the run: {loads}")
     write_json(
-        RESULTS_DIR / "distributed.json",
+        None if args.quick else RESULTS_DIR / "distributed.json",
         {
             "machine": info,
             "load_average": loads,

@@ -26,6 +26,8 @@ BENCHMARKS = {
     "against a hand-written FastAPI endpoint, real processes under wrk (~10 min)",
     "tabular": "MLPs against LogisticRegression/Ridge and HistGradientBoosting on breast "
     "cancer, diabetes and fair, 5 seeds; the medical threshold and calibration (~3 min)",
+    "distributed": "--nproc 2 against one process (weights, step time); hand all-reduce against "
+    "DDP in a plain loop, real processes through torchrun (~5 min)",
 }
 
 
