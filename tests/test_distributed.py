@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils.data import TensorDataset
 from typer.testing import CliRunner
 
 from distributed_worker import REPORTING
 from layerwise import cli, experiment
 from layerwise.data import make_batcher
-from layerwise.data.batcher import shard_rows
+from layerwise.data.batcher import LoaderBatcher, shard_rows
 from layerwise.recipe import load_recipe
 from layerwise.runs import Run
 from layerwise.train import distributed as dist_mod
@@ -176,3 +177,15 @@ def test_nproc_starts_torchrun_with_the_same_command(tmp_path, monkeypatch) -> N
     again = ["train", "r.yaml", "--set=train.epochs=1", "--runs-dir", "runs", "--quiet"]
     assert started == [[*torchrun, "--nproc-per-node=2", "-m", "layerwise.cli", *again]]
     assert not (tmp_path / "runs").exists()  # the parent only checks the recipe
+
+
+def test_any_other_batcher_is_cut_after_loading() -> None:
+    x, y = torch.arange(60.0).reshape(30, 2), torch.arange(30)
+    loader = LoaderBatcher(TensorDataset(x, y), batch_size=8, shuffle=True, seed=1)
+    parts = [dist_mod.Distributed(r, 2, r).shard(loader) for r in (0, 1)]
+    for batcher in (loader, *parts):
+        batcher.set_epoch(2)
+    assert len(parts[0]) == len(loader) == 4
+    for (x_all, y_all), (x0, y0), (x1, y1) in zip(loader, *parts, strict=True):
+        assert torch.equal(torch.cat([y0, y1]), y_all)
+        assert torch.equal(torch.cat([x0, x1]), x_all)
