@@ -127,3 +127,31 @@ def test_csv_table_run_saves_its_encoder_and_predicts_raw_rows(tmp_path):
     raw.drop(columns=["ward"]).to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(DataError, match="lacks column\\(s\\) 'ward'"):
         predict_run(run.path, [tmp_path / "short.csv"])
+
+
+@pytest.mark.slow
+def test_regression_table_run_predicts_values_not_probabilities(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"site": rng.choice(["a", "b"], 80), "x": rng.normal(size=80)})
+    frame["y"] = 100.0 + 10.0 * frame["x"] + (frame["site"] == "a") * 5.0
+    frame.to_csv(tmp_path / "sites.csv", index=False)
+    recipe = Recipe.model_validate(
+        {
+            "name": "sites",
+            "data": {
+                "name": "csv_table",
+                "args": {"path": str(tmp_path / "sites.csv"), "target": "y"},
+            },
+            "model": {"name": "tabular_mlp", "args": {"hidden": [8]}},
+            "train": {"epochs": 2, "loss": {"name": "mse"}, "metrics": []},
+            "doctor": {"probes": False, "data_checks": False},
+            "track": {"tensorboard": False},
+        }
+    )
+    run, _ = experiment.train(recipe, tmp_path / "runs", progress=False, echo=None)
+    frame.drop(columns=["y"]).iloc[:5].to_csv(tmp_path / "new.csv", index=False)
+    _, rows, _ = predict_run(run.path, [tmp_path / "new.csv"])
+    loaded = experiment.load_experiment(run)
+    expected = loaded.trainer.predict(loaded.data.table.transform(frame.iloc[:5])[0])
+    assert [row[0][0] for row in rows] == ["value"] * 5
+    assert [row[0][1] for row in rows] == pytest.approx(expected.reshape(-1).tolist())

@@ -312,4 +312,8 @@ def predict_run(
         batch = read_inputs(list(inputs), run_preprocess(run))
     check_input(experiment.model, batch.x[:1])  # a ShapeError naming the layer, not a traceback
     logits = experiment.trainer.predict(batch.x)
+    if experiment.data.task == "regression" and logits.reshape(len(logits), -1).shape[1] == 1:
+        # one number per row: the predicted value itself, not a class probability
+        values = [[("value", float(v))] for v in logits.reshape(-1).tolist()]
+        return batch.names, values, batch.notes
     return batch.names, top_predictions(logits, experiment.data.class_names, top_k), batch.notes
