@@ -45,6 +45,12 @@ train: {epochs: 1}
 TUNE_SPACE = "tune.space={train.optimizer.lr: {log_uniform: [0.001, 0.1]}}"
 SYNTAX_ERROR = "name: broken\nmodel:\n  name: mlp\n   args: {}\n"  # line 4 is mis-indented
 TYPO_KEY = "name: typo\nmodel: {name: mlp}\ntrain: {epochs: 1, optimiser: {name: adam}}\n"
+RL = """\
+name: rl_cart
+data: {name: gym, args: {env: CartPole-v1}}
+model: {name: dqn, args: {hidden: [8]}}
+train: {loss: {name: huber}, metrics: []}
+"""
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, bytes] | None]:
@@ -106,6 +112,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         gan_run = Run.create(runs, name, parse_recipe(spec).to_yaml())
         weights = create_model(family, latent_dim=8, width=4).state_dict()
         gan_run.save_checkpoint(weights, {"format": 2}, best=False)
+    (root / "rl.yaml").write_text(RL)  # an RL recipe, and a run of it with untrained weights
+    rl_run = Run.create(runs, "rl_cart", parse_recipe(RL).to_yaml())
+    weights = create_model("dqn", obs_dim=4, num_actions=2, hidden=[8]).state_dict()
+    rl_run.save_checkpoint(weights, {"format": 2}, best=False)
     return root
 
 
@@ -584,6 +594,26 @@ CATALOG = [
     (["generate", "gan_c", "--label", "12"], ["--label 12", "0..9"], DataError),
     (["generate", "gan_c", "--n", "0"], ["--n must be 1..4096", "got 0"], DataError),
     (["chat", "tiny"], ["tiny/text_pipeline.json is missing"], CheckpointError),
+    # play (RL runs) and RL recipes
+    (["play", "tiny"], ["run 'tiny' trains a 'mlp'", "not an RL agent"], LayerwiseError),
+    (["play", "rl_cart", "--episodes", "0"], ["--episodes must be 1..10000", "got 0"], DataError),
+    (["play", "rl_cart", "--gif", "out.png"], ["out.png", "must end in .gif"], DataError),
+    (["play", "rl_cart", "--gif", "nowhere/out.gif"], ["nowhere", "does not exist"], DataError),
+    (
+        ["train", "rl.yaml", "--set", "data.args.env=CartPol-v1"],
+        ["data.args.env", "unknown gymnasium environment 'CartPol-v1'"],
+        RecipeError,
+    ),
+    (
+        ["train", "rl.yaml", "--set", "train.loss.name=cross_entropy"],
+        ["train.loss.name", "a dqn agent trains with huber or mse"],
+        RecipeError,
+    ),
+    (
+        ["train", "rl.yaml", "--set", "train.loss.args.gama=0.9"],
+        ["train.loss.args.gama is not a DQN setting"],
+        RecipeError,
+    ),
     (["chat", "tiny", "--top-k", "0"], ["top_k must be >= 1", "got 0"], LayerwiseError),
     # lr-find: the sweep's own options
     (["lr-find", "tiny.yaml", "--steps", "0"], ["num_steps >= 10", "got 0"], LayerwiseError),
@@ -734,3 +764,12 @@ CATALOG = [
 def test_catalog(damaged, args, culprit, error):
     """One message naming the culprit, a hint, exit code 2, no traceback, no file changed."""
     check(damaged, *args, culprit=culprit, error=error)
+
+
+def test_rl_without_gymnasium_names_the_extra(work, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gymnasium", None)  # `import gymnasium` raises ImportError
+    for args in (["train", "rl.yaml"], ["play", "rl_cart"]):
+        message = check(
+            work, *args, culprit=["needs the gymnasium package"], error=LayerwiseError, hint="[rl]"
+        )
+        assert "not installed" in message

@@ -19,7 +19,8 @@ are `DQNSettings`: replay, target network, ε schedule, Double DQN), `ppo` for P
 after each one `RLMonitor` plays `eval_episodes` greedy episodes and logs `eval_return` (the
 monitor of the best checkpoint), with the training episodes' mean `episode_return`, `episodes`
 and `env_steps`. At the end the last and the best weights each play `final_eval_episodes` (100)
-greedy episodes: the test metrics `return` and `best_return`. The run folder gets
+greedy episodes from other seeds than the evaluations that chose the best checkpoint: the test
+metrics `return` and `best_return`. The run folder gets
 `episodes.csv` (every training episode) and `plots/learning_curve.png`.
 
 `play(run, episodes)` replays a trained agent and can save an episode as a GIF.
@@ -47,7 +48,13 @@ from layerwise.report import write_report
 from layerwise.runs import Run
 from layerwise.tasks.rl_agent import AgentTrainer, StepFeed
 from layerwise.tasks.rl_dqn import DQNSettings, DQNTrainer
-from layerwise.tasks.rl_env import EVAL_SEED, evaluate_greedy, make_env, record_episode
+from layerwise.tasks.rl_env import (
+    EVAL_SEED,
+    TEST_SEED,
+    evaluate_greedy,
+    make_env,
+    record_episode,
+)
 from layerwise.tasks.rl_ppo import PPOSettings, PPOTrainer
 from layerwise.train import Callback, MetricsLogger, ModelCheckpoint, ProgressBar
 from layerwise.train.callbacks.stop_on_signal import StopOnSignal
@@ -396,7 +403,8 @@ def finish_rl(run: Run, trainer: AgentTrainer, spec: RLSpec) -> dict[str, float]
     """Greedy test returns of the last and best weights, the episode log, the learning curve,
     the diagnosis and the report; returns the test metrics."""
     trainer.start_agent()  # a run resumed after its last step still restores its episode log
-    returns = greedy_returns(trainer.model, spec.env_id, spec.final_eval_episodes)
+    # Test episodes are not the evaluation episodes that chose the best checkpoint.
+    returns = greedy_returns(trainer.model, spec.env_id, spec.final_eval_episodes, TEST_SEED)
     metrics: dict[str, float] = {
         "return": statistics.fmean(returns),
         "return_std": statistics.pstdev(returns),
@@ -408,7 +416,7 @@ def finish_rl(run: Run, trainer: AgentTrainer, spec: RLSpec) -> dict[str, float]
     if run.has_checkpoint("best"):
         best = build_agent_model(run.recipe(), spec)
         best.load_state_dict(run.load_checkpoint("best")[0])
-        best_returns = greedy_returns(best, spec.env_id, spec.final_eval_episodes)
+        best_returns = greedy_returns(best, spec.env_id, spec.final_eval_episodes, TEST_SEED)
         metrics["best_return"] = statistics.fmean(best_returns)
         metrics["best_return_std"] = statistics.pstdev(best_returns)
     if spec.reward_threshold is not None:
@@ -528,24 +536,34 @@ def play(
     is also saved as an animated GIF (rendered `rgb_array` frames, Pillow)."""
     if not isinstance(episodes, int) or not 1 <= episodes <= 10_000:
         raise DataError(f"--episodes must be 1..10000, got {episodes}", hint="e.g. --episodes 5")
+    if gif is not None:
+        _check_gif_path(Path(gif))
     model, spec = load_agent(run, which)
-    seed = EVAL_SEED if seed is None else seed
+    seed = TEST_SEED if seed is None else seed
     returns = greedy_returns(model, spec.env_id, episodes, seed=seed)
     if gif is not None:
         save_gif(model, spec.env_id, Path(gif), seed)
     return returns
 
 
-def save_gif(model: nn.Module, env_id: str, path: Path, seed: int = EVAL_SEED) -> Path:
-    """One greedy episode as a GIF at half size and 25 frames per second."""
-    from PIL import Image
-
+def _check_gif_path(path: Path) -> None:
     if path.suffix.lower() != ".gif":
         raise DataError(f"--gif {path}: the file name must end in .gif", hint="e.g. --gif cart.gif")
     if not path.parent.is_dir():
         raise DataError(
             f"--gif {path}: folder {path.parent} does not exist", hint="create it, or pick another"
         )
+
+
+def save_gif(model: nn.Module, env_id: str, path: Path, seed: int = TEST_SEED) -> Path:
+    """One greedy episode as a GIF at half size and 25 frames per second."""
+    import os
+
+    from PIL import Image
+
+    _check_gif_path(path)
+    # pygame renders off screen; without a display SDL would warn about XDG_RUNTIME_DIR.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     _, frames = record_episode(model.act, env_id, seed)
     images = [
         Image.fromarray(frame).resize((frame.shape[1] // 2, frame.shape[0] // 2))

@@ -30,6 +30,7 @@ from layerwise.errors import DataError, LayerwiseError, RecipeError
 
 INSTALL = "pip install 'layerwise[rl]'"
 EVAL_SEED = 1_000_003  # evaluation episodes use seeds no training episode uses
+TEST_SEED = 2_000_003  # and the final test others again: not the ones that chose "best"
 
 
 def require_gymnasium() -> Any:
