@@ -22,6 +22,8 @@ BENCHMARKS = {
     "lr_finder": "lr-find suggestion against a grid search on three recipes (~25 min)",
     "doctor": "detection table, false alarms and auto-fix on the broken-setup library (~15 min)",
     "cli_latency": "layerwise --help and runs ls as whole processes against python -c pass (~10 s)",
+    "explain": "explanations: Grad-CAM on the strokes, integrated gradients' completeness, "
+    "model randomisation, time per method (~5 min)",
     "serving": "export parity per format; layerwise serve with and without micro-batching "
     "against a hand-written FastAPI endpoint, real processes under wrk (~10 min)",
     "tabular": "MLPs against LogisticRegression/Ridge and HistGradientBoosting on breast "

@@ -138,6 +138,31 @@ def test_gradcam_of_a_trained_digits_cnn_sits_on_the_strokes(digits_run):
     assert np.mean(np.array(ratios) > 1) > 0.65
 
 
+def test_the_maps_change_when_the_weights_are_randomised(digits_run):
+    """Adebayo et al. (2018): a map that stays the same for random weights shows the input,
+    not the model. An untrained net's Grad-CAM also sits on the strokes, so this is the check
+    that the maps depend on what was learnt."""
+    from scipy.stats import spearmanr
+
+    _, model, data = digits_run
+    torch.manual_seed(1)
+    random = create_model("cnn", num_classes=10, **CNN, input_shape=(1, 8, 8)).eval()
+    x, y = data.test
+    blank = torch.zeros(1, 1, 8, 8)
+    for method in (
+        lambda m, xi, t: saliency(m, xi, t),
+        lambda m, xi, t: integrated_gradients(m, xi, t, blank).attributions,
+    ):
+        rho = [
+            spearmanr(
+                method(model, x[i : i + 1], int(y[i])).flatten(),
+                method(random, x[i : i + 1], int(y[i])).flatten(),
+            ).statistic
+            for i in range(20)
+        ]
+        assert np.nanmedian(rho) < 0.5
+
+
 def test_stroke_ratio_reads_a_map_on_the_background_as_below_one():
     pixels = torch.zeros(1, 8, 8)
     pixels[0, 2:6, 3:5] = 1.0
@@ -301,3 +326,16 @@ def test_the_explained_report_renders_in_chromium(digits_run, tmp_path):
         "explanation three: feature maps",
     }
     assert all(image["decoded"] and image["width"] >= 300 for image in shown)
+
+
+def test_the_cli_prints_the_answer_and_the_completeness_check(text_run):
+    from typer.testing import CliRunner
+
+    from layerwise.cli import app
+
+    args = ["explain", str(text_run.path), "a dull film", "--method", "integrated_gradients"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "a dull film: predicted neg" in result.output
+    assert "completeness gap 0.00%" in result.output
+    assert "wrote 2 files to" in result.output and "text-a-dull-film" in result.output
