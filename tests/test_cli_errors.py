@@ -755,6 +755,17 @@ CATALOG = [
     (["train", "ml_missing.yaml"], ["movielens: no_such_folder not found"], DataError),
     (["train", "ml_cols.yaml"], ["ml_cols/u.data has 3 columns per line"], DataError),
     (["train", "ml_csv.yaml"], ["ml_csv/ratings.csv", "without userId, movieId"], DataError),
+    # a MiniLM backbone on data that is not text; another source without its weights' path
+    (
+        ["train", "tiny.yaml", "--set", "backbone={source: minilm}"],
+        ["backbone source minilm needs a text dataset"],
+        RecipeError,
+    ),
+    (
+        ["train", "tiny.yaml", "--set", "backbone={source: run}"],
+        ["backbone source run needs backbone.path"],
+        RecipeError,
+    ),
 ]
 
 

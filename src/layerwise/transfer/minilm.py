@@ -207,10 +207,13 @@ class MiniLMClassifier(nn.Module):
 
 class MiniLMFeatureModel(FeatureModel):
     """`FeatureModel` for MiniLM: takes `tokens` (and ignores `lengths`) as text models do, so
-    `predict` on raw text feeds it the pipeline's `{"tokens", "lengths"}` batches."""
+    `predict` on raw text feeds it the pipeline's `{"tokens", "lengths"}` batches. Embeddings
+    are floats and token ids integers, so the dtype tells them apart whatever their width."""
 
     def forward(self, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return super().forward(tokens)
+        if tokens.is_floating_point():
+            return self.model.head(tokens)
+        return self.model(tokens)
 
 
 def pipeline_id_map(pipeline: Any) -> Tensor:

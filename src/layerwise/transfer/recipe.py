@@ -15,11 +15,13 @@ import torch
 from torch import nn
 
 from layerwise.data import DatasetBundle
+from layerwise.errors import RecipeError
 from layerwise.recipe import Recipe
 from layerwise.train import Callback
 from layerwise.transfer.backbone import load_backbone
 from layerwise.transfer.features import FeatureExtractor, FeatureModel
 from layerwise.transfer.groups import freeze, layer_groups
+from layerwise.transfer.minilm import MiniLMFeatureModel, minilm_for_pipeline
 from layerwise.transfer.optim import discriminative_optimizer
 from layerwise.transfer.unfreeze import GradualUnfreezing
 
@@ -30,18 +32,29 @@ def build_backbone_model(recipe: Recipe, data: DatasetBundle) -> nn.Module:
     """The pretrained model with a new head for the data's classes, frozen as the recipe says
     (in `features` mode: a `FeatureModel` with its whole backbone frozen)."""
     spec = recipe.backbone
-    model = load_backbone(
-        spec.source,
-        spec.path,
-        num_classes=data.num_classes,
-        arch=spec.arch,
-        checkpoint=spec.checkpoint,
-        strict=spec.strict,
-        seed=recipe.seed,
-    )
+    if spec.source == "minilm":  # the sentence encoder, on the text pipeline's token ids
+        model = minilm_for_pipeline(
+            getattr(data, "pipeline", None), data.num_classes, seed=recipe.seed
+        )
+    elif not spec.path:
+        raise RecipeError(
+            f"backbone source {spec.source} needs backbone.path",
+            hint="the run folder (or its name), or the weights file",
+        )
+    else:
+        model = load_backbone(
+            spec.source,
+            spec.path,
+            num_classes=data.num_classes,
+            arch=spec.arch,
+            checkpoint=spec.checkpoint,
+            strict=spec.strict,
+            seed=recipe.seed,
+        )
     if spec.mode == "features":
         freeze(model, "backbone")
-        return FeatureModel(model, data.input_shape)
+        wrapper = MiniLMFeatureModel if spec.source == "minilm" else FeatureModel
+        return wrapper(model, data.input_shape)
     if spec.unfreeze_every is not None:
         freeze(model, "backbone")  # GradualUnfreezing takes it from here
     else:
