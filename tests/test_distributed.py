@@ -168,7 +168,21 @@ def test_a_batch_smaller_than_the_ranks_is_padded() -> None:
 def test_nproc_starts_torchrun_with_the_same_command(tmp_path, monkeypatch) -> None:
     (tmp_path / "r.yaml").write_text(RECIPE)
     started = []
-    monkeypatch.setattr(dist_mod.subprocess, "call", lambda cmd, env: started.append(cmd) or 3)
+
+    class Torchrun:  # stands in for subprocess.Popen
+        def __init__(self, command: list[str], env: dict) -> None:
+            started.append(command)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def wait(self) -> int:
+            return 3
+
+    monkeypatch.setattr(dist_mod.subprocess, "Popen", Torchrun)
     monkeypatch.chdir(tmp_path)
     args = ["train", "r.yaml", "--nproc", "2", "--set", "train.epochs=1", "--quiet"]
     result = CliRunner().invoke(cli.app, args)

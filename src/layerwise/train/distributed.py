@@ -252,11 +252,18 @@ def launch(args: Sequence[str], nproc: int) -> int:
     """Run `layerwise ARGS` in `nproc` processes through torchrun; returns its exit code.
 
     torchrun sets OMP_NUM_THREADS=1 per process unless it is set, so N processes on N cores do
-    not oversubscribe them."""
+    not oversubscribe them. A Ctrl-C reaches torchrun and every process too: this one waits for
+    them, while rank 0 checkpoints at the next step and every rank stops there.
+    """
     check_nproc(nproc)
     # torchrun's own default, set here so that it does not print a banner about it
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.call(torchrun_command(args, nproc), env=env)
+    with subprocess.Popen(torchrun_command(args, nproc), env=env) as torchrun:
+        while True:
+            try:
+                return torchrun.wait()
+            except KeyboardInterrupt:
+                continue
 
 
 def check_nproc(nproc: int) -> None:
