@@ -12,7 +12,7 @@ import torch
 
 from layerwise.data import load_dataset
 from layerwise.data.ratings import COLD_MAX_RATINGS, RatingsBundle
-from layerwise.errors import DataError
+from layerwise.errors import DataError, ShapeError
 from layerwise.models import create_model
 from layerwise.recipe import parse_recipe
 from layerwise.tasks.recommend import (
@@ -145,6 +145,17 @@ def test_biased_mf_is_mean_plus_biases_plus_dot_and_its_penalty():
     assert model(user=user, item=item).tolist() == [3.0 + 0.5 + 0.25 + 1.0, 3.0 - 1.0 + 0.0]
     # rows used: user 0 (5 + 0.25), item 1 (10 + 0.0625); user 1 (1 + 1), item 0 (1 + 0)
     assert float(model.penalty(user, item).detach()) == pytest.approx((15.3125 + 3.0) / 2)
+
+
+@pytest.mark.parametrize("family", ["biased_mf", "neumf"])
+def test_a_recommender_also_takes_one_tensor_of_user_item_rows(family):
+    """What generic tools (summary, export, a split's x) pass: `(N, 2)` rows, float or int."""
+    model = create_model(family, num_users=5, num_items=7, global_mean=3.0).eval()
+    rows = torch.tensor([[0, 6], [4, 1]])
+    expected = model(user=rows[:, 0], item=rows[:, 1])
+    assert torch.equal(model(rows), expected) and torch.equal(model(rows.float()), expected)
+    with pytest.raises(ShapeError, match=r"got one tensor of shape \(2, 3\)"):
+        model(torch.zeros(2, 3, dtype=torch.long))
 
 
 # ------------------------------------------------------------------------------------- ranking

@@ -1,13 +1,14 @@
 """Recommenders that predict a user's rating of an item: biased matrix factorisation and NeuMF.
 
-Both are called as `model(user=..., item=...)` with `(N,)` index tensors and return `(N,)`
-predicted ratings, so a dict batch `{"user", "item", "rating"}` trains them through the Trainer's
-step contract. Both start from the mean training rating (`global_mean`) and learn a bias per user
-and per item on top of it, the baseline that already explains much of a rating.
+Both are called as `model(user=..., item=...)` with `(N,)` index tensors (or with one `(N, 2)`
+tensor of `[user, item]` rows, as generic tools pass a split's `x`) and return `(N,)` predicted
+ratings, so a dict batch `{"user", "item", "rating"}` trains them through the Trainer's step
+contract. Both start from the mean training rating (`global_mean`) and learn a bias per user and
+per item on top of it, the baseline that already explains much of a rating.
 
 Weight decay on embeddings is `penalty(user, item)`: the mean squared norm of the embedding rows
-and biases a batch touches, which the recommender task adds to the loss times its
-`embedding_decay`. Decaying only the rows in use, as the SGD of Koren's biased MF does, keeps the
+and biases a batch touches, which the recommender task adds to the loss times the recipe's
+`train.l2`. Decaying only the rows in use, as the SGD of Koren's biased MF does, keeps the
 tables of rarely seen users and items from being shrunk on every step of the others.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from layerwise.errors import RecipeError
+from layerwise.errors import RecipeError, ShapeError
 from layerwise.models.registry import MODELS
 
 
@@ -38,6 +39,21 @@ class _Biases(nn.Module):
 
     def penalty(self, user: Tensor, item: Tensor) -> Tensor:
         return self.user_bias(user)[:, 0].square() + self.item_bias(item)[:, 0].square()
+
+
+def _pairs(user: Tensor, item: Tensor | None) -> tuple[Tensor, Tensor]:
+    """`(user, item)` index tensors, also from one `(N, 2)` tensor of `[user, item]` rows (what
+    a rating split's `x` holds, and what generic tools such as `summary` and export pass)."""
+    if item is not None:
+        return user, item
+    if user.dim() != 2 or user.shape[1] != 2:
+        raise ShapeError(
+            f"a recommender takes user and item indices, or one (N, 2) tensor of [user, item] "
+            f"rows; got one tensor of shape {tuple(user.shape)}",
+            hint="call model(user=..., item=...) with (N,) index tensors",
+        )
+    pairs = user.long()
+    return pairs[:, 0], pairs[:, 1]
 
 
 def _embedding(count: int, dim: int, std: float) -> nn.Embedding:
@@ -74,7 +90,8 @@ class BiasedMF(nn.Module):
         self.user_factors = _embedding(num_users, dim, init_std)
         self.item_factors = _embedding(num_items, dim, init_std)
 
-    def forward(self, user: Tensor, item: Tensor) -> Tensor:
+    def forward(self, user: Tensor, item: Tensor | None = None) -> Tensor:
+        user, item = _pairs(user, item)
         dot = (self.user_factors(user) * self.item_factors(item)).sum(-1)
         return self.biases(user, item) + dot
 
@@ -131,7 +148,8 @@ class NeuMF(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.head = nn.Linear(dim + width, 1)
 
-    def forward(self, user: Tensor, item: Tensor) -> Tensor:
+    def forward(self, user: Tensor, item: Tensor | None = None) -> Tensor:
+        user, item = _pairs(user, item)
         gmf = self.gmf_user(user) * self.gmf_item(item)
         mlp = self.mlp(torch.cat([self.mlp_user(user), self.mlp_item(item)], dim=-1))
         return self.biases(user, item) + self.head(torch.cat([gmf, mlp], dim=-1))[:, 0]
