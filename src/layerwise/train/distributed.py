@@ -141,9 +141,8 @@ class Distributed:
         """Stop every rank when any rank stops (early stopping, the doctor, a signal), so that no
         rank waits forever in the next collective; a fatal stop anywhere is fatal everywhere."""
         reason = trainer.stop_reason
-        flags = torch.tensor(
-            [trainer.stop_training, reason is not None and reason.fatal], dtype=torch.int32
-        )
+        wants = [trainer.stop_training, reason is not None and reason.fatal]
+        flags = torch.tensor(wants, dtype=torch.int32, device=trainer.device)  # NCCL: on the GPU
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         stop, fatal = bool(flags[0]), bool(flags[1])
         if stop and (not trainer.stop_training or (fatal and not reason.fatal)):
