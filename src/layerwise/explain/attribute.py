@@ -110,9 +110,9 @@ def last_conv_layer(model: nn.Module, x: Tensor) -> tuple[str, nn.Module] | None
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
     hooks = [
         m.register_forward_hook(
-            lambda mod, _i, out, name=n: ran.append((name, mod, tuple(out.shape)))
-            if isinstance(out, Tensor)
-            else None
+            lambda mod, _i, out, name=n: (
+                ran.append((name, mod, tuple(out.shape))) if isinstance(out, Tensor) else None
+            )
         )
         for n, m in leaves
     ]
@@ -149,4 +149,4 @@ def stroke_ratio(cam: Tensor, pixels: Tensor, background: float, ink: float = 0.
     if not bool(drawn.any()) or bool(drawn.all()):
         return None
     inside, outside = float(heat[drawn].mean()), float(heat[~drawn].mean())
-    return inside / outside if outside > 0 else float("inf")
+    return inside / max(outside, inside * 1e-6, 1e-30)  # at most 1e6: finite in JSON
