@@ -98,3 +98,17 @@ def test_one_class_is_refused_as_a_value_error_and_a_data_error():
         LayerwiseClassifier(epochs=1).fit(x, np.zeros(10))
     assert isinstance(caught.value, DataError)
     assert caught.value.hint
+
+
+def test_early_stopping_holds_out_rows_stops_and_keeps_a_good_model():
+    x_train, x_test, y_train, y_test = _iris()
+    model = make_pipeline(
+        StandardScaler(),
+        LayerwiseClassifier(hidden=(16,), epochs=300, lr=0.05, early_stopping=True, patience=3),
+    ).fit(x_train, y_train)
+    network = model[-1]
+    assert len(network.loss_curve_) < 300  # stopped on the held-out loss
+    assert len(network.validation_loss_curve_) == len(network.loss_curve_)
+    assert model.score(x_test, y_test) >= 0.85
+    with pytest.raises(ValueError, match=r"validation_fraction is 1\.5"):
+        LayerwiseClassifier(early_stopping=True, validation_fraction=1.5).fit(x_train, y_train)

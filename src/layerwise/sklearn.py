@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from layerwise.errors import DataError
 from layerwise.models import create_model
-from layerwise.train import Trainer
+from layerwise.train import EarlyStopping, Trainer
 from layerwise.train.device import rng_state, set_rng_state
 
 
@@ -55,6 +55,10 @@ class _LayerwiseMLP(BaseEstimator):
         threads: CPU threads while fitting (1 suits small tables and parallel grid searches;
             `auto` lets the Trainer choose).
         verbose: print one line per epoch.
+        early_stopping: hold out `validation_fraction` of the rows (stratified for classes,
+            fixed by `seed`), stop when their loss has not improved for `patience` epochs and
+            keep the best epoch's weights.
+        validation_fraction, patience: see `early_stopping`.
     """
 
     _loss = "mse"
@@ -72,6 +76,9 @@ class _LayerwiseMLP(BaseEstimator):
         seed: int = 0,
         threads: int | str = 1,
         verbose: bool = False,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        patience: int = 10,
     ) -> None:
         self.hidden = hidden
         self.activation = activation
@@ -84,10 +91,17 @@ class _LayerwiseMLP(BaseEstimator):
         self.seed = seed
         self.threads = threads
         self.verbose = verbose
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.patience = patience
 
     def _fit_network(self, x: np.ndarray, target: torch.Tensor, outputs: int) -> None:
         """Train a fresh MLP with `outputs` units on (x, target); the global RNGs are restored
         afterwards, so fitting does not change what the caller's random numbers will be."""
+        train, val, callbacks = (_as_tensor(x), target), None, []
+        if self.early_stopping:
+            train, val = self._hold_out(x, target)
+            callbacks = [EarlyStopping("val_loss", patience=self.patience)]
         saved = rng_state()
         try:
             torch.manual_seed(self.seed)
@@ -111,11 +125,13 @@ class _LayerwiseMLP(BaseEstimator):
                 doctor=False,
                 threads=self.threads,
                 progress=self.verbose,
+                callbacks=callbacks,
             )
             trainer.fit(
-                (_as_tensor(x), target),
+                train,
+                val,
                 epochs=self.epochs,
-                batch_size=max(1, min(self.batch_size, len(x))),
+                batch_size=max(1, min(self.batch_size, len(train[0]))),
             )
         finally:
             set_rng_state(saved)
@@ -123,6 +139,35 @@ class _LayerwiseMLP(BaseEstimator):
         # size (the matrix kernels differ), and a row's prediction should not depend on its batch.
         self.model_ = model.eval().double()
         self.loss_curve_ = [float(epoch["loss"]) for epoch in trainer.history]
+        if val is not None:
+            self.validation_loss_curve_ = [float(e["val_loss"]) for e in trainer.history]
+
+    def _hold_out(self, x: np.ndarray, target: torch.Tensor) -> tuple[tuple, tuple]:
+        """(train, validation) pairs for early stopping, stratified for classes when every
+        class has at least two rows."""
+        from sklearn.model_selection import train_test_split
+
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise EstimatorInputError(
+                f"validation_fraction is {self.validation_fraction}: it must lie in (0, 1)",
+                hint="e.g. validation_fraction=0.1",
+            )
+        rows = np.arange(len(x))
+        labels = target.numpy() if not target.is_floating_point() else None
+        if labels is not None and np.bincount(labels).min() < 2:
+            labels = None
+        try:
+            fit_rows, val_rows = train_test_split(
+                rows, test_size=self.validation_fraction, random_state=self.seed, stratify=labels
+            )
+        except ValueError as exc:
+            raise EstimatorInputError(
+                f"cannot hold out {self.validation_fraction:.0%} of {len(x)} rows for early "
+                f"stopping: {exc}",
+                hint="give more rows, or early_stopping=False",
+            ) from exc
+        tensor = _as_tensor(x)
+        return (tensor[fit_rows], target[fit_rows]), (tensor[val_rows], target[val_rows])
 
     def _outputs(self, x: Any) -> np.ndarray:
         """The network's raw outputs (logits or scaled values) for validated rows."""
@@ -137,7 +182,8 @@ class LayerwiseClassifier(ClassifierMixin, _LayerwiseMLP):
 
     Learned attributes: `classes_` (the labels, sorted), `n_features_in_`, `feature_names_in_`
     (for frames with string column names), `model_` (the trained `nn.Module`, usable as plain
-    PyTorch) and `loss_curve_` (the mean training loss per epoch).
+    PyTorch), `loss_curve_` (the mean training loss per epoch) and, with early stopping,
+    `validation_loss_curve_`.
 
     Example:
         >>> from sklearn.datasets import load_iris
