@@ -3,6 +3,7 @@ training through the step contract, and recommending (warm, cold-start and unkno
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from layerwise.tasks.recommend import (
     sample_negatives,
     train_recommender,
 )
+from layerwise.train import Callback
 
 TINY = {"num_users": 60, "num_items": 40, "mean_ratings": 15, "min_ratings": 8, "rank": 3}
 
@@ -249,3 +251,36 @@ def test_train_then_recommend_for_warm_cold_and_unknown_users(tmp_path):
         recommend(run, 81)
     again = evaluate_recommender_run(run, "test", "best")  # `layerwise evaluate`
     assert again["rmse"] == pytest.approx(metrics["rmse"]) and again["hr@10"] == metrics["hr@10"]
+
+
+class _InterruptAt(Callback):
+    """Raise KeyboardInterrupt after optimizer step `step` (as Ctrl-C between steps would)."""
+
+    order = 100
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_batch_end(self, trainer) -> None:
+        if trainer.state.step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_bit_for_bit(tmp_path):
+    spec = RECIPE.replace("epochs: 15", "epochs: 3\n  checkpoint_every_steps: 4")
+    recipe = parse_recipe(spec)
+    whole, expected = train_recommender(recipe, tmp_path / "a", progress=False, echo=None)
+    with pytest.raises(KeyboardInterrupt):
+        train_recommender(
+            recipe, tmp_path / "b", progress=False, echo=None, callbacks=[_InterruptAt(10)]
+        )
+    stopped = tmp_path / "b" / "rec_tiny"
+    assert json.loads((stopped / "run.json").read_text())["status"] == "stopped"
+    run, metrics = train_recommender(None, tmp_path / "b", resume=stopped, progress=False)
+    assert metrics == expected  # same weights, same scores, to the last bit
+
+    def timeless(run):
+        return [{k: v for k, v in r.items() if k != "time"} for r in run.read_metrics()]
+
+    assert timeless(run) == timeless(whole)  # the same epochs logged once each

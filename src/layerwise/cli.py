@@ -153,9 +153,10 @@ def train(
                     parsed, task, runs_dir, resume=resume, progress=not quiet
                 )
             elif _recommender(Run.open(resume, root=runs_dir).recipe()):
-                raise LayerwiseError(
-                    f"run '{resume}' trains a recommender, which --resume cannot continue yet",
-                    hint="train its recipe again as a new run",
+                from layerwise.tasks.recommend import train_recommender
+
+                run, test_metrics = train_recommender(
+                    parsed, runs_dir, resume=resume, progress=not quiet
                 )
             else:
                 run, test_metrics = experiment.resume(

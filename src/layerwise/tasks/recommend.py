@@ -34,11 +34,14 @@ from torch import Tensor, nn
 
 from layerwise.data import load_dataset
 from layerwise.data.ratings import COLD_MAX_RATINGS, RatingsBundle
-from layerwise.errors import DataError, RecipeError
+from layerwise.errors import CheckpointError, DataError, RecipeError
 from layerwise.models import MODELS, create_model
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
+from layerwise.tasks.sequence import finish_report
+from layerwise.tasks.sequence import load_run_weights as load_sequence_weights
 from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
+from layerwise.train.callbacks.stop_on_signal import guarded_fit
 
 Echo = Callable[[str], None] | None
 Scorer = Callable[[Tensor, Tensor], Tensor]  # (users, items) -> scores, higher is better
@@ -294,24 +297,54 @@ def build_trainer(
 
 
 def train_recommender(
-    recipe: Recipe,
+    recipe: Recipe | None,
     runs_root: str | Path = "runs",
     *,
+    resume: str | Path | None = None,
     progress: bool = True,
     echo: Echo = print,
     callbacks: Sequence[Any] = (),
 ) -> tuple[Run, dict[str, float]]:
-    """Train a recommender recipe into a new run folder; returns the run and its test scores."""
+    """Train a recommender recipe into a new run folder, or `resume` a stopped run from its last
+    checkpoint; returns the run and its test scores.
+
+    A resumed run continues bit for bit: the data is generated or read again by the saved
+    recipe, and the weights, optimizer, random state and position in the epoch come from the
+    checkpoint (the batch order is a pure function of seed and epoch). `recipe` may then be
+    None; a recipe that differs from the saved one is refused.
+    """
+    run: Run | None = None
+    if resume is not None:
+        run = Run.open(resume, root=runs_root)
+        saved = run.recipe()
+        if recipe is not None and recipe.model_dump() != saved.model_dump():
+            raise CheckpointError(
+                f"the recipe differs from the one run '{run.name}' was started with",
+                hint="resume without changing the recipe (omit it), or start a new run",
+            )
+        recipe = saved
+        if run.info().get("status") == "finished":
+            return run, run.info().get("test_metrics") or {}
     seed_everything(recipe.seed)
     data = load_ratings(recipe)
     model = build_model(recipe, data)
-    run = Run.create(runs_root, recipe.name, recipe.to_yaml())
+    if run is None:
+        run = Run.create(runs_root, recipe.name, recipe.to_yaml())
     monitor = recipe.train.monitor if data.val is not None else "loss"
-    everything = [MetricsLogger(run), ModelCheckpoint(run, monitor=monitor)]
+    checkpoints = ModelCheckpoint(
+        run, monitor=monitor, every_steps=recipe.train.checkpoint_every_steps
+    )
+    everything = [MetricsLogger(run), checkpoints]
     everything += [ProgressBar()] if progress else []
     trainer = build_trainer(recipe, model, data, [*everything, *callbacks])
-    run.set_status("running")
-    try:
+    if resume is not None and run.has_checkpoint("last"):
+        weights, state = run.load_checkpoint("last", quarantine=True)
+        model.load_state_dict(weights)
+        trainer.load_state_dict(state)
+        run.truncate_metrics_after(state["train_state"]["step"])
+    else:
+        run.truncate_metrics_after(-1)
+    with guarded_fit(run, trainer):
         trainer.fit(
             rating_batches(data.train),
             rating_batches(data.val) if data.val is not None else None,
@@ -319,17 +352,10 @@ def train_recommender(
             batch_size=recipe.data.batch_size,
             eval_batch_size=recipe.data.eval_batch_size or 8192,
         )
-        load_run_weights(run, model, "best")
-        metrics = evaluate_recommender(trainer, data, seed=recipe.seed) if data.test else {}
-    except KeyboardInterrupt:
-        run.set_status("stopped")
-        raise
-    except BaseException:
-        run.set_status("failed")
-        raise
+    load_run_weights(run, model, "best")
+    metrics = evaluate_recommender(trainer, data, seed=recipe.seed) if data.test else {}
     run.append_metrics({"epoch": trainer.state.epoch, "split": "test", **metrics})
-    run.set_status("finished", test_metrics=metrics, epochs_done=trainer.state.epoch)
-    _write_report(run)
+    finish_report(run, trainer, metrics, [])
     return run, metrics
 
 
@@ -357,17 +383,9 @@ def evaluate_recommender_run(
     return metrics
 
 
-def _write_report(run: Run) -> None:
-    from layerwise.report import plot_run_curves, write_report
-
-    plot_run_curves(run)
-    write_report(run)
-
-
 def load_run_weights(run: Run, model: nn.Module, which: str = "best") -> None:
-    from layerwise.tasks.sequence import load_run_weights as load
-
-    load(run, model, which)
+    """Load the run's `best` (else `last`) weights into `model`."""
+    load_sequence_weights(run, model, which)
 
 
 # --------------------------------------------------------------------------------- recommend
