@@ -7,6 +7,9 @@
     new head, discriminative rates 0.5x per group going down) and `features` (backbone frozen,
     embeddings cached, only the head trains). Scored on the full 5-9 test set (4,861 images).
     Target (issue 11): fine-tune >= scratch + 10 points.
+(b) IMDB with 1,000 labelled reviews: MiniLM (frozen features + head, and fine-tuned) against
+    layerwise's fastText bigram model trained on the same 1,000 (see benchmarks/transfer_imdb.py;
+    `--only imdb`, sizes and token limits set by the --imdb-* options).
 (c) ORL faces (40 people, 5 photos each to train, 5 to test, resized to 32x32 and copied to 3
     channels): the CIFAR-10 ResNet-20 checkpoint as a frozen feature extractor + linear head,
     against a scratch CNN (layerwise `cnn` vgg) trained for the same number of epochs.
@@ -296,7 +299,29 @@ def merge(paths: list[Path], output: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--only", choices=["mnist", "orl"], default=None)
+    parser.add_argument("--only", choices=["mnist", "imdb", "orl"], default=None)
+    parser.add_argument("--imdb-test-size", type=int, default=25000)
+    parser.add_argument("--imdb-finetune-test-size", type=int, default=5000)
+    parser.add_argument("--imdb-finetune-seeds", type=int, default=None)
+    parser.add_argument("--imdb-feature-length", type=int, default=256)
+    parser.add_argument("--imdb-finetune-length", type=int, default=128)
+    parser.add_argument("--imdb-finetune-epochs", type=int, default=2)
+    parser.add_argument(
+        "--imdb-finetune-frozen", type=int, default=0, help="lowest MiniLM groups kept frozen"
+    )
+    parser.add_argument("--imdb-labelled", type=int, default=1000)
+    parser.add_argument(
+        "--imdb-contenders",
+        nargs="+",
+        choices=["scratch", "features", "finetune"],
+        default=["scratch", "features", "finetune"],
+    )
+    parser.add_argument(
+        "--imdb-cache",
+        type=Path,
+        default=Path("runs/benchmark_cache/minilm_features"),
+        help="MiniLM embeddings of the test reviews, computed once per max length and kept",
+    )
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "transfer.json")
     parser.add_argument(
@@ -321,6 +346,24 @@ def main() -> None:
             rows += summarise(
                 "MNIST 5-9, 50/class", payload["mnist_5_9_50_per_class"]["contenders"]
             )
+        if args.only in (None, "imdb"):
+            from transfer_imdb import imdb_benchmark, imdb_rows
+
+            payload["imdb_1000_labelled"] = imdb_benchmark(
+                seeds,
+                labelled=args.imdb_labelled,
+                test_size=args.imdb_test_size,
+                finetune_test_size=args.imdb_finetune_test_size,
+                finetune_seeds=args.imdb_finetune_seeds,
+                feature_length=args.imdb_feature_length,
+                finetune_length=args.imdb_finetune_length,
+                finetune_epochs=args.imdb_finetune_epochs,
+                finetune_frozen=args.imdb_finetune_frozen,
+                cache=args.imdb_cache,
+                only=tuple(args.imdb_contenders),
+                checkpoint=args.output.with_suffix(".partial.json"),
+            )
+            rows += imdb_rows(payload["imdb_1000_labelled"])
         if args.only in (None, "orl"):
             payload["orl_faces"] = orl_benchmark(seeds, data_root())
             rows += summarise("ORL faces, 5/person", payload["orl_faces"]["contenders"])
