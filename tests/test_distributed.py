@@ -41,6 +41,7 @@ train: {epochs: 2, threads: 1, optimizer: {name: sgd, lr: 0.1, momentum: 0.9}}
 doctor: {data_checks: false, probe_every: 2}
 track: {tensorboard: false}
 """
+PROBED = ("act_mean", "act_std", "zero_frac", "dead_frac", "grad_norm", "update_ratio")
 WORKER = Path(__file__).with_name("distributed_worker.py")
 QUIET = {"progress": False, "echo": None}
 
@@ -135,7 +136,7 @@ def test_probes_are_averaged_across_ranks(runs: Path) -> None:
         assert b["loss"] == pytest.approx(a["loss"], abs=TOLERANCE)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], abs=TOLERANCE)
         for name, stats in a["layers"].items():
-            for key in ("act_mean", "act_std", "zero_frac", "grad_norm", "update_ratio"):
+            for key in PROBED:
                 if key in stats:
                     assert b["layers"][name][key] == pytest.approx(stats[key], abs=1e-4)
 

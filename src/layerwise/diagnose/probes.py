@@ -198,6 +198,7 @@ class Probes(Callback):
         self._epoch_len: int | None = None
         self._step: int | None = None  # the step being sampled, None between samples
         self._epoch = 0  # 1-based epoch of that step
+        self._ranks: Any = None
         self._want_hist = False  # its epoch has no histogram yet
         self._reset_sample()
 
@@ -207,6 +208,7 @@ class Probes(Callback):
         self.every_ = self.every if isinstance(self.every, int) else auto_every(batches)
         self._early = early_steps(self.every_)
         self._layers = watched_layers(trainer.model)
+        self._ranks = getattr(trainer, "dist", None)  # a `Distributed` under torchrun, else None
         self._first_step = trainer.state.step
         if trainer.state.step == 0:
             self.log = ProbeLog()
@@ -289,7 +291,7 @@ class Probes(Callback):
                 return
             with torch.no_grad(), torch.autocast(y.device.type, enabled=False):
                 y = y.detach().float()
-                self._outputs[layer.name] = _output_stats(y, layer)
+                self._outputs[layer.name] = _output_stats(y, layer, self._ranks)
                 if self._want_hist and layer.role == "activation":
                     self._hist[layer.name] = _histogram(y, self.histogram_bins)
 
@@ -461,8 +463,9 @@ def _average_across_ranks(flat: Tensor, items: list[Any], ranks: Any) -> Tensor:
     averaged before `after_backward`), so averaging keeps them; the loss and the activation
     fractions become those of the whole batch (shards are equal-sized); `act_std` goes through
     the second moment, so it is the spread over the whole batch, not the mean of the shards'
-    spreads. `dead_frac` becomes the mean of the shards' fractions (a unit dead on one shard
-    only counts half). Histograms stay rank 0's: each rank bins over its own range."""
+    spreads. `dead_frac` is already that of the whole batch (`_output_stats` takes the maximum
+    of each unit's activity over the ranks). Histograms stay rank 0's: each rank bins over its
+    own range."""
     mine = torch.zeros_like(flat, dtype=torch.bool)  # numbers kept from this rank
     moments, offset = flat.clone(), 0
     pairs = []  # (position of act_mean, position of act_std)
@@ -480,7 +483,7 @@ def _average_across_ranks(flat: Tensor, items: list[Any], ranks: Any) -> Tensor:
     return torch.where(mine, flat, averaged)
 
 
-def _output_stats(y: Tensor, layer: WatchedLayer) -> tuple[list[str], Tensor]:
+def _output_stats(y: Tensor, layer: WatchedLayer, ranks: Any = None) -> tuple[list[str], Tensor]:
     """act_mean, act_std and, for activations, zero/dead/saturated fractions, as one tensor.
 
     Everything is float arithmetic and plain reductions: on the CPU, `std_mean` (Welford) and
@@ -498,6 +501,8 @@ def _output_stats(y: Tensor, layer: WatchedLayer) -> tuple[list[str], Tensor]:
         # A unit (feature or channel: dim 1) is dead when it is positive nowhere in the batch.
         dims = [d for d in range(y.dim()) if d != 1] if y.dim() > 1 else [0]
         alive = torch.amax(y, dim=dims).clamp_(min=0).sign_()
+        if ranks is not None:  # alive on any rank's part of the batch is alive in the batch
+            alive = ranks.maximum(alive)
         keys.append("dead_frac")
         values.append(1.0 - alive.mean())
     if layer.saturation is not None:

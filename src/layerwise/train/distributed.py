@@ -162,6 +162,12 @@ class Distributed:
             if states:
                 metric.load_state_dict(_merge_metric_states(states))
 
+    def maximum(self, values: Tensor) -> Tensor:
+        """The elementwise maximum of `values` over the ranks (a new tensor)."""
+        top = values.detach().clone()
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+        return top
+
     def average(self, values: Tensor) -> Tensor:
         """The mean of `values` over the ranks (a new tensor; `values` is left as it was)."""
         total = values.detach().clone()
