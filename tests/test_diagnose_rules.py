@@ -1600,3 +1600,22 @@ def test_a_regressor_as_good_as_a_least_squares_line_is_not_on_a_plateau() -> No
     explained = {**data, "linear_fit_mse": 0.2}
     finding = curves.loss_plateau(ctx(flat, data=explained, task="regression", num_classes=1))
     assert finding is not None and finding.evidence["linear_shortfall"] == pytest.approx(0.313)
+
+
+def test_every_finding_says_how_sure_and_what_decided_it() -> None:
+    """A finding from a threshold names the measurement, its value and the threshold; only
+    facts (a NaN loss, missing values, a constant column) have nothing to be unsure about."""
+    from layerwise.diagnose.rules import DECIDERS
+
+    facts = {"loss_nan", "missing_values", "constant_feature"}
+    assert set(RULES) - set(DECIDERS) == facts
+    # A loss that swings from 0.1 to 0.6 (+500%, where +10% counts as a move): strong.
+    swings = history([2.3, 0.5, 0.2, 0.9, 0.3, 0.1, 0.6, 0.15, 0.05, 0.4, 0.1])
+    found = RULES["oscillating_loss"](ctx(swings))
+    assert found.confidence == "strong"
+    assert found.decided_by == "largest rise in the window 5 (>= 0.1)"
+    # A train loss at 55% of chance, train and val alike: possible (just past 50%).
+    close = history([0.70, 0.60, 0.50, 0.45, 0.42, 0.40, 0.39, 0.38], val_loss=[0.40] * 8)
+    found = RULES["underfitting"](ctx(close, num_classes=2))
+    assert found.confidence == "possible"
+    assert found.decided_by == "train loss as a share of chance 0.548 (>= 0.5)"

@@ -239,7 +239,12 @@ def lr_too_high_signal(ctx: RuleContext) -> tuple[int, str, dict[str, Any]] | No
                 f"epoch {epoch} averaged a loss of {fmt(first)}, "
                 f"{fmt(first / base)}x {what} ({fmt(base)})"
             )
-            evidence = {"first_epoch_loss": first, "baseline": base, "rests_on": ["overshoot"]}
+            evidence = {
+                "first_epoch_loss": first,
+                "baseline": base,
+                "strict": strict,
+                "rests_on": ["overshoot"],
+            }
             signs.append((epoch, message, evidence))
     # 2. a sampled step far above where training started
     if start is not None and len(steps) > 1 and base:
@@ -896,3 +901,48 @@ def _overfit_margin(f: Finding) -> tuple[str, float, float, bool] | None:
         return "val loss rise over its lowest", (recent - low) / low, OVERFIT_REL_RISE, True
     gap = number(f.evidence.get("accuracy_gap"))
     return ("train - val accuracy", gap, OVERFIT_ACC_GAP, True) if gap is not None else None
+
+
+@decided_by("underfitting")
+def _underfit_margin(f: Finding) -> tuple[str, float, float, bool]:
+    return "train loss as a share of chance", float(f.evidence["level"]), UNDERFIT_LEVEL, True
+
+
+@decided_by("loss_plateau")
+def _plateau_margin(f: Finding) -> tuple[str, float, float, bool]:
+    return "loss as a share of chance", float(f.evidence["level"]), PLATEAU_LEVEL, True
+
+
+@decided_by("lr_too_low")
+def _low_lr_margin(f: Finding) -> tuple[str, float, float, bool]:
+    return "share of the loss removed", float(f.evidence["progress"]), LOW_LR_PROGRESS, False
+
+
+@decided_by("oscillating_loss")
+def _oscillation_margin(f: Finding) -> tuple[str, float, float, bool] | None:
+    """How large the swings are next to what counts as one (counts say little: the rule stops
+    at the first window with enough of them)."""
+    climbed = f.evidence.get("climbs")
+    if climbed:
+        peak = max((c["high"] / c["low"] for c in climbed if c["low"] > 0), default=None)
+        least = 1 + OSC_CLIMB_REL if len(climbed) >= OSC_CLIMBS else LR_HIGH_DIVERGE
+        return ("largest climb peak / its low", peak, least, True) if peak else None
+    losses = f.evidence.get("losses") or []
+    rises = [b / a - 1 for a, b in pairwise(losses) if 0 < a < b]
+    return ("largest rise in the window", max(rises), OSC_MOVE, True) if rises else None
+
+
+@decided_by("lr_too_high")
+def _high_lr_margin(f: Finding) -> tuple[str, float, float, bool] | None:
+    e = f.evidence
+    if "first_epoch_loss" in e:
+        strict = LR_HIGH_FIRST_EPOCH if e.get("strict", True) else LR_HIGH_FIRST_EPOCH_LOOSE
+        return "epoch 1 loss / start", e["first_epoch_loss"] / e["baseline"], strict, True
+    if "spike_loss" in e:
+        return "step loss / start", e["spike_loss"] / e["baseline"], LR_HIGH_SPIKE, True
+    if "risen_loss" in e and e.get("best_loss"):
+        return "loss / its best", e["risen_loss"] / e["best_loss"], LR_HIGH_DIVERGE, True
+    if "weight_norm" in e and e.get("weight_norm_before"):
+        growth = e["weight_norm"] / e["weight_norm_before"]
+        return "weight norm growth", growth, LR_HIGH_WEIGHT_GROWTH, True
+    return None

@@ -481,3 +481,40 @@ decided_by("class_imbalance")(
         else None
     )
 )
+
+
+@decided_by("unscaled_inputs")
+def _unscaled_margin(f: Finding) -> tuple[str, float, float, bool] | None:
+    """The test `unscaled_reason` passed first, with its number."""
+    scale = f.evidence.get("scale") or {}
+    lo, hi = number(scale.get("min")), number(scale.get("max"))
+    mean, std = number(scale.get("mean")), number(scale.get("std"))
+    if mean is not None and std is not None and math.hypot(mean, std) >= UNSCALED_RMS:
+        return "inputs' root mean square", math.hypot(mean, std), UNSCALED_RMS, True
+    feature_mean = number(scale.get("max_abs_feature_mean"))
+    if feature_mean is not None and feature_mean > UNSCALED_FEATURE_MEAN:
+        return "largest |feature mean|", feature_mean, UNSCALED_FEATURE_MEAN, True
+    if lo is not None and hi is not None and max(abs(lo), abs(hi)) < TINY_INPUTS:
+        return "largest |input|", max(abs(lo), abs(hi)), TINY_INPUTS, False
+    ratio = number(scale.get("feature_range_ratio"))
+    return ("feature range ratio", ratio, FEATURE_RANGE_RATIO, True) if ratio else None
+
+
+@decided_by("data_too_small")
+def _too_small_margin(f: Finding) -> tuple[str, float, float, bool] | None:
+    """The most decisive of the size tests that fired."""
+    e = f.evidence
+    tests = []
+    if e.get("train_rows") is not None and e["train_rows"] < TOO_SMALL_ROWS:
+        tests.append(("training rows", float(e["train_rows"]), TOO_SMALL_ROWS, False))
+    per_class = e.get("rows_per_class")
+    if per_class is not None and per_class < TOO_SMALL_PER_CLASS:
+        tests.append(("rows per class", float(per_class), TOO_SMALL_PER_CLASS, False))
+    per_row = e.get("params_per_row")
+    if per_row is not None and per_row > PARAMS_PER_ROW:
+        tests.append(("parameters per row", float(per_row), PARAMS_PER_ROW, True))
+
+    def margin(t: tuple[str, float, float, bool]) -> float:
+        return t[1] / t[2] if t[3] else t[2] / max(t[1], 1e-12)
+
+    return max(tests, key=margin) if tests else None
