@@ -288,7 +288,7 @@ def build_trainer(
         device=spec.device,
         grad_clip=spec.grad_clip,
         seed=recipe.seed,
-        doctor=False,
+        doctor=recipe.doctor.probes,
         threads=spec.threads,
         progress=False,
         l2=spec.l2,
