@@ -148,6 +148,7 @@ def _explain_image(
             hint="name one image file in it",
         )
     experiment = load_experiment(run, which)
+    _require_classifier(run, experiment)
     batch = read_inputs([path], preprocess)
     notes = list(batch.notes)
     if not 0 <= row < len(batch.x):
@@ -362,6 +363,16 @@ def _methods(method: str) -> list[str]:
             hint=did_you_mean(method, [*METHODS, "all"]),
         )
     return [method]
+
+
+def _require_classifier(run: Run, experiment: Experiment) -> None:
+    """Explanations are of a class score; a regression's output has no class to explain."""
+    if experiment.data.task != "classification":
+        raise ExplainError(
+            f"run '{run.name}' is a {experiment.data.task} model: explain covers classifiers "
+            "(a class score to attribute)",
+            hint="explain an image or text classification run",
+        )
 
 
 def _classes(logits: torch.Tensor) -> int:
