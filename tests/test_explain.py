@@ -243,6 +243,7 @@ def test_explain_a_text_run_writes_coloured_tokens(text_run):
     assert 'title="+' in snippet and ">superb</span>" in snippet
     against = explain_run(text_run.path, "the film was superb", target="neg")
     assert against.target == "neg" and against.checks["tokens"][3]["score"] < 0
+    assert against.folder.name == result.folder.name + "_for-neg"  # neither overwrites the other
 
 
 @pytest.mark.parametrize(

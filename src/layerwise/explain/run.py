@@ -176,7 +176,8 @@ def _explain_image(
 
     predicted, probability, target_p, chosen = _answer(logits, names, chosen)
     image_shape = (spec.channels, spec.height, spec.width)
-    folder = Path(output) if output is not None else run.path / EXPLAIN_DIR / _slug(path, row)
+    slug = _slug(path, row) + _for_class(target, names[chosen])
+    folder = Path(output) if output is not None else run.path / EXPLAIN_DIR / slug
     title = (
         f"{path.name}: predicted {predicted} ({probability:.1%}); explaining class "
         f"{names[chosen]} ({target_p:.1%})"
@@ -311,7 +312,8 @@ def _explain_text(
         f'"{shown}": predicted {predicted} ({probability:.1%}); integrated gradients for '
         f"{names[chosen]} ({target_p:.1%}); red for, blue against"
     )
-    folder = Path(output) if output is not None else run.path / EXPLAIN_DIR / _text_slug(text)
+    slug = _text_slug(text) + _for_class(target, names[chosen])
+    folder = Path(output) if output is not None else run.path / EXPLAIN_DIR / slug
     result = Explanation(
         run.name,
         text,
@@ -418,6 +420,13 @@ def _is_file(text: str) -> bool:
 def _slug(path: Path, row: int) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.") or "input"
     return stem if row == 0 else f"{stem}_row{row}"
+
+
+def _for_class(target: str | None, name: str) -> str:
+    """A folder suffix for an explicit --target, so "why not 3?" does not overwrite "why 7?"."""
+    if target is None:
+        return ""
+    return "_for-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "class")
 
 
 def _text_slug(text: str) -> str:
