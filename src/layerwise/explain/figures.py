@@ -26,6 +26,7 @@ DPI = 110
 MAX_FILTERS = 64
 MAX_MAPS_PER_LAYER = 16
 MAX_TOKENS_SHOWN = 400
+LINE_CHARS = 120  # of 10 pt monospace on an 11-inch figure
 
 
 def display_image(x: Tensor) -> np.ndarray:
@@ -129,30 +130,38 @@ def plot_feature_maps(layers: Sequence[tuple[str, Tensor]], title: str, path: Pa
 
 
 def plot_tokens(tokens: Sequence[str], scores: Sequence[float], title: str, path: Path) -> Path:
-    """The tokens in reading order, wrapped, each on a box coloured by its attribution."""
+    """The tokens in reading order, wrapped at `LINE_CHARS` characters of a monospace font,
+    each on a box coloured by its attribution."""
     tokens, scores = list(tokens)[:MAX_TOKENS_SHOWN], list(scores)[:MAX_TOKENS_SHOWN]
     limit = max((abs(s) for s in scores), default=1.0) or 1.0
-    per_line = 12
-    lines = max(1, math.ceil(len(tokens) / per_line))
-    widths = [max(1, len(t)) + 2 for t in tokens]
-    fig = Figure(figsize=(11, 0.42 * lines + 0.9))
-    ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 0.7 / (0.42 * lines + 0.9)))
+    places, x, row = [], 0, 0
+    for token in tokens:
+        width = len(token) + 1  # a space after each token
+        if x and x + width > LINE_CHARS:
+            x, row = 0, row + 1
+        places.append((x, row))
+        x += width
+    lines = row + 1
+    height = 0.36 * lines + 0.9
+    fig = Figure(figsize=(11, height))
+    ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 0.7 / height))
     ax.set_axis_off()
-    ax.set_xlim(0, max(sum(widths[i : i + per_line]) for i in range(0, len(widths), per_line)))
+    ax.set_xlim(0, LINE_CHARS + 2)
     ax.set_ylim(lines, 0)
     cmap = _diverging()
-    for i, (token, score) in enumerate(zip(tokens, scores, strict=True)):
-        row, start = divmod(i, per_line)
-        x = sum(widths[row * per_line : row * per_line + start])
-        colour = cmap(0.5 + 0.5 * score / limit)
+    for token, score, (x, row) in zip(tokens, scores, places, strict=True):
         ax.text(
-            x + 0.2,
+            x + 0.3,
             row + 0.5,
             token,
             fontsize=10,
             va="center",
             family="monospace",
-            bbox={"boxstyle": "round,pad=0.2", "facecolor": colour, "edgecolor": "none"},
+            bbox={
+                "boxstyle": "round,pad=0.15",
+                "facecolor": cmap(0.5 + 0.5 * score / limit),
+                "edgecolor": "none",
+            },
         )
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
