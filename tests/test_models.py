@@ -71,6 +71,15 @@ NON_IMAGE = {
         )
         for name in ("biased_mf", "neumf")
     },
+    # A table row: the category codes first (one column per categorical), then the numbers.
+    "tabular_mlp": (
+        {"num_classes": 3, "cardinalities": (4, 5), "num_numeric": 2},
+        lambda: (torch.tensor([[1.0, 4.0, 0.3, -1.2], [3.0, 0.0, 2.0, 0.1]]),),
+        (2, 3),
+    ),
+    # Game observations: a Q-value per action; the actor-critic's action logits and values.
+    "dqn": ({"obs_dim": 4, "num_actions": 2}, lambda: (torch.randn(2, 4),), (2, 2)),
+    "ppo": ({"obs_dim": 4, "num_actions": 2}, lambda: (torch.randn(2, 4),), ((2, 2), (2,))),
     # A GAN pair scores its own samples: the discriminator's logits on generated images.
     "dcgan": ({"latent_dim": 8, "width": 4}, lambda: (torch.randn(2, 8),), (2, 1)),
     "cgan": (
@@ -107,8 +116,11 @@ def test_non_image_model_builds_forwards_and_backpropagates(name):
     arguments, inputs, expected = NON_IMAGE[name]
     model = create_model(name, **arguments)
     out = model(*inputs())
-    assert out.shape == expected and torch.isfinite(out).all()
-    out.square().mean().backward()
+    outputs = out if isinstance(out, tuple) else (out,)
+    shapes = expected if isinstance(expected[0], tuple) else (expected,)
+    assert [o.shape for o in outputs] == list(shapes)
+    assert all(torch.isfinite(o).all() for o in outputs)
+    sum(o.square().mean() for o in outputs).backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused, unused
 
