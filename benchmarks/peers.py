@@ -1,0 +1,286 @@
+"""The framework tax of layerwise and its peers: time per training step against a hand loop.
+
+The same model (an MLP or a small CNN, defined once in plain PyTorch), the same initial weights,
+the same MNIST rows, the same optimizer (torch's Adam, lr 1e-3) and loss, trained through:
+
+- `hand`: the loop every PyTorch tutorial writes (batches cut from in-memory tensors by a
+  permutation index; forward, loss, backward, step, zero_grad);
+- `layerwise`: `Trainer.fit` with `metrics=[]` and the doctor off, the same work as `hand` (the
+  doctor's cost is measured at real epoch lengths by benchmarks/probe_overhead.py: its probes
+  sample a fixed number of steps per epoch, which these short timed epochs would inflate);
+- `lightning`: a `LightningModule` and `lightning.Trainer` (no logger, checkpoint, progress bar or
+  model summary) fed by a `DataLoader(TensorDataset)`, as its docs show;
+- `keras`: Keras 3 on the torch backend (`KERAS_BACKEND=torch`), the same layers in
+  `channels_first`, the torch weights copied in, `model.fit` on NumPy arrays;
+- `skorch`: `NeuralNet` around the module (`train_split=None`);
+- `fastai`: a `Learner` over `DataLoaders.from_dsets` with torch's Adam (`OptimWrapper`), no
+  progress bar or logging; fastai validates after every epoch, on one batch here.
+
+Per step, not per run: each contender trains `steps` and then `3 * steps` batches in one epoch
+from a fresh copy of the initial weights; the time per step is the difference over the extra
+`2 * steps`, so what a framework spends once per `fit` (building a trainer, callbacks,
+validation) is left out and what it spends every step is kept. All contenders run in one process,
+interleaved round by round with the order rotating, and each ratio to `hand` is the median of the
+per-round ratios, so the load from other processes hits all alike. The loss each contender
+reaches on a fixed batch after its longer run is printed beside, as a check that all trained the
+same model the same way.
+
+Run: .venv/bin/python benchmarks/peers.py [--rounds 5] [--cells mlp:32,mlp:128,cnn:32,cnn:128]
+Needs the `bench` extra (`pip install -e '.[bench]'`, which `make bench` installs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS_DIR, machine, table, write_json
+
+LR = 1e-3
+STEPS = {"mlp:32": 50, "mlp:128": 30, "cnn:32": 15, "cnn:128": 8}
+
+
+def make_module(kind: str) -> nn.Module:
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+            nn.Linear(256, 10),
+        )  # fmt: skip
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+    )  # fmt: skip
+
+
+def keras_model(kind: str, module: nn.Module):
+    """The same layers in Keras 3, with the module's weights (kernels transposed as Keras keeps
+    them: Dense (in, out), Conv2D (kh, kw, in, out))."""
+    import keras
+    from keras import layers
+
+    if kind == "mlp":
+        stack = [layers.Input((1, 28, 28)), layers.Flatten(), layers.Dense(512, "relu"),
+                 layers.Dense(256, "relu"), layers.Dense(10)]  # fmt: skip
+    else:
+        conv = partial(layers.Conv2D, padding="same", data_format="channels_first")
+        pool = partial(layers.MaxPooling2D, data_format="channels_first")
+        stack = [layers.Input((1, 28, 28)), conv(32, 3, activation="relu"), pool(),
+                 conv(64, 3, activation="relu"), pool(),
+                 layers.Flatten(data_format="channels_first"), layers.Dense(128, "relu"),
+                 layers.Dense(10)]  # fmt: skip
+    model = keras.Sequential(stack)
+    torch_layers = [m for m in module if isinstance(m, (nn.Linear, nn.Conv2d))]
+    keras_layers = [layer for layer in model.layers if layer.weights]
+    for theirs, ours in zip(keras_layers, torch_layers, strict=True):
+        weight = ours.weight.detach().numpy()
+        kernel = weight.T if weight.ndim == 2 else weight.transpose(2, 3, 1, 0)
+        theirs.set_weights([kernel, ours.bias.detach().numpy()])
+    model.compile(
+        optimizer=keras.optimizers.Adam(LR),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+class Contenders:
+    """Each contender: (init module, x, y, batch) -> (seconds of the fit, the trained module or
+    a function giving logits for the check batch)."""
+
+    def __init__(self, kind: str, batch: int) -> None:
+        self.kind, self.batch = kind, batch
+
+    def hand(self, module, x, y):
+        optimizer = torch.optim.Adam(module.parameters(), lr=LR)
+        loss_fn = nn.CrossEntropyLoss()
+        start = time.perf_counter()
+        perm = torch.randperm(len(x))
+        for lo in range(0, len(x), self.batch):
+            index = perm[lo : lo + self.batch]
+            loss = loss_fn(module(x[index]), y[index])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start, module
+
+    def layerwise(self, module, x, y):
+        from layerwise.train import Trainer
+
+        trainer = Trainer(
+            module,
+            optimizer=torch.optim.Adam(module.parameters(), lr=LR),
+            metrics=[],
+            doctor=False,
+            progress=False,
+            threads=None,
+        )
+        start = time.perf_counter()
+        trainer.fit((x, y), epochs=1, batch_size=self.batch)
+        return time.perf_counter() - start, module
+
+    def lightning(self, module, x, y):
+        import lightning as L
+
+        class Module(L.LightningModule):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = module
+
+            def training_step(self, batch, _):
+                inputs, targets = batch
+                return nn.functional.cross_entropy(self.net(inputs), targets)
+
+            def configure_optimizers(self):
+                return torch.optim.Adam(self.parameters(), lr=LR)
+
+        trainer = L.Trainer(
+            max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        )  # fmt: skip
+        loader = DataLoader(TensorDataset(x, y), batch_size=self.batch, shuffle=True)
+        start = time.perf_counter()
+        trainer.fit(Module(), loader)
+        return time.perf_counter() - start, module
+
+    def keras(self, module, x, y):
+        model = keras_model(self.kind, module)
+        xs, ys = x.numpy(), y.numpy()
+        start = time.perf_counter()
+        model.fit(xs, ys, batch_size=self.batch, epochs=1, shuffle=True, verbose=0)
+        seconds = time.perf_counter() - start
+        return seconds, lambda inputs: torch.as_tensor(np.asarray(model(inputs.numpy())))
+
+    def skorch(self, module, x, y):
+        from skorch import NeuralNet
+
+        net = NeuralNet(
+            module, criterion=nn.CrossEntropyLoss, optimizer=torch.optim.Adam, lr=LR,
+            max_epochs=1, batch_size=self.batch, train_split=None, verbose=0,
+            iterator_train__shuffle=True,
+        )  # fmt: skip
+        start = time.perf_counter()
+        net.fit(x, y)
+        return time.perf_counter() - start, module
+
+    def fastai(self, module, x, y):
+        from fastai.data.core import DataLoaders
+        from fastai.learner import Learner
+        from fastai.optimizer import OptimWrapper
+
+        dls = DataLoaders.from_dsets(
+            TensorDataset(x, y), TensorDataset(x[: self.batch], y[: self.batch]),
+            bs=self.batch, device="cpu",
+        )  # fmt: skip
+        learner = Learner(
+            dls, module, loss_func=nn.CrossEntropyLoss(),
+            opt_func=partial(OptimWrapper, opt=torch.optim.Adam), lr=LR,
+        )  # fmt: skip
+        start = time.perf_counter()
+        with learner.no_logging():  # no progress bar: fastai.callback.progress is not imported
+            learner.fit(1, lr=LR)
+        return time.perf_counter() - start, module
+
+
+CONTENDERS = ["hand", "layerwise", "lightning", "keras", "skorch", "fastai"]
+
+
+def check_loss(trained, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        logits = trained(x) if callable(trained) and not isinstance(trained, nn.Module) else None
+        if logits is None:
+            trained.eval()
+            logits = trained(x)
+        return float(nn.functional.cross_entropy(logits, y))
+
+
+def measure(cell: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> dict:
+    kind, batch = cell.split(":")[0], int(cell.split(":")[1])
+    steps = STEPS[cell]
+    torch.manual_seed(0)
+    init = make_module(kind)
+    contenders = Contenders(kind, batch)
+    short, long = x[: steps * batch], x[: 3 * steps * batch]
+    short_y, long_y = y[: steps * batch], y[: 3 * steps * batch]
+    check_x, check_y = x[-512:], y[-512:]
+    per_step: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    losses: dict[str, float] = {}
+    for r in range(rounds):
+        order = CONTENDERS[r % len(CONTENDERS) :] + CONTENDERS[: r % len(CONTENDERS)]
+        for name in order:
+            run: Callable = getattr(contenders, name)
+            t_short, _ = run(copy.deepcopy(init), short, short_y)
+            t_long, trained = run(copy.deepcopy(init), long, long_y)
+            per_step[name].append((t_long - t_short) / (2 * steps))
+            losses[name] = check_loss(trained, check_x, check_y)
+        print(f"  {cell} round {r + 1}/{rounds} load {os.getloadavg()[0]:.1f}", flush=True)
+    ratios = {
+        name: statistics.median(
+            a / h for a, h in zip(per_step[name], per_step["hand"], strict=True)
+        )
+        for name in CONTENDERS
+    }
+    return {
+        "steps_timed": 2 * steps,
+        "ms_per_step_median": {n: 1e3 * statistics.median(v) for n, v in per_step.items()},
+        "ratio_to_hand": ratios,
+        "check_loss_after_long_run": losses,
+        "per_round_ms": {n: [1e3 * s for s in v] for n, v in per_step.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cells", default="mlp:32,mlp:128,cnn:32,cnn:128")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "peers.json")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    import logging
+
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+    from layerwise.data import load_dataset
+
+    x, y = load_dataset("mnist").train
+    x, y = x[:20_000].contiguous(), y[:20_000].contiguous()
+    load_start = os.getloadavg()
+    results = {cell: measure(cell, x, y, args.rounds) for cell in args.cells.split(",")}
+    headers = ["contender", *results]
+    rows = [
+        [name, *(f"{r['ratio_to_hand'][name]:.2f} ({r['ms_per_step_median'][name]:.1f} ms)"
+                 for r in results.values())]
+        for name in CONTENDERS
+    ]  # fmt: skip
+    print(table(headers, rows))
+    write_json(
+        args.output,
+        {
+            "machine": machine(),
+            "threads": args.threads,
+            "rounds": args.rounds,
+            "load_average": {"start": load_start, "end": os.getloadavg()},
+            "cells": results,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
