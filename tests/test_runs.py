@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from layerwise.errors import RunError
+from layerwise.errors import CheckpointError, RunError
+from layerwise.recipe import parse_recipe
 from layerwise.runs import (
     Run,
     RunIndex,
@@ -141,6 +142,16 @@ def test_open_by_name_or_path(tmp_path: Path) -> None:
     run = Run.create(tmp_path, "digits_cnn", RECIPE)
     assert Run.open("digits_cnn", root=tmp_path).path == run.path
     assert Run.open(run.path).path == run.path
+
+
+def test_reopen_gives_the_saved_recipe_and_refuses_a_changed_one(tmp_path: Path) -> None:
+    Run.create(tmp_path, "digits_mlp", RECIPE)
+    run, recipe = Run.reopen("digits_mlp", tmp_path, None)
+    assert recipe.train.epochs == 3 and run.name == "digits_mlp"
+    assert Run.reopen("digits_mlp", tmp_path, recipe)[1] == recipe
+    changed = parse_recipe(RECIPE.replace("epochs: 3", "epochs: 4"))
+    with pytest.raises(CheckpointError, match="differs from the one run 'digits_mlp'"):
+        Run.reopen("digits_mlp", tmp_path, changed)
 
 
 def test_open_missing_run_suggests_the_closest_name(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from layerwise.errors import LayerwiseError, RunError, did_you_mean
+from layerwise.errors import CheckpointError, LayerwiseError, RunError, did_you_mean
 from layerwise.runs.atomic import (
     atomic_write_bytes,
     atomic_write_json,
@@ -140,6 +140,21 @@ class Run:
         else:
             hint = f"there are no runs in '{root}' yet; set --runs-dir if they are elsewhere"
         raise RunError(f"no run '{path_or_name}' (looked in '{root}')", hint=hint)
+
+    @classmethod
+    def reopen(
+        cls, path_or_name: str | Path, root: str | Path, recipe: Recipe | None
+    ) -> tuple[Run, Recipe]:
+        """The run to resume and the recipe it was started with. A `recipe` that differs is
+        refused: a resumed run continues bit for bit only on the settings it started with."""
+        run = cls.open(path_or_name, root=root)
+        saved = run.recipe()
+        if recipe is not None and recipe.model_dump() != saved.model_dump():
+            raise CheckpointError(
+                f"the recipe differs from the one run '{run.name}' was started with",
+                hint="resume without changing the recipe (omit it), or start a new run",
+            )
+        return run, saved
 
     # ------------------------------------------------------------------ paths
     @property

@@ -341,14 +341,7 @@ def train_rl(
     from layerwise.train import seed_everything
 
     if resume is not None:
-        run = Run.open(resume, root=runs_root)
-        saved = run.recipe()
-        if recipe is not None and recipe.model_dump() != saved.model_dump():
-            raise CheckpointError(
-                f"the recipe differs from the one run '{run.name}' was started with",
-                hint="resume without changing the recipe, or start a new run",
-            )
-        recipe = saved
+        run, recipe = Run.reopen(resume, runs_root, recipe)
         if run.info().get("status") == "finished":
             return run, run.info().get("test_metrics") or {}
     seed_everything(recipe.seed)
