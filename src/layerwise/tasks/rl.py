@@ -28,7 +28,6 @@ metrics `return` and `best_return`. The run folder gets
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import statistics
@@ -57,7 +56,7 @@ from layerwise.tasks.rl_env import (
 )
 from layerwise.tasks.rl_ppo import PPOSettings, PPOTrainer
 from layerwise.train import Callback, MetricsLogger, ModelCheckpoint, ProgressBar
-from layerwise.train.callbacks.stop_on_signal import StopOnSignal
+from layerwise.train.callbacks.stop_on_signal import guarded_fit
 
 Echo = Callable[[str], None] | None
 RL_MODELS = ("dqn", "ppo")
@@ -364,30 +363,12 @@ def train_rl(
 
 
 def _fit(run: Run, trainer: AgentTrainer, spec: RLSpec, recipe: Recipe) -> None:
-    """Fit with SIGINT/SIGTERM turned into a checkpoint and a clean stop (the run is then
-    `stopped` and a `KeyboardInterrupt` carrying it goes up); any error marks it `failed`."""
-    run.set_status("running")
-    stopper = StopOnSignal(run)
-    trainer.callbacks.append(stopper)
+    """Fit under `guarded_fit` (a signal checkpoints and stops, an error marks the run failed),
+    closing the game pool whatever happens."""
     try:
-        with stopper.listening():
+        with guarded_fit(run, trainer):
             trainer.fit(StepFeed(spec.steps_per_trainer_epoch), epochs=recipe.train.epochs)
-        if stopper.received is not None:
-            interrupt = KeyboardInterrupt(
-                f"stopped by {stopper.received.name} at step {trainer.state.step}"
-            )
-            interrupt.signal = stopper.received
-            raise interrupt
-    except KeyboardInterrupt as interrupt:
-        run.set_status("stopped")
-        interrupt.run = run
-        raise
-    except BaseException:
-        with contextlib.suppress(LayerwiseError):
-            run.set_status("failed")
-        raise
     finally:
-        trainer.callbacks.remove(stopper)
         if trainer.pool is not None:
             trainer.pool.close()
 
