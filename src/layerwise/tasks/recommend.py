@@ -38,6 +38,7 @@ from layerwise.errors import DataError, RecipeError
 from layerwise.models import MODELS, create_model
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
+from layerwise.tasks.common import restore_last
 from layerwise.tasks.sequence import finish_report
 from layerwise.tasks.sequence import load_run_weights as load_sequence_weights
 from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
@@ -330,13 +331,7 @@ def train_recommender(
     everything = [MetricsLogger(run), checkpoints]
     everything += [ProgressBar()] if progress else []
     trainer = build_trainer(recipe, model, data, [*everything, *callbacks])
-    if resume is not None and run.has_checkpoint("last"):
-        weights, state = run.load_checkpoint("last", quarantine=True)
-        model.load_state_dict(weights)
-        trainer.load_state_dict(state)
-        run.truncate_metrics_after(state["train_state"]["step"])
-    else:
-        run.truncate_metrics_after(-1)
+    restore_last(run, model, trainer, resume=resume is not None)
     with guarded_fit(run, trainer):
         trainer.fit(
             rating_batches(data.train),

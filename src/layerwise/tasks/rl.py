@@ -45,6 +45,7 @@ from layerwise.models import create_model
 from layerwise.recipe import Recipe
 from layerwise.report import write_report
 from layerwise.runs import Run
+from layerwise.tasks.common import restore_last
 from layerwise.tasks.rl_agent import AgentTrainer, StepFeed
 from layerwise.tasks.rl_dqn import DQNSettings, DQNTrainer
 from layerwise.tasks.rl_env import (
@@ -351,13 +352,7 @@ def train_rl(
         run = Run.create(runs_root, recipe.name, recipe.to_yaml())
     everything = [*run_callbacks(recipe, spec, run, echo, progress), *callbacks]
     trainer = build_agent_trainer(recipe, spec, model, everything)
-    if resume is not None and run.has_checkpoint("last"):
-        weights, state = run.load_checkpoint("last", quarantine=True)
-        model.load_state_dict(weights)
-        trainer.load_state_dict(state)
-        run.truncate_metrics_after(state["train_state"]["step"])
-    else:
-        run.truncate_metrics_after(-1)
+    restore_last(run, model, trainer, resume=resume is not None)
     _fit(run, trainer, spec, recipe)
     return run, finish_rl(run, trainer, spec)
 

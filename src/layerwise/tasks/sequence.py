@@ -30,6 +30,7 @@ from layerwise.models import create_model
 from layerwise.recipe import Recipe
 from layerwise.report import plot_run_curves, write_report
 from layerwise.runs import Run
+from layerwise.tasks.common import restore_last
 from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
 from layerwise.train.device import forward_macs, rng_state, set_rng_state
@@ -186,13 +187,7 @@ def train_task(
     everything = [MetricsLogger(run), checkpoints]
     everything += [ProgressBar()] if progress else []
     trainer = build_trainer(recipe, model, [*everything, *callbacks])
-    if resume is not None and run.has_checkpoint("last"):
-        weights, state = run.load_checkpoint("last", quarantine=True)
-        model.load_state_dict(weights)
-        trainer.load_state_dict(state)
-        run.truncate_metrics_after(state["train_state"]["step"])
-    else:
-        run.truncate_metrics_after(-1)
+    restore_last(run, model, trainer, resume=resume is not None)
     with guarded_fit(run, trainer):
         size, device = recipe.data.batch_size, trainer.device
         trainer.fit(
