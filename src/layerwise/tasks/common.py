@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from layerwise.diagnose.doctor import Doctor
+from layerwise.diagnose.findings import Diagnosis
 from layerwise.runs import Run
 from layerwise.train import Trainer
 
@@ -24,3 +26,21 @@ def restore_last(run: Run, model: nn.Module, trainer: Trainer, resume: bool) -> 
         run.truncate_metrics_after(state["train_state"]["step"])
     else:
         run.truncate_metrics_after(-1)
+
+
+def close_run(run: Run, trainer: Trainer, metrics: dict[str, float]) -> Diagnosis | None:
+    """Diagnose the run (when the doctor watched it), then set its final status: `halted` when
+    the fit was stopped for a fatal reason, else `finished`, with the test metrics and the
+    findings. Returns the diagnosis for the report (None without a doctor)."""
+    doctor = next((c for c in trainer.callbacks if isinstance(c, Doctor)), None)
+    diagnosis = doctor.diagnose(trainer.history) if doctor is not None else None
+    if diagnosis is not None:
+        run.write_diagnosis(diagnosis.to_dict())
+    halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
+    run.set_status(
+        "halted" if halted else "finished",
+        test_metrics=metrics,
+        epochs_done=trainer.state.epoch,
+        findings=diagnosis.codes if diagnosis is not None else [],
+    )
+    return diagnosis

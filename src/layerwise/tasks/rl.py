@@ -39,13 +39,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from layerwise.diagnose.doctor import PROBES_FILE, Doctor, doctor_callbacks
+from layerwise.diagnose.doctor import PROBES_FILE, doctor_callbacks
 from layerwise.errors import CheckpointError, DataError, LayerwiseError, RecipeError, did_you_mean
 from layerwise.models import create_model
 from layerwise.recipe import Recipe
 from layerwise.report import write_report
 from layerwise.runs import Run
-from layerwise.tasks.common import restore_last
+from layerwise.tasks.common import close_run, restore_last
 from layerwise.tasks.rl_agent import AgentTrainer, StepFeed
 from layerwise.tasks.rl_dqn import DQNSettings, DQNTrainer
 from layerwise.tasks.rl_env import (
@@ -393,17 +393,7 @@ def finish_rl(run: Run, trainer: AgentTrainer, spec: RLSpec) -> dict[str, float]
     run.append_metrics({"epoch": trainer.state.epoch, "split": "test", **metrics})
     write_episodes(run, trainer.episode_log)
     plot_learning_curve(run, spec)
-    doctor = next((c for c in trainer.callbacks if isinstance(c, Doctor)), None)
-    diagnosis = doctor.diagnose(trainer.history) if doctor is not None else None
-    if diagnosis is not None:
-        run.write_diagnosis(diagnosis.to_dict())
-    halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
-    run.set_status(
-        "halted" if halted else "finished",
-        test_metrics=metrics,
-        epochs_done=trainer.state.epoch,
-        findings=diagnosis.codes if diagnosis is not None else [],
-    )
+    diagnosis = close_run(run, trainer, metrics)
     # The learning curve is the RL run's curve plot: a panel per log (`plot_run_curves`) would
     # draw a dozen (losses, KL, clip fraction, ε, counters) for what one figure says better.
     write_report(run, diagnosis=diagnosis, summary_text=_summary(trainer.model, spec))

@@ -24,13 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from layerwise.data import DatasetBundle, load_dataset
-from layerwise.diagnose.doctor import Doctor
 from layerwise.errors import CheckpointError
 from layerwise.models import create_model
 from layerwise.recipe import Recipe
 from layerwise.report import plot_run_curves, write_report
 from layerwise.runs import Run
-from layerwise.tasks.common import restore_last
+from layerwise.tasks.common import close_run, restore_last
 from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
 from layerwise.train.device import forward_macs, rng_state, set_rng_state
@@ -209,17 +208,7 @@ def finish_report(
     run: Run, trainer: SequenceTrainer, metrics: dict[str, float], sections: list[tuple[str, str]]
 ) -> None:
     """Diagnosis, status, learning curves and `report.html`, as every other run has them."""
-    doctor = next((c for c in trainer.callbacks if isinstance(c, Doctor)), None)
-    diagnosis = doctor.diagnose(trainer.history) if doctor is not None else None
-    if diagnosis is not None:
-        run.write_diagnosis(diagnosis.to_dict())
-    halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
-    run.set_status(
-        "halted" if halted else "finished",
-        test_metrics=metrics,
-        epochs_done=trainer.state.epoch,
-        findings=diagnosis.codes if diagnosis is not None else [],
-    )
+    diagnosis = close_run(run, trainer, metrics)
     plot_run_curves(run)
     count = sum(p.numel() for p in trainer.model.parameters())
     summary = f"{trainer.model}\n\n{count:,} parameters"
