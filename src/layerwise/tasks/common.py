@@ -11,6 +11,7 @@ from torch import nn
 
 from layerwise.diagnose.doctor import Doctor
 from layerwise.diagnose.findings import Diagnosis
+from layerwise.errors import CheckpointError
 from layerwise.runs import Run
 from layerwise.train import Trainer
 
@@ -44,3 +45,17 @@ def close_run(run: Run, trainer: Trainer, metrics: dict[str, float]) -> Diagnosi
         findings=diagnosis.codes if diagnosis is not None else [],
     )
     return diagnosis
+
+
+def checkpoint_to_load(run: Run, which: str = "best") -> str:
+    """The checkpoint to read a trained run's weights from: `which`, except that `best` falls
+    back to `last` (a run without a validation score keeps no `best`). A run with neither is a
+    `CheckpointError`."""
+    if which == "best" and not run.has_checkpoint("best"):
+        which = "last"
+    if not run.has_checkpoint(which):
+        raise CheckpointError(
+            f"run '{run.name}' has no checkpoint yet",
+            hint="train it first (or let it run until its first epoch ends)",
+        )
+    return which

@@ -40,12 +40,12 @@ import torch
 from torch import nn
 
 from layerwise.diagnose.doctor import PROBES_FILE, doctor_callbacks
-from layerwise.errors import CheckpointError, DataError, LayerwiseError, RecipeError, did_you_mean
+from layerwise.errors import DataError, LayerwiseError, RecipeError, did_you_mean
 from layerwise.models import create_model
 from layerwise.recipe import Recipe
 from layerwise.report import write_report
 from layerwise.runs import Run
-from layerwise.tasks.common import close_run, restore_last
+from layerwise.tasks.common import checkpoint_to_load, close_run, restore_last
 from layerwise.tasks.rl_agent import AgentTrainer, StepFeed
 from layerwise.tasks.rl_dqn import DQNSettings, DQNTrainer
 from layerwise.tasks.rl_env import (
@@ -470,13 +470,7 @@ def load_agent(run: Run, which: str = "best") -> tuple[nn.Module, RLSpec]:
             f"run '{run.name}' trains a '{recipe.model.name}', not an RL agent",
             hint="play a run of a dqn or ppo recipe",
         )
-    if which == "best" and not run.has_checkpoint("best"):
-        which = "last"
-    if not run.has_checkpoint(which):
-        raise CheckpointError(
-            f"run '{run.name}' has no checkpoint yet",
-            hint="train it first (or let it run until its first epoch ends)",
-        )
+    which = checkpoint_to_load(run, which)
     spec = rl_spec(recipe)
     model = build_agent_model(recipe, spec)
     model.load_state_dict(run.load_checkpoint(which)[0])

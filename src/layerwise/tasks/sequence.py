@@ -29,7 +29,7 @@ from layerwise.models import create_model
 from layerwise.recipe import Recipe
 from layerwise.report import plot_run_curves, write_report
 from layerwise.runs import Run
-from layerwise.tasks.common import close_run, restore_last
+from layerwise.tasks.common import checkpoint_to_load, close_run, restore_last
 from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
 from layerwise.train.device import forward_macs, rng_state, set_rng_state
@@ -217,14 +217,7 @@ def finish_report(
 
 def load_run_weights(run: Run, model: nn.Module, which: str = "best") -> None:
     """Load the run's `best` (else `last`) weights into `model`."""
-    if which == "best" and not run.has_checkpoint("best"):
-        which = "last"
-    if not run.has_checkpoint(which):
-        raise CheckpointError(
-            f"run '{run.name}' has no checkpoint yet",
-            hint="train it first (or let it run until its first epoch ends)",
-        )
-    weights, _ = run.load_checkpoint(which)
+    weights, _ = run.load_checkpoint(checkpoint_to_load(run, which))
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
