@@ -62,6 +62,12 @@ NON_IMAGE = {
         name: ({"num_classes": 10}, lambda: (torch.randn(2, 1, 40, 32),), (2, 10))
         for name in ("audio_cnn", "audio_crnn")
     },
+    # A metric-learning embedding: one unit-length row per face (or spectrogram).
+    "embedding_cnn": (
+        {"channels": [4, 8], "dim": 6, "hflip": True},
+        lambda: (torch.randn(2, 1, 28, 23),),
+        (2, 6),
+    ),
     # A recommender predicts one rating per (user, item) pair.
     **{
         name: (

@@ -158,6 +158,12 @@ def train(
                 run, test_metrics = train_recommender(
                     parsed, runs_dir, resume=resume, progress=not quiet
                 )
+            elif _embedding(Run.open(resume, root=runs_dir).recipe()):
+                from layerwise.tasks.faces import train_embedding
+
+                run, test_metrics = train_embedding(
+                    parsed, runs_dir, resume=resume, progress=not quiet
+                )
             else:
                 run, test_metrics = experiment.resume(
                     resume, runs_dir, recipe=parsed, progress=not quiet
@@ -168,6 +174,10 @@ def train(
             from layerwise.tasks.recommend import train_recommender
 
             run, test_metrics = train_recommender(parsed, runs_dir, progress=not quiet)
+        elif _embedding(parsed):  # faces, speakers: layerwise.tasks.faces
+            from layerwise.tasks.faces import train_embedding
+
+            run, test_metrics = train_embedding(parsed, runs_dir, progress=not quiet)
         else:
             run, test_metrics = experiment.train(parsed, runs_dir, progress=not quiet)
         if run is None:  # a rank other than 0 under torchrun: rank 0 reports
@@ -803,6 +813,13 @@ def chat(
             err.print(f"error: {escape(error.message)}\n  hint: {escape(error.hint or '')}")
 
 
+def _embedding(recipe) -> bool:
+    """Does `recipe` train an embedding by metric learning (`layerwise.tasks.faces`)?"""
+    from layerwise.tasks.faces import embedding_task
+
+    return embedding_task(recipe)
+
+
 def _recommender(recipe) -> bool:
     """Does `recipe` train a recommender on rating data (`layerwise.tasks.recommend`)?"""
     from layerwise.tasks.recommend import recommender_task
@@ -828,6 +845,44 @@ def recommend(
 
     for line in top_items(Run.open(run, root=runs_dir), user, k, weights.value).lines():
         _plain(line)
+
+
+@app.command()
+def enroll(
+    run: Annotated[str, typer.Argument(help="Face (or speaker) embedding run name or folder.")],
+    person_dir: Annotated[Path, typer.Argument(help="A folder of one person's photos.")],
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="The person's name (default: the folder's).")
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """Store a person's mean embedding in the run's gallery, for `identify`.
+
+    Example: layerwise enroll faces_orl_triplet photos/alice --name alice
+    """
+    from layerwise.runs import Run
+    from layerwise.tasks.faces import enroll as enroll_person
+
+    enrolled, count = enroll_person(Run.open(run, root=runs_dir), person_dir, name)
+    _plain(f"enrolled {enrolled} from {count} input(s)")
+
+
+@app.command()
+def identify(
+    run: Annotated[str, typer.Argument(help="Face (or speaker) embedding run name or folder.")],
+    face: Annotated[Path, typer.Argument(help="A photo (a .pgm, .png, .jpg ...) to identify.")],
+    runs_dir: RunsDir = Path("runs"),
+    debug: Debug = False,
+) -> None:
+    """The nearest enrolled person and the distance, or "unknown" above the run's threshold.
+
+    Example: layerwise identify faces_orl_triplet photo.pgm
+    """
+    from layerwise.runs import Run
+    from layerwise.tasks.faces import identify as nearest_person
+
+    _plain(nearest_person(Run.open(run, root=runs_dir), face).line())
 
 
 @app.command()

@@ -8,6 +8,7 @@ and `faulty`, which injects known faults into any of them).
 
 from layerwise.data import audio as _audio  # noqa: F401  (registers "fsdd")
 from layerwise.data import digits as _digits  # noqa: F401  (registers "digits")
+from layerwise.data import faces as _faces  # noqa: F401  (orl_people, fsdd_speakers)
 from layerwise.data import faulty as _faulty  # noqa: F401  (registers "faulty")
 from layerwise.data import files as _files  # noqa: F401  (registers "npz", "csv")
 from layerwise.data import forecast as _forecast  # noqa: F401  (sunspots, co2, macrodata)
