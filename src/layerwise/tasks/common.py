@@ -1,19 +1,57 @@
 """What the task stories (GAN, RL, recommender, sequence) do alike around their run folder.
 
 Each task trains through its own Trainer and finishes with its own scores and plots, but some
-steps around that are one procedure, kept here once so a fix to it reaches every task: a resumed
-run picks up its last checkpoint, or a new one starts its metrics log over (`restore_last`).
+steps around that are one procedure, kept here once so a fix to it reaches every task: the
+Trainer arguments read from `recipe.train` (`trainer_settings`); a resumed run picks up its
+last checkpoint, or a new one starts its metrics log over (`restore_last`); a trained run is
+diagnosed and given its final status by one rule (`close_run`); a trained run's weights come
+from `best`, else `last` (`checkpoint_to_load`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
 from layerwise.diagnose.doctor import Doctor
 from layerwise.diagnose.findings import Diagnosis
 from layerwise.errors import CheckpointError
+from layerwise.recipe import Recipe
 from layerwise.runs import Run
 from layerwise.train import Trainer
+
+
+def schedule_settings(recipe: Recipe) -> dict[str, Any] | None:
+    """The Trainer's `schedule` argument for `recipe.train.schedule`: None for the Trainer's
+    default (`constant` without args); with args a `constant` is still built, so a stray
+    argument errors instead of being ignored."""
+    schedule = recipe.train.schedule
+    if schedule is None or (schedule.name == "constant" and not schedule.args):
+        return None
+    return {"name": schedule.name, **schedule.args}
+
+
+def trainer_settings(recipe: Recipe, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """The Trainer arguments every task reads from `recipe.train` alike: optimizer, learning
+    rate, weight decay, optimizer args, schedule, device, clipping, seed, threads, and the
+    `callbacks` (the task adds its progress bar there when wanted). Precision, the doctor, loss
+    and metrics differ between tasks and are left to each."""
+    train = recipe.train
+    return dict(
+        optimizer=train.optimizer.name,
+        lr=train.optimizer.lr,
+        weight_decay=train.optimizer.weight_decay,
+        optimizer_args=dict(train.optimizer.args),
+        schedule=schedule_settings(recipe),
+        callbacks=list(callbacks),
+        device=train.device,
+        grad_clip=train.grad_clip,
+        seed=recipe.seed,
+        threads=train.threads,
+        progress=False,
+    )
 
 
 def restore_last(run: Run, model: nn.Module, trainer: Trainer, resume: bool) -> None:

@@ -38,7 +38,7 @@ from layerwise.errors import DataError, RecipeError
 from layerwise.models import MODELS, create_model
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
-from layerwise.tasks.common import restore_last
+from layerwise.tasks.common import restore_last, trainer_settings
 from layerwise.tasks.sequence import finish_report
 from layerwise.tasks.sequence import load_run_weights as load_sequence_weights
 from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
@@ -273,26 +273,12 @@ def build_trainer(
     recipe: Recipe, model: nn.Module, data: RatingsBundle, callbacks: Sequence[Any] = ()
 ) -> RatingTrainer:
     """A `RatingTrainer` configured by `recipe.train` (`train.l2` is the embedding decay)."""
-    spec = recipe.train
-    schedule = None
-    if spec.schedule is not None and (spec.schedule.name != "constant" or spec.schedule.args):
-        schedule = {"name": spec.schedule.name, **spec.schedule.args}
     ratings = data.train[1]
     return RatingTrainer(
         model,
-        optimizer=spec.optimizer.name,
-        lr=spec.optimizer.lr,
-        weight_decay=spec.optimizer.weight_decay,
-        optimizer_args=dict(spec.optimizer.args),
-        schedule=schedule,
-        callbacks=list(callbacks),
-        device=spec.device,
-        grad_clip=spec.grad_clip,
-        seed=recipe.seed,
+        **trainer_settings(recipe, callbacks),
         doctor=recipe.doctor.probes,
-        threads=spec.threads,
-        progress=False,
-        l2=spec.l2,
+        l2=recipe.train.l2,
         rating_range=(float(ratings.min()), float(ratings.max())),
     )
 

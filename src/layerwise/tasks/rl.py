@@ -45,7 +45,7 @@ from layerwise.models import create_model
 from layerwise.recipe import Recipe
 from layerwise.report import write_report
 from layerwise.runs import Run
-from layerwise.tasks.common import checkpoint_to_load, close_run, restore_last
+from layerwise.tasks.common import checkpoint_to_load, close_run, restore_last, trainer_settings
 from layerwise.tasks.rl_agent import AgentTrainer, StepFeed
 from layerwise.tasks.rl_dqn import DQNSettings, DQNTrainer
 from layerwise.tasks.rl_env import (
@@ -224,31 +224,19 @@ def build_agent_trainer(
     """The DQN or PPO Trainer of `recipe` (optimizer, schedule, clipping, device, threads)."""
     from layerwise.train import OPTIMIZERS, SCHEDULES
 
-    train = recipe.train
-    OPTIMIZERS.get(train.optimizer.name)  # a misspelt name stops here, before a run folder
-    schedule = None
-    if train.schedule is not None and (train.schedule.name != "constant" or train.schedule.args):
-        SCHEDULES.get(train.schedule.name)
-        schedule = {"name": train.schedule.name, **train.schedule.args}
-    optimizer_args = dict(train.optimizer.args)
+    settings = trainer_settings(recipe, callbacks)
+    OPTIMIZERS.get(settings["optimizer"])  # a misspelt name stops here, before a run folder
+    if settings["schedule"] is not None:
+        SCHEDULES.get(settings["schedule"]["name"])
+    optimizer_args = settings["optimizer_args"]
     if "betas" in optimizer_args:
         optimizer_args["betas"] = tuple(optimizer_args["betas"])
     common = dict(
         env_id=spec.env_id,
         n_envs=spec.n_envs,
-        optimizer=train.optimizer.name,
-        lr=train.optimizer.lr,
-        weight_decay=train.optimizer.weight_decay,
-        optimizer_args=optimizer_args,
-        schedule=schedule,
-        callbacks=list(callbacks),
-        device=train.device,
-        precision=train.precision,
-        grad_clip=train.grad_clip,
-        seed=recipe.seed,
+        **settings,
+        precision=recipe.train.precision,
         doctor=False,  # the recipe's doctor, if any, is among `callbacks`
-        threads=train.threads,
-        progress=False,
     )
     if spec.algorithm == "dqn":
         return DQNTrainer(

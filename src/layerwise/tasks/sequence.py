@@ -29,7 +29,12 @@ from layerwise.models import create_model
 from layerwise.recipe import Recipe
 from layerwise.report import plot_run_curves, write_report
 from layerwise.runs import Run
-from layerwise.tasks.common import checkpoint_to_load, close_run, restore_last
+from layerwise.tasks.common import (
+    checkpoint_to_load,
+    close_run,
+    restore_last,
+    trainer_settings,
+)
 from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
 from layerwise.train.device import forward_macs, rng_state, set_rng_state
@@ -119,26 +124,12 @@ def build_trainer(
     recipe: Recipe, model: nn.Module, callbacks: Sequence[Any] = ()
 ) -> SequenceTrainer:
     """A `SequenceTrainer` configured by `recipe.train` (its loss and metrics are fixed)."""
-    spec = recipe.train
-    schedule = None
-    if spec.schedule is not None and (spec.schedule.name != "constant" or spec.schedule.args):
-        schedule = {"name": spec.schedule.name, **spec.schedule.args}
     return SequenceTrainer(
         model,
-        optimizer=spec.optimizer.name,
-        lr=spec.optimizer.lr,
-        weight_decay=spec.optimizer.weight_decay,
-        optimizer_args=dict(spec.optimizer.args),
-        schedule=schedule,
-        callbacks=list(callbacks),
-        device=spec.device,
-        precision=spec.precision,
-        grad_clip=spec.grad_clip,
-        seed=recipe.seed,
+        **trainer_settings(recipe, callbacks),  # train_task adds its own bar when asked
+        precision=recipe.train.precision,
         doctor=recipe.doctor.probes,
-        threads=spec.threads,
-        progress=False,  # train_task adds its own bar when asked
-        label_smoothing=spec.loss.label_smoothing,
+        label_smoothing=recipe.train.loss.label_smoothing,
     )
 
 
