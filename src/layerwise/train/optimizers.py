@@ -188,15 +188,7 @@ def adam(
     fused: bool | None = None,
 ) -> Optimizer:
     """Adam; its weight decay is L2 added to the gradient (use adamw for decoupled decay)."""
-    return torch.optim.Adam(
-        params,
-        lr=lr,
-        betas=_betas(betas),
-        eps=eps,
-        weight_decay=weight_decay,
-        amsgrad=amsgrad,
-        **_fast_path(params, fused),
-    )
+    return _adam_kind(torch.optim.Adam, params, lr, weight_decay, betas, eps, amsgrad, fused)
 
 
 @OPTIMIZERS.register("adamw")
@@ -210,7 +202,22 @@ def adamw(
     fused: bool | None = None,
 ) -> Optimizer:
     """Adam with decoupled weight decay (Loshchilov & Hutter)."""
-    return torch.optim.AdamW(
+    return _adam_kind(torch.optim.AdamW, params, lr, weight_decay, betas, eps, amsgrad, fused)
+
+
+def _adam_kind(
+    kind: type[Optimizer],
+    params: list[dict[str, Any]],
+    lr: float,
+    weight_decay: float,
+    betas: Sequence[float],
+    eps: float,
+    amsgrad: bool,
+    fused: bool | None,
+) -> Optimizer:
+    """Adam or AdamW: the two take the same options and differ only in how they decay (and in
+    their default decay, which each registered function keeps in its signature)."""
+    return kind(
         params,
         lr=lr,
         betas=_betas(betas),
