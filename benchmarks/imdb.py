@@ -12,6 +12,12 @@ recipes `recipes/imdb_*.yaml`):
   `Trainer.fit` with the doctor on, as a user would write it.
 - `layerwise bilstm` / `layerwise transformer`: the same path with a `BucketBatcher` (batches of
   similar lengths) for the two slower models.
+- `recipe:PATH`: any IMDB recipe file through that same path (for candidates before they
+  become a shipped recipe).
+
+Besides the accuracy and wall seconds, each layerwise contender records its training seconds,
+the CPU seconds of the process (`time.process_time()`, which other processes' load disturbs far
+less than wall time) and the load average sampled every 30 s while it ran.
 
 Targets (issue 10): fastText >= 0.90 in <= 60 s (a plain PyTorch reference reaches 0.906 in
 18 s), a recurrent model >= 0.88, a small Transformer >= 0.86. The machine is shared: the JSON
@@ -21,17 +27,20 @@ side by side (two processes started together, `--contenders` and `--merge`), so
 
 Run: .venv/bin/python benchmarks/imdb.py [--contenders "reference fastText,layerwise fastText"]
      [--threads 2] [--output FILE] [--merge FILE ...]
+     .venv/bin/python benchmarks/imdb.py --contenders recipe:recipes/imdb_bilstm.yaml --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import math
 import os
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,11 +57,36 @@ DATA = REPO.parent / "shared" / "data" / "imdb"
 
 
 def recipe(name: str) -> dict[str, Any]:
-    return yaml.safe_load((REPO / "recipes" / f"imdb_{name}.yaml").read_text())
+    """`recipes/imdb_<name>.yaml`, or the file `name` when it ends in `.yaml`."""
+    path = Path(name) if name.endswith(".yaml") else REPO / "recipes" / f"imdb_{name}.yaml"
+    return yaml.safe_load(path.read_text())
 
 
 def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+class LoadSampler:
+    """The 1-minute load average every `every` seconds while a contender runs (a thread)."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+
+    def _run(self, every: float) -> None:
+        while True:
+            self.samples.append(round(os.getloadavg()[0], 2))
+            if self._stop.wait(every):
+                return
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # ------------------------------------------------------------------------------ the reference
@@ -140,8 +174,8 @@ def layerwise_model(name: str, bucket: bool) -> dict[str, Any]:
 
     spec = recipe(name)
     data_spec, model_spec, train = spec["data"], spec["model"], spec["train"]
-    start = time.perf_counter()
-    torch.manual_seed(0)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    torch.manual_seed(spec.get("seed", 0))
     data = load_dataset("imdb", **data_spec["args"])
     tokenised = time.perf_counter() - start
     model = create_model(
@@ -157,18 +191,28 @@ def layerwise_model(name: str, bucket: bool) -> dict[str, Any]:
         grad_clip=train.get("grad_clip"),
         metrics=["accuracy"],
         device="cpu",
-        seed=0,
+        seed=spec.get("seed", 0),
     )
     batch = data_spec["batch_size"]
-    source = data.batcher("train", batch, seed=0) if bucket else data.train
-    trainer.fit(source, epochs=train["epochs"], batch_size=batch)
-    scores = trainer.evaluate(data.test, batch_size=data_spec.get("eval_batch_size", 500))
+    source = data.batcher("train", batch, seed=spec.get("seed", 0)) if bucket else data.train
+    fit_start = time.perf_counter()
+    history = trainer.fit(source, epochs=train["epochs"], batch_size=batch)
+    train_s = time.perf_counter() - fit_start
+    x_test, y_test = data.test
+    by_length = (x_test != 0).sum(dim=1).argsort()  # short batches cost less; same accuracy
+    scores = trainer.evaluate(
+        (x_test[by_length], y_test[by_length]), batch_size=data_spec.get("eval_batch_size", 500)
+    )
     findings = [f.code for f in trainer.diagnose().findings]
     return {
         "accuracy": float(scores["accuracy"]),
         "seconds": time.perf_counter() - start,
         "tokenise_s": tokenised,
+        "train_s": train_s,
+        "cpu_s": time.process_time() - cpu_start,
         "epochs": train["epochs"],
+        "train_loss_per_epoch": [round(float(h["loss"]), 4) for h in history if "loss" in h],
+        "recipe": spec,
         "vocab_size": data.pipeline.vocab_size,
         "doctor_findings": findings,
     }
@@ -212,8 +256,14 @@ def main() -> None:
     results = {"machine": machine(), "contenders": {}}
     for label in args.contenders.split(","):
         before = load()
-        result = CONTENDERS[label]()
-        result.update(load_before=before, load_after=load())
+        if label.startswith("recipe:"):
+            run = functools.partial(layerwise_model, label.removeprefix("recipe:"), bucket=True)
+        else:
+            run = CONTENDERS[label]
+        with LoadSampler() as sampler:
+            result = run()
+        result.update(load_before=before, load_after=load(), load_samples=sampler.samples)
+        result["threads"] = args.threads
         results["contenders"][label] = result
         print(f"{label}: {result}", flush=True)
         write_json(args.output, results)
@@ -230,7 +280,8 @@ def report(results: dict[str, Any], output: Path) -> None:
         )
     rows = []
     for label, r in contenders.items():
-        target = TARGETS.get(label.split()[1].lower(), (None, None))
+        kind = label.split()[1].lower() if " " in label else "recipe"
+        target = TARGETS.get(kind, (None, None))
         rows.append(
             [
                 label,

@@ -106,3 +106,31 @@ def test_attention_modules_weigh_only_real_positions():
     assert output.shape == (2, 5, 8) and weights[1, :, 2:].abs().sum() == 0
     _, weights = MultiHeadAttention(8, heads=2)(keys, keys, causal=True)
     assert weights[0, 0, 1:].abs().sum() == 0  # the first position sees only itself
+
+
+@pytest.mark.parametrize(
+    ("cell", "layers", "bidirectional"),
+    [("lstm", 2, True), ("gru", 1, True), ("rnn", 2, False), ("gru", 2, True)],
+)
+def test_recurrence_on_padded_rows_equals_packed_sequences(cell, layers, bidirectional):
+    """The padded-tensor recurrence (fast on the CPU) gives the packed sequence's states at every
+    real position, in both directions and through stacked layers."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from layerwise.models.text import RNNS
+
+    torch.manual_seed(0)
+    options = {"num_layers": layers, "batch_first": True, "bidirectional": bidirectional}
+    rnn = RNNS[cell](5, 4, **options)
+    torch_class = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    assert isinstance(rnn, torch_class)  # the doctor's recurrent probes look for these
+    reference = torch_class(5, 4, **options)
+    reference.load_state_dict(rnn.state_dict())  # the same parameter names
+    lengths = torch.tensor([6, 2, 1, 4])
+    x = torch.randn(4, 6, 5) * (torch.arange(6) < lengths[:, None])[..., None]
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected, _ = pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=6)
+    states, _ = rnn(x, lengths)
+    real = torch.arange(6) < lengths[:, None]
+    torch.testing.assert_close(states[real], expected[real], atol=1e-5, rtol=1e-4)
+    assert states.shape == expected.shape == (4, 6, 4 * (2 if bidirectional else 1))
