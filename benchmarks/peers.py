@@ -1,7 +1,8 @@
 """The framework tax of layerwise and its peers: time per training step against a hand loop.
 
-The same model (an MLP or a small CNN, defined once in plain PyTorch), the same initial weights,
-the same MNIST rows, the same optimizer (torch's Adam, lr 1e-3) and loss, trained through:
+The same model (an MLP or a small CNN on MNIST rows, or an LSTM classifier on IMDB reviews cut to
+100 token ids; each defined once in plain PyTorch), the same initial weights, the same rows, the
+same optimizer (torch's Adam, lr 1e-3) and loss, trained through:
 
 - `hand`: the loop every PyTorch tutorial writes (batches cut from in-memory tensors by a
   permutation index; forward, loss, backward, step, zero_grad);
@@ -11,7 +12,8 @@ the same MNIST rows, the same optimizer (torch's Adam, lr 1e-3) and loss, traine
 - `lightning`: a `LightningModule` and `lightning.Trainer` (no logger, checkpoint, progress bar or
   model summary) fed by a `DataLoader(TensorDataset)`, as its docs show;
 - `keras`: Keras 3 on the torch backend (`KERAS_BACKEND=torch`), the same layers in
-  `channels_first`, the torch weights copied in, `model.fit` on NumPy arrays;
+  `channels_first`, the torch weights copied in (the LSTM's two torch biases summed into Keras's
+  one; both order the gates i, f, g, o), `model.fit` on NumPy arrays, Adam with torch's epsilon;
 - `skorch`: `NeuralNet` around the module (`train_split=None`);
 - `fastai`: a `Learner` over `DataLoaders.from_dsets` with torch's Adam (`OptimWrapper`), no
   progress bar or logging; fastai validates after every epoch, on one batch here.
@@ -21,11 +23,16 @@ from a fresh copy of the initial weights; the time per step is the difference ov
 `2 * steps`, so what a framework spends once per `fit` (building a trainer, callbacks,
 validation) is left out and what it spends every step is kept. All contenders run in one process,
 interleaved round by round with the order rotating, and each ratio to `hand` is the median of the
-per-round ratios, so the load from other processes hits all alike. The loss each contender
-reaches on a fixed batch after its longer run is printed beside, as a check that all trained the
-same model the same way.
+per-round ratios, so the load from other processes hits all alike.
 
-Run: .venv/bin/python benchmarks/peers.py [--rounds 5] [--cells mlp:32,mlp:128,cnn:32,cnn:128]
+Same work, checked: before timing a cell, every contender trains its first `AGREE_STEPS` batches
+unshuffled (the same batches in the same order) from the initial weights, and the loss each then
+gives on a fixed held-out batch is compared with the hand loop's (`agreement` in the JSON: the
+losses and the largest difference, which should be float noise, ~1e-5; Keras's Adam places
+epsilon slightly differently). The loss after each timed (shuffled) run is kept too.
+
+Run: .venv/bin/python benchmarks/peers.py [--rounds 5]
+     [--cells mlp:32,mlp:128,cnn:32,cnn:128,lstm:32,lstm:128]   (e.g. --cells lstm:32,lstm:128)
 Needs the `bench` extra (`pip install -e '.[bench]'`, which `make bench` installs).
 """
 
@@ -52,10 +59,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, machine, table, write_json
 
 LR = 1e-3
-STEPS = {"mlp:32": 50, "mlp:128": 30, "cnn:32": 15, "cnn:128": 8}
+STEPS = {"mlp:32": 50, "mlp:128": 30, "cnn:32": 15, "cnn:128": 8, "lstm:32": 12, "lstm:128": 6}
+AGREE_STEPS = 5
+IMDB = {"reviews": 2500, "length": 100, "vocab": 10_000}  # each review cut (or padded) to 100 ids
+LSTM = {"embed": 64, "hidden": 128}
+
+
+class LSTMClassifier(nn.Module):
+    """Token ids (N, T) -> embedding -> one LSTM layer -> the last step's output -> 2 logits."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, LSTM["embed"])
+        self.lstm = nn.LSTM(LSTM["embed"], LSTM["hidden"], batch_first=True)
+        self.head = nn.Linear(LSTM["hidden"], 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        outputs, _ = self.lstm(self.embed(tokens))
+        return self.head(outputs[:, -1])
 
 
 def make_module(kind: str) -> nn.Module:
+    if kind == "lstm":
+        return LSTMClassifier(IMDB["vocab"])
     if kind == "mlp":
         return nn.Sequential(
             nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
@@ -74,6 +100,8 @@ def keras_model(kind: str, module: nn.Module):
     import keras
     from keras import layers
 
+    if kind == "lstm":
+        return _compiled(_keras_lstm(module), keras)
     if kind == "mlp":
         stack = [layers.Input((1, 28, 28)), layers.Flatten(), layers.Dense(512, "relu"),
                  layers.Dense(256, "relu"), layers.Dense(10)]  # fmt: skip
@@ -91,8 +119,35 @@ def keras_model(kind: str, module: nn.Module):
         weight = ours.weight.detach().numpy()
         kernel = weight.T if weight.ndim == 2 else weight.transpose(2, 3, 1, 0)
         theirs.set_weights([kernel, ours.bias.detach().numpy()])
+    return _compiled(model, keras)
+
+
+def _keras_lstm(module: LSTMClassifier):
+    import keras
+    from keras import layers
+
+    embed, lstm, head = (
+        layers.Embedding(IMDB["vocab"], LSTM["embed"]),
+        layers.LSTM(LSTM["hidden"]),
+        layers.Dense(2),
+    )
+    model = keras.Sequential([layers.Input((IMDB["length"],), dtype="int64"), embed, lstm, head])
+    numpy = {name: p.detach().numpy() for name, p in module.named_parameters()}
+    embed.set_weights([numpy["embed.weight"]])
+    lstm.set_weights(
+        [
+            numpy["lstm.weight_ih_l0"].T,
+            numpy["lstm.weight_hh_l0"].T,
+            numpy["lstm.bias_ih_l0"] + numpy["lstm.bias_hh_l0"],
+        ]
+    )
+    head.set_weights([numpy["head.weight"].T, numpy["head.bias"]])
+    return model
+
+
+def _compiled(model, keras):
     model.compile(
-        optimizer=keras.optimizers.Adam(LR),
+        optimizer=keras.optimizers.Adam(LR, epsilon=1e-8),  # torch's Adam default
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
@@ -104,12 +159,13 @@ class Contenders:
 
     def __init__(self, kind: str, batch: int) -> None:
         self.kind, self.batch = kind, batch
+        self.shuffle = True  # off for the agreement check: the same batches in the same order
 
     def hand(self, module, x, y):
         optimizer = torch.optim.Adam(module.parameters(), lr=LR)
         loss_fn = nn.CrossEntropyLoss()
         start = time.perf_counter()
-        perm = torch.randperm(len(x))
+        perm = torch.randperm(len(x)) if self.shuffle else torch.arange(len(x))
         for lo in range(0, len(x), self.batch):
             index = perm[lo : lo + self.batch]
             loss = loss_fn(module(x[index]), y[index])
@@ -130,7 +186,7 @@ class Contenders:
             threads=None,
         )
         start = time.perf_counter()
-        trainer.fit((x, y), epochs=1, batch_size=self.batch)
+        trainer.fit((x, y), epochs=1, batch_size=self.batch, shuffle=self.shuffle)
         return time.perf_counter() - start, module
 
     def lightning(self, module, x, y):
@@ -152,7 +208,7 @@ class Contenders:
             max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         )  # fmt: skip
-        loader = DataLoader(TensorDataset(x, y), batch_size=self.batch, shuffle=True)
+        loader = DataLoader(TensorDataset(x, y), batch_size=self.batch, shuffle=self.shuffle)
         start = time.perf_counter()
         trainer.fit(Module(), loader)
         return time.perf_counter() - start, module
@@ -161,7 +217,7 @@ class Contenders:
         model = keras_model(self.kind, module)
         xs, ys = x.numpy(), y.numpy()
         start = time.perf_counter()
-        model.fit(xs, ys, batch_size=self.batch, epochs=1, shuffle=True, verbose=0)
+        model.fit(xs, ys, batch_size=self.batch, epochs=1, shuffle=self.shuffle, verbose=0)
         seconds = time.perf_counter() - start
         return seconds, lambda inputs: torch.as_tensor(np.asarray(model(inputs.numpy())))
 
@@ -171,7 +227,7 @@ class Contenders:
         net = NeuralNet(
             module, criterion=nn.CrossEntropyLoss, optimizer=torch.optim.Adam, lr=LR,
             max_epochs=1, batch_size=self.batch, train_split=None, verbose=0,
-            iterator_train__shuffle=True,
+            iterator_train__shuffle=self.shuffle,
         )  # fmt: skip
         start = time.perf_counter()
         net.fit(x, y)
@@ -184,7 +240,7 @@ class Contenders:
 
         dls = DataLoaders.from_dsets(
             TensorDataset(x, y), TensorDataset(x[: self.batch], y[: self.batch]),
-            bs=self.batch, device="cpu",
+            bs=self.batch, device="cpu", shuffle=self.shuffle,
         )  # fmt: skip
         learner = Learner(
             dls, module, loss_func=nn.CrossEntropyLoss(),
@@ -208,6 +264,31 @@ def check_loss(trained, x: torch.Tensor, y: torch.Tensor) -> float:
         return float(nn.functional.cross_entropy(logits, y))
 
 
+def agreement(contenders: Contenders, init: nn.Module, x, y, check_x, check_y) -> dict:
+    """Each contender's loss on the check batch after the same first `AGREE_STEPS` batches in
+    the same order: equal up to float noise when all did the same work."""
+    rows = AGREE_STEPS * contenders.batch
+    contenders.shuffle = False
+    losses = {}
+    for name in CONTENDERS:
+        _, trained = getattr(contenders, name)(copy.deepcopy(init), x[:rows], y[:rows])
+        losses[name] = check_loss(trained, check_x, check_y)
+    contenders.shuffle = True
+    differences = {name: abs(loss - losses["hand"]) for name, loss in losses.items()}
+    initial = check_loss(copy.deepcopy(init), check_x, check_y)
+    print(
+        f"  agreement after {AGREE_STEPS} unshuffled steps: loss {initial:.4f} -> "
+        f"{losses['hand']:.4f}, largest difference to hand {max(differences.values()):.2g}"
+    )
+    return {
+        "steps": AGREE_STEPS,
+        "initial_loss": initial,
+        "loss": losses,
+        "abs_difference_to_hand": differences,
+        "largest_difference": max(differences.values()),
+    }
+
+
 def measure(cell: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> dict:
     kind, batch = cell.split(":")[0], int(cell.split(":")[1])
     steps = STEPS[cell]
@@ -217,6 +298,7 @@ def measure(cell: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> dict:
     short, long = x[: steps * batch], x[: 3 * steps * batch]
     short_y, long_y = y[: steps * batch], y[: 3 * steps * batch]
     check_x, check_y = x[-512:], y[-512:]
+    agreed = agreement(contenders, init, x, y, check_x, check_y)
     per_step: dict[str, list[float]] = {name: [] for name in CONTENDERS}
     losses: dict[str, float] = {}
     for r in range(rounds):
@@ -238,15 +320,38 @@ def measure(cell: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> dict:
         "steps_timed": 2 * steps,
         "ms_per_step_median": {n: 1e3 * statistics.median(v) for n, v in per_step.items()},
         "ratio_to_hand": ratios,
+        "agreement": agreed,
         "check_loss_after_long_run": losses,
         "per_round_ms": {n: [1e3 * s for s in v] for n, v in per_step.items()},
     }
 
 
+def training_rows(kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training rows of a kind: 20,000 MNIST images, or IMDB reviews as token ids (the
+    first `IMDB["length"]` words, a `IMDB["vocab"]`-word vocabulary), in a fixed shuffled order
+    so the unshuffled agreement batches hold both classes."""
+    from layerwise.data import load_dataset
+
+    if kind != "lstm":
+        x, y = load_dataset("mnist").train
+        return x[:20_000].contiguous(), y[:20_000].contiguous()
+    bundle = load_dataset(
+        "imdb", subset=IMDB["reviews"], max_size=IMDB["vocab"], max_length=IMDB["length"]
+    )
+    x, y = bundle.train
+    assert bundle.model_args["vocab_size"] <= IMDB["vocab"]
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[order].contiguous(), y[order].contiguous()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cells", default="mlp:32,mlp:128,cnn:32,cnn:128")
+    parser.add_argument(
+        "--cells",
+        default=",".join(STEPS),
+        help="model:batch pairs; --cells lstm:32,lstm:128 runs only the LSTM row",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "peers.json")
     args = parser.parse_args()
@@ -257,12 +362,13 @@ def main() -> None:
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
-    from layerwise.data import load_dataset
-
-    x, y = load_dataset("mnist").train
-    x, y = x[:20_000].contiguous(), y[:20_000].contiguous()
+    cells = args.cells.split(",")
+    unknown = sorted(set(cells) - set(STEPS))
+    if unknown:
+        parser.error(f"unknown cells {unknown}; choose from {', '.join(STEPS)}")
+    data = {kind: training_rows(kind) for kind in {cell.split(":")[0] for cell in cells}}
     load_start = os.getloadavg()
-    results = {cell: measure(cell, x, y, args.rounds) for cell in args.cells.split(",")}
+    results = {cell: measure(cell, *data[cell.split(":")[0]], args.rounds) for cell in cells}
     headers = ["contender", *results]
     rows = [
         [name, *(f"{r['ratio_to_hand'][name]:.2f} ({r['ms_per_step_median'][name]:.1f} ms)"
@@ -276,6 +382,7 @@ def main() -> None:
             "machine": machine(),
             "threads": args.threads,
             "rounds": args.rounds,
+            "imdb_lstm": {**IMDB, **LSTM},
             "load_average": {"start": load_start, "end": os.getloadavg()},
             "cells": results,
         },
