@@ -493,6 +493,11 @@ def damaged(work: Path) -> Path:
     from layerwise.recipe import parse_recipe
     from layerwise.runs import Run
 
+    # a face embedding run (its settings only: enroll and identify check their input first)
+    face = "name: face\ndata: {name: orl_people}\nmodel: {name: embedding_cnn}\n"
+    face_run = Run.create(work / "runs", "face", parse_recipe(face).to_yaml())
+    settings = {"modality": "image", "input_shape": [1, 28, 23], "threshold": 0.5}
+    (face_run.path / "embedding.json").write_text(json.dumps(settings))
     data = "{name: synthetic_ratings, args: {num_users: 30, num_items: 20, min_ratings: 5}}"
     spec = f"name: rec\ndata: {data}\nmodel: {{name: biased_mf, args: {{dim: 2}}}}\n"
     Run.create(work / "runs", "rec", parse_recipe(spec).to_yaml())
@@ -752,6 +757,13 @@ CATALOG = [
     (["recommend", "rec", "--user", "999"], ["user 999 is not in the data", "'rec'"], DataError),
     (["recommend", "rec", "--user", "3", "--k", "0"], ["--k is 0"], DataError),
     (["recommend", "recc", "--user", "3"], ["no run 'recc'"], RunError),
+    # enroll and identify: a run that is not a face model, a folder without photos, not a photo
+    (["enroll", "tiny", "no_images"], ["run 'tiny' is not a face", "model 'mlp'"], RunError),
+    (["identify", "tiny", "noise.png"], ["run 'tiny' is not a face"], RunError),
+    (["enroll", "face", "no_images"], ["folder 'no_images' holds no inputs to enrol"], DataError),
+    (["enroll", "face", "mixed.csv"], ["'mixed.csv' is not a folder"], DataError),
+    (["identify", "face", "noise.png"], ["cannot read 'noise.png' as an image"], DataError),
+    (["identify", "face", "mixed.csv"], ["cannot read 'mixed.csv'", "not '.csv'"], DataError),
     (["train", "ml_missing.yaml"], ["movielens: no_such_folder not found"], DataError),
     (["train", "ml_cols.yaml"], ["ml_cols/u.data has 3 columns per line"], DataError),
     (["train", "ml_csv.yaml"], ["ml_csv/ratings.csv", "without userId, movieId"], DataError),
