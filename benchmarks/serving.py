@@ -9,9 +9,12 @@
    FastAPI endpoint (benchmarks/serving_anchor.py). Each gets the same bounded load: N requests of
    one row each from 32 concurrent httpx clients, in rounds interleaved across the three servers
    (the machine's speed wanders; interleaving makes the ratios fair). Records requests/s,
-   p50/p99 latency and errors (results/serving.json), with the machine's load.
+   p50/p99 latency and errors (results/serving.json) for every round, with the machine's load
+   during each round and the cores other processes kept busy just before the servers started.
+   p99 is reported per round and summarised as the median round's and the worst round's: one
+   round caught by another process's burst shows as one bad round, not as the server's p99.
 
-usage: python benchmarks/serving.py [--requests 1000] [--rounds 3] [--concurrency 32]
+usage: python benchmarks/serving.py [--rounds 3] [--seconds 10] [--concurrency 32]
 The load generator shares the CPU with the server (2 cores here): the figures are for this
 machine as a whole, and the ratios between servers are what transfers.
 """
@@ -35,7 +38,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, RESULTS_DIR, machine, table, write_json
+from _common import REPO, RESULTS_DIR, OutsideLoad, machine, table, write_json
 
 RUNS = {
     "digits_cnn": ["train.epochs=8", "doctor.label_noise=false"],
@@ -128,7 +131,13 @@ async def load(url: str, rows: list[list[float]], requests: int, concurrency: in
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    return {"requests": requests, "seconds": wall, "latencies": latencies, "errors": errors}
+    return {
+        "requests": requests,
+        "seconds": wall,
+        "errors": errors,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+    }
 
 
 WRK_SCRIPT = """
@@ -175,34 +184,25 @@ def load_wrk(url: str, rows: list[list[float]], seconds: float, concurrency: int
     }
 
 
-def summary_wrk(parts: list[dict]) -> dict:
-    per_round = [p["requests"] / p["seconds"] for p in parts]
-    return {
-        "requests": int(sum(p["requests"] for p in parts)),
-        "errors": int(sum(p["errors"] for p in parts)),
-        "requests_per_s": round(
-            sum(p["requests"] for p in parts) / sum(p["seconds"] for p in parts), 1
-        ),
-        "requests_per_s_per_round": [round(r, 1) for r in per_round],
-        "p50_ms": round(float(np.median([p["p50_ms"] for p in parts])), 2),
-        "p99_ms": round(float(max(p["p99_ms"] for p in parts)), 2),
-        "percentiles": "p50: median of the rounds' p50; p99: worst round's p99 (wrk's own)",
-    }
-
-
 def summary(parts: list[dict]) -> dict:
-    latencies = np.concatenate([p["latencies"] for p in parts])
-    per_round = [p["requests"] / p["seconds"] for p in parts]
+    """Totals, and each round's requests/s, p50, p99 and load: the median round's p50 and p99
+    stand for the server, the worst round's p99 is kept beside them."""
+    p99 = [round(p["p99_ms"], 1) for p in parts]
     return {
         "requests": int(sum(p["requests"] for p in parts)),
         "errors": int(sum(p["errors"] for p in parts)),
         "requests_per_s": round(
             sum(p["requests"] for p in parts) / sum(p["seconds"] for p in parts), 1
         ),
-        "requests_per_s_per_round": [round(r, 1) for r in per_round],
-        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
-        "p99_ms": round(float(np.percentile(latencies, 99)), 2),
-        "mean_ms": round(float(latencies.mean()), 2),
+        "requests_per_s_per_round": [round(p["requests"] / p["seconds"], 1) for p in parts],
+        "p50_ms": round(float(np.median([p["p50_ms"] for p in parts])), 2),
+        "p99_ms": round(float(np.median(p99)), 2),
+        "p99_ms_worst_round": max(p99),
+        "p50_ms_per_round": [round(p["p50_ms"], 1) for p in parts],
+        "p99_ms_per_round": p99,
+        "load_1min_per_round": [round(p["load_1min"], 1) for p in parts],
+        "percentiles": "per round (wrk's own, or from the httpx client's latencies); p50_ms and "
+        "p99_ms are the median round's",
     }
 
 
@@ -251,6 +251,10 @@ def main() -> None:
         "layerwise serve (no batching)": ["serve", SERVED, "--max-batch", "1"],
         "anchor: hand-written FastAPI, no batching": None,
     }
+    outside = OutsideLoad()
+    time.sleep(5)
+    outside_before = outside.sample()  # cores other processes kept busy, before ours start
+    print(f"other processes kept {outside_before:.1f} cores busy before the servers started")
     processes, urls = {}, {}
     for label, cli_args in servers.items():
         port = free_port()
@@ -275,18 +279,20 @@ def main() -> None:
                     part = load_wrk(urls[label], pixels, args.seconds, args.concurrency)
                 else:
                     part = asyncio.run(load(urls[label], pixels, args.requests, args.concurrency))
+                part["load_1min"] = os.getloadavg()[0]
                 parts[label].append(part)
                 load_during.append(list(os.getloadavg()))
                 print(
                     f"round {round_number + 1} {label}: "
-                    f"{part['requests'] / part['seconds']:.0f} req/s, {part['errors']} errors"
+                    f"{part['requests'] / part['seconds']:.0f} req/s, p50 {part['p50_ms']:.0f} "
+                    f"ms, p99 {part['p99_ms']:.0f} ms, {part['errors']} errors, "
+                    f"load {part['load_1min']:.1f}"
                 )
     finally:
         for process in processes.values():
             process.terminate()
             process.wait(timeout=30)
-    summarise = summary_wrk if client == "wrk" else summary
-    results = {label: summarise(p) for label, p in parts.items()}
+    results = {label: summary(p) for label, p in parts.items()}
     anchor = results["anchor: hand-written FastAPI, no batching"]["requests_per_s"]
     for result in results.values():
         result["requests_per_s_vs_anchor"] = round(result["requests_per_s"] / anchor, 2)
@@ -298,11 +304,13 @@ def main() -> None:
             r["requests_per_s"],
             r["p50_ms"],
             r["p99_ms"],
+            " / ".join(f"{v:.0f}" for v in r["p99_ms_per_round"]),
             r["requests_per_s_vs_anchor"],
         ]
         for label, r in results.items()
     ]
-    print(table(["server", "requests", "errors", "req/s", "p50 ms", "p99 ms", "vs anchor"], rows))
+    headers = ["server", "requests", "errors", "req/s", "p50 ms", "p99 ms", "p99 per round"]
+    print(table([*headers, "vs anchor"], rows))
     write_json(
         args.out,
         {
@@ -316,6 +324,7 @@ def main() -> None:
                 "concurrency": args.concurrency,
                 "where": "client and servers on the same 2-core machine, loopback",
             },
+            "outside_cores_busy_before": round(outside_before, 2),
             "load_average_during": load_during,
             "load_average_at_end": list(os.getloadavg()),
             "servers": results,

@@ -9,6 +9,7 @@ schemathesis tries the app against its own OpenAPI schema.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
@@ -23,6 +24,7 @@ import pandas as pd
 import pytest
 import schemathesis
 import torch
+import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from PIL import Image
@@ -39,6 +41,8 @@ from layerwise.serve.app import ServedModel, create_app
 from layerwise.serve.batching import MicroBatcher
 from layerwise.serve.export import TOLERANCE, ExportError, export_model, export_run
 from layerwise.serve.exported import ExportedModel
+from layerwise.serve.server import serve, serving_threads
+from layerwise.train import device
 
 QUICK = ["doctor.probes=false", "doctor.label_noise=false"]
 
@@ -278,6 +282,52 @@ def test_a_failing_forward_reaches_every_waiting_request_and_the_worker_goes_on(
     failed, later = asyncio.run(main())
     assert all(isinstance(f, ValueError) for f in failed)
     assert torch.equal(later, torch.ones(1, 2))
+
+
+# ------------------------------------------------------------------ the serving process
+@pytest.fixture
+def settled_state(monkeypatch):
+    """A 4-core machine with no thread variables set; torch's threads and the collector's
+    frozen objects put back afterwards."""
+    monkeypatch.setattr(device, "usable_cores", lambda: 4)
+    for name in device.THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    before = torch.get_num_threads()
+    yield
+    gc.unfreeze()
+    torch.set_num_threads(before)
+
+
+def test_serve_freezes_the_loaded_heap_and_sets_threads_before_listening(
+    runs, monkeypatch, settled_state
+):
+    _, _, digits = runs
+    seen, lines = {}, []
+
+    def listen(app, **options):  # instead of uvicorn's loop: what the process is like by then
+        seen.update(frozen=gc.get_freeze_count(), threads=torch.get_num_threads(), app=app)
+
+    monkeypatch.setattr(uvicorn, "run", listen)
+    serve(digits.path, port=free_port(), echo=lines.append)
+    # everything loaded (torch, FastAPI, the model) is out of the collector's full sweeps
+    assert seen["frozen"] > 50_000
+    assert isinstance(seen["app"].state.batcher, MicroBatcher)
+    # the digits CNN's 32-row batch is far below one thread's worth of work
+    assert 0 < seen["app"].state.served.macs_per_row * 32 < device.MACS_PER_THREAD
+    assert seen["threads"] == 1
+    assert "1 torch thread)" in lines[0]
+
+
+def test_serving_threads_follow_the_work_and_leave_a_core_to_the_event_loop(
+    monkeypatch, settled_state
+):
+    per_thread = device.MACS_PER_THREAD
+    assert serving_threads(0, 32) == 1
+    assert serving_threads(per_thread // 32 * 2, 32) == 2
+    assert serving_threads(per_thread, 32) == 3  # 4 cores, one kept for the event loop
+    assert serving_threads(per_thread, 1) == 1
+    monkeypatch.setenv("LAYERWISE_THREADS", "2")
+    assert serving_threads(0, 32) == 2  # the user's choice wins
 
 
 # --------------------------------------------------------------------------- the schema

@@ -42,6 +42,7 @@ from layerwise.predict import IMAGE_SUFFIXES, read_inputs, top_predictions
 from layerwise.runs import Run
 from layerwise.serve.batching import MicroBatcher
 from layerwise.serve.export import _refuse_unsupported_runs
+from layerwise.train.device import forward_macs
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 1024
@@ -64,6 +65,7 @@ class ServedModel:
     class_names: list[str]
     task: str
     forward: Any
+    macs_per_row: int = 0  # multiply-adds of one row's forward, to choose CPU threads by
 
     @classmethod
     def load(cls, run_ref: str | Path, which: str = "last", runs_root: str | Path = "runs"):
@@ -77,8 +79,10 @@ class ServedModel:
             with torch.no_grad(), trainer.autocast:
                 return model(x.to(trainer.device)).float().cpu()
 
-        data = experiment.data
-        return cls(run, weights, run_preprocess(run), data.class_names, data.task, forward)
+        data, preprocess = experiment.data, run_preprocess(run)
+        one_row = torch.zeros(1, *preprocess.input_shape, device=trainer.device)
+        macs = forward_macs(model, lambda: model(one_row))
+        return cls(run, weights, preprocess, data.class_names, data.task, forward, macs)
 
     @property
     def row_width(self) -> int:
