@@ -501,6 +501,9 @@ def damaged(work: Path) -> Path:
     data = "{name: synthetic_ratings, args: {num_users: 30, num_items: 20, min_ratings: 5}}"
     spec = f"name: rec\ndata: {data}\nmodel: {{name: biased_mf, args: {{dim: 2}}}}\n"
     Run.create(work / "runs", "rec", parse_recipe(spec).to_yaml())
+    # a detection run (untrained: predict reads its images before any weights)
+    det = "name: det\ndata: {name: mnist_scenes}\nmodel: {name: scene_fcos}\n"
+    Run.create(work / "runs", "det", parse_recipe(det).to_yaml())
     for name, file, text in (
         ("ml_cols", "u.data", "1\t2\t3\n"),
         ("ml_csv", "ratings.csv", "user,item,rating\n1,2,3\n"),
@@ -767,6 +770,25 @@ CATALOG = [
     (["train", "ml_missing.yaml"], ["movielens: no_such_folder not found"], DataError),
     (["train", "ml_cols.yaml"], ["ml_cols/u.data has 3 columns per line"], DataError),
     (["train", "ml_csv.yaml"], ["ml_csv/ratings.csv", "without userId, movieId"], DataError),
+    # detection: scenes that cannot be made, a model that is not a detector, not an image
+    (
+        [
+            "train",
+            "tiny.yaml",
+            "--set",
+            "data.name=mnist_scenes",
+            "--set",
+            "data.args={train_size: 0}",
+        ],
+        ["train_size is 0"],
+        DataError,
+    ),
+    (
+        ["train", "tiny.yaml", "--set", "data={name: mnist_scenes, args: {train_size: 1}}"],
+        ["model.name 'mlp' is not a detector"],
+        RecipeError,
+    ),
+    (["predict", "det", "mixed.csv"], ["cannot read 'mixed.csv' as an image"], DataError),
     # a MiniLM backbone on data that is not text; another source without its weights' path
     (
         ["train", "tiny.yaml", "--set", "backbone={source: minilm}"],
@@ -787,6 +809,17 @@ CATALOG = [
 def test_catalog(damaged, args, culprit, error):
     """One message naming the culprit, a hint, exit code 2, no traceback, no file changed."""
     check(damaged, *args, culprit=culprit, error=error)
+
+
+def test_detection_without_pycocotools_names_the_extra(work, monkeypatch):
+    from layerwise.tasks.detection import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # `import pycocotools` fails
+    args = ["train", "tiny.yaml", "--set", "data.name=mnist_scenes"]
+    message = check(
+        work, *args, culprit=["needs `pycocotools`"], error=MissingExtraError, hint="[detect]"
+    )
+    assert "not installed" in message
 
 
 def test_rl_without_gymnasium_names_the_extra(work, monkeypatch):

@@ -152,6 +152,12 @@ def train(
                 run, test_metrics = train_task(
                     parsed, task, runs_dir, resume=resume, progress=not quiet
                 )
+            elif _detection(Run.open(resume, root=runs_dir).recipe()):
+                from layerwise.tasks.detection import train_detector
+
+                run, test_metrics = train_detector(
+                    parsed, runs_dir, resume=resume, progress=not quiet
+                )
             elif _recommender(Run.open(resume, root=runs_dir).recipe()):
                 from layerwise.tasks.recommend import train_recommender
 
@@ -170,6 +176,10 @@ def train(
                 )
         elif (task := sequence_task(parsed)) is not None:  # translation, language model
             run, test_metrics = train_task(parsed, task, runs_dir, progress=not quiet)
+        elif _detection(parsed):  # boxes on scenes: layerwise.tasks.detection
+            from layerwise.tasks.detection import train_detector
+
+            run, test_metrics = train_detector(parsed, runs_dir, progress=not quiet)
         elif _recommender(parsed):  # rating data: layerwise.tasks.recommend
             from layerwise.tasks.recommend import train_recommender
 
@@ -482,6 +492,9 @@ def predict(
     from layerwise.text import TextPipeline
 
     found = Run.open(run, root=runs_dir)
+    if _detection(found.recipe()):  # boxes, not classes: layerwise.tasks.detection
+        _predict_boxes(found, inputs, weights.value)
+        return
     if TextPipeline.exists(found.path):
         _predict_texts(found.path, inputs, output, top_k, weights.value)
         return
@@ -497,6 +510,17 @@ def predict(
     for name, ranked in zip(names, rows, strict=True):
         best = "  ".join(f"{label} {p:.3f}" for label, p in ranked)
         out.print(f"{escape(name)}: {escape(best)}")
+
+
+def _predict_boxes(run, inputs: list[str], which: str) -> None:
+    """`predict` for a detection run: a line per box (class, score, x0,y0,x1,y1) under each
+    image, and where its annotated copy was written."""
+    from layerwise.predict import predict_boxes
+
+    for name, boxes, drawn in predict_boxes(run, inputs, which):
+        out.print(f"{escape(name)}: {len(boxes)} box(es); annotated: {escape(str(drawn))}")
+        for label, score, (x0, y0, x1, y1) in boxes:
+            out.print(f"  {label}  {score:.3f}  {x0:.1f},{y0:.1f},{x1:.1f},{y1:.1f}")
 
 
 def _predict_texts(
@@ -818,6 +842,13 @@ def _embedding(recipe) -> bool:
     from layerwise.tasks.faces import embedding_task
 
     return embedding_task(recipe)
+
+
+def _detection(recipe) -> bool:
+    """Does `recipe` train a detector on scenes (`layerwise.tasks.detection`)?"""
+    from layerwise.tasks.detection import detection_task
+
+    return detection_task(recipe)
 
 
 def _recommender(recipe) -> bool:

@@ -201,6 +201,18 @@ def _expand(items: Sequence[Any]) -> list[Any]:
     return found
 
 
+def predict_boxes(
+    run: Run, inputs: Sequence[Any], which: str = "last"
+) -> list[tuple[str, list[tuple[str, float, list[float]]], Path]]:
+    """For a detection run: per image file (folders expanded), its name, its boxes
+    `(class, score, [x0, y0, x1, y1])` and the annotated copy written next to the run."""
+    from layerwise.tasks.detection import predict_scenes
+
+    paths = [Path(item) for item in _expand(list(inputs))]
+    boxes, drawn = predict_scenes(run, paths, which)
+    return [(p.name, b, d) for p, b, d in zip(paths, boxes, drawn, strict=True)]
+
+
 def _load_npy(path: Path) -> torch.Tensor:
     """float32 rows; text or object arrays are refused naming the file (NaN is left for the
     run's imputation, or refused by it)."""

@@ -16,6 +16,7 @@ from layerwise.data import mixed_table as _mixed_table  # noqa: F401  (csv_table
 from layerwise.data import mnist as _mnist  # noqa: F401  (registers "mnist")
 from layerwise.data import multi30k as _multi30k  # noqa: F401  (registers "multi30k")
 from layerwise.data import ratings as _ratings  # noqa: F401  (movielens, synthetic_ratings)
+from layerwise.data import scenes as _scenes  # noqa: F401  (registers "mnist_scenes")
 from layerwise.data import shakespeare as _shakespeare  # noqa: F401  (tinyshakespeare)
 from layerwise.data import tabular as _tabular  # noqa: F401  (registers "breast_cancer", "wine")
 from layerwise.data import text as _text  # noqa: F401  (registers "imdb", "text")
