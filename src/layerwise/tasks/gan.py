@@ -35,8 +35,8 @@ from torch import Tensor
 
 from layerwise.data import DatasetBundle, load_dataset
 from layerwise.data.registry import DATASETS
-from layerwise.diagnose.doctor import PROBES_FILE, Doctor, doctor_callbacks
-from layerwise.errors import CheckpointError, DataError, LayerwiseError, RecipeError
+from layerwise.diagnose.doctor import PROBES_FILE, doctor_callbacks
+from layerwise.errors import DataError, LayerwiseError, RecipeError
 from layerwise.models import MODELS, create_model
 from layerwise.models.gan import IMAGE_SHAPE, GANPair
 from layerwise.recipe import Recipe
@@ -44,6 +44,7 @@ from layerwise.report import plot_run_curves, write_report
 from layerwise.report.gan_plots import plot_frechet, save_grid
 from layerwise.runs import Run
 from layerwise.tasks import GAN_MODELS
+from layerwise.tasks.common import checkpoint_to_load, close_run, restore_last
 from layerwise.tasks.gan_eval import Judge, Scores, score_samples, train_judge
 from layerwise.train import Callback, MetricsLogger, ModelCheckpoint, ProgressBar, Trainer
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
@@ -326,13 +327,7 @@ def train_gan(
         judge = Judge.load(run.path)
     everything = [*run_callbacks(recipe, run, data, judge, echo, progress), *callbacks]
     trainer = build_trainer(recipe, model, everything)
-    if resume is not None and run.has_checkpoint("last"):
-        weights, state = run.load_checkpoint("last", quarantine=True)
-        model.load_state_dict(weights)
-        trainer.load_state_dict(state)
-        run.truncate_metrics_after(state["train_state"]["step"])
-    else:
-        run.truncate_metrics_after(-1)
+    restore_last(run, model, trainer, resume=resume is not None)
     with guarded_fit(run, trainer):
         trainer.fit(data.train, epochs=recipe.train.epochs, batch_size=recipe.data.batch_size)
     return run, finish_gan(run, trainer, judge, data)
@@ -363,17 +358,7 @@ def finish_gan(
             metrics["fid_floor"],
             run.plots_dir / "frechet.png",
         )
-    doctor = next((c for c in trainer.callbacks if isinstance(c, Doctor)), None)
-    diagnosis = doctor.diagnose(trainer.history) if doctor is not None else None
-    if diagnosis is not None:
-        run.write_diagnosis(diagnosis.to_dict())
-    halted = trainer.stop_reason is not None and trainer.stop_reason.fatal
-    run.set_status(
-        "halted" if halted else "finished",
-        test_metrics=metrics,
-        epochs_done=trainer.state.epoch,
-        findings=diagnosis.codes if diagnosis is not None else [],
-    )
+    diagnosis = close_run(run, trainer, metrics)
     plot_run_curves(run)
     write_report(run, diagnosis=diagnosis, summary_text=_summary(gan))
     return metrics
@@ -406,13 +391,7 @@ def load_gan(run: Run, which: str = "last") -> GANPair:
             f"run '{run.name}' trains a '{recipe.model.name}', not a GAN",
             hint="generate images from a dcgan or cgan run",
         )
-    if which == "best" and not run.has_checkpoint("best"):
-        which = "last"
-    if not run.has_checkpoint(which):
-        raise CheckpointError(
-            f"run '{run.name}' has no checkpoint yet",
-            hint="train it first (or let it run until its first epoch ends)",
-        )
+    which = checkpoint_to_load(run, which)
     args = dict(recipe.model.args)
     if recipe.model.name.lower() == "cgan" and "num_classes" not in args:
         args["num_classes"] = 10  # MNIST, the only data the GAN models make
