@@ -131,7 +131,7 @@ def test_non_image_model_builds_forwards_and_backpropagates(name):
     assert not unused, unused
 
 
-@pytest.mark.parametrize("variant", ["lenet", "vgg"])
+@pytest.mark.parametrize("variant", ["lenet", "vgg", "strided"])
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_cnn_variants_fit_small_and_large_images(variant, shape):
     model = create_model("cnn", num_classes=10, variant=variant, input_shape=shape)
@@ -145,6 +145,15 @@ def test_vgg_layout_and_parameter_count():
     # stem 1*32*9 + BN 64; block1 2*(32*32*9 + 64); block2 32*64*9 + 64*64*9 + 2*128;
     # block3 64*128*9 + 128*128*9 + 2*256; head 128*10 + 10
     assert sum(p.numel() for p in model.parameters()) == 297_450
+
+
+def test_strided_layout_halves_the_image_at_every_unit():
+    model = create_model("cnn", num_classes=10, variant="strided", input_shape=(1, 28, 28))
+    assert [model.block1.conv.stride, model.block3.conv.stride] == [(2, 2), (2, 2)]
+    assert model.block2.conv.weight.shape == (32, 16, 3, 3) and model.block2.conv.bias is None
+    # 28 -> 14 -> 7 -> 4 pixels, 64 channels flattened into the head
+    assert model.head.weight.shape == (10, 64 * 4 * 4)
+    assert not any(isinstance(m, (nn.MaxPool2d, nn.Dropout)) for m in model.modules())
 
 
 def test_lenet_layout():

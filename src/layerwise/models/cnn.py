@@ -5,6 +5,9 @@ Both infer their input channels lazily and fit any image of 4x4 pixels or more (
 no feature map shrinks to zero.
 
 - `lenet`: two (conv 5x5 -> act -> max-pool) blocks, flatten, Dense 120 -> 84 -> logits.
+- `strided`: only stride-2 (conv 3x3 -> BN -> act) units, flatten, linear head: no pooling and
+  no full-resolution layer, so a 28x28 image costs about 0.55M MACs with 16-32-64 channels. The
+  fastest net here that still learns MNIST to 99% in one epoch (`recipes/mnist_fast.yaml`).
 - `vgg`: a stride-2 3x3 stem, then blocks of (conv 3x3 -> BN -> act) x 2, max-pooling between
   blocks, global average pooling, dropout and a linear head. On a 2-core CPU small nets are bound
   by memory traffic, so halving the resolution in the stem costs little accuracy and saves most of
@@ -34,6 +37,7 @@ from layerwise.nn.sequential import Sequential
 VARIANTS = {
     "lenet": {"channels": (6, 16), "hidden": (120, 84), "dropout": 0.0, "batchnorm": False},
     "vgg": {"channels": (32, 64, 128), "hidden": (), "dropout": 0.2, "batchnorm": True},
+    "strided": {"channels": (16, 32, 64), "hidden": (), "dropout": 0.0, "batchnorm": True},
 }
 
 
@@ -108,6 +112,23 @@ def _vgg(
     return layers
 
 
+def _strided(
+    channels: Sequence[int], hidden: Sequence[int], dropout: float, batchnorm: bool, act
+) -> OrderedDict[str, nn.Module]:
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, width in enumerate(channels, start=1):
+        layers[f"block{i}"] = nn.Sequential(OrderedDict(_conv_unit(width, 3, batchnorm, act, 2)))
+    layers["flatten"] = Flatten()
+    for j, width in enumerate(hidden, start=1):
+        layers[f"fc{j}"] = nn.Sequential(OrderedDict(dense=Dense(width), act=make_activation(act)))
+    if dropout:
+        layers["drop"] = Dropout(dropout)
+    return layers
+
+
+BUILDERS = {"lenet": _lenet, "vgg": _vgg, "strided": _strided}
+
+
 @MODELS.register("cnn")
 def cnn(
     num_classes: int,
@@ -124,11 +145,12 @@ def cnn(
 
     Args:
         num_classes: output units.
-        variant: `lenet` (channels (6, 16), Dense (120, 84), no BN) or `vgg` (channels
-            (32, 64, 128), BN, dropout 0.2 before the head, global average pooling).
+        variant: `lenet` (channels (6, 16), Dense (120, 84), no BN), `vgg` (channels
+            (32, 64, 128), BN, dropout 0.2 before the head, global average pooling) or `strided`
+            (channels (16, 32, 64), each a stride-2 conv with BN, flattened into the head).
         channels: conv widths, one per block.
         hidden: widths of Dense layers before the head.
-        dropout: dropout rate (lenet: after each hidden Dense; vgg: before the head).
+        dropout: dropout rate (lenet: after each hidden Dense; vgg, strided: before the head).
         batchnorm: batch norm after every convolution.
         activation: an activation name or module.
         init: weight init scheme for `init_weights`.
@@ -149,8 +171,7 @@ def cnn(
         raise RecipeError("cnn needs at least one conv block", hint="e.g. channels: [32, 64]")
     check_widths("channels", channels)
     check_widths("hidden", hidden)
-    build = _lenet if key == "lenet" else _vgg
-    layers = build(channels, hidden, dropout, batchnorm, activation)
+    layers = BUILDERS[key](channels, hidden, dropout, batchnorm, activation)
     layers["head"] = Dense(num_classes)
     model = init_weights(Sequential(layers), init)
     if input_shape is not None:
