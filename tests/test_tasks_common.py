@@ -14,11 +14,12 @@ from layerwise.runs import Run
 from layerwise.tasks.common import (
     checkpoint_to_load,
     close_run,
+    log_and_checkpoint,
     restore_last,
     schedule_settings,
     trainer_settings,
 )
-from layerwise.train import StopReason
+from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, StopReason
 
 RECIPE = "name: digits_mlp\nmodel: {name: mlp}\ndata: {name: digits}\ntrain: {epochs: 3}\n"
 
@@ -57,6 +58,15 @@ def test_trainer_settings_read_recipe_train() -> None:
     assert settings["seed"] == recipe.seed and settings["progress"] is False
     settings["optimizer_args"]["x"] = 1  # a copy: the recipe keeps its own args
     assert recipe.train.optimizer.args == {"dampening": 0.1}
+
+
+def test_log_and_checkpoint_watch_the_given_monitor(tmp_path: Path) -> None:
+    run = Run.create(tmp_path, "r", RECIPE)
+    logger, checkpoints = log_and_checkpoint(run, _recipe(checkpoint_every_steps=7), "loss", False)
+    assert isinstance(logger, MetricsLogger) and isinstance(checkpoints, ModelCheckpoint)
+    assert checkpoints.monitor == "loss" and checkpoints.every_steps == 7
+    shown = log_and_checkpoint(run, _recipe(), "val_loss", True)
+    assert isinstance(shown[-1], ProgressBar) and shown[1].every_steps is None
 
 
 def _trainer(epoch: int = 2, stop_reason: StopReason | None = None) -> SimpleNamespace:

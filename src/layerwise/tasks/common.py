@@ -1,11 +1,14 @@
 """What the task stories (GAN, RL, recommender, sequence) do alike around their run folder.
 
 Each task trains through its own Trainer and finishes with its own scores and plots, but some
-steps around that are one procedure, kept here once so a fix to it reaches every task: the
-Trainer arguments read from `recipe.train` (`trainer_settings`); a resumed run picks up its
-last checkpoint, or a new one starts its metrics log over (`restore_last`); a trained run is
-diagnosed and given its final status by one rule (`close_run`); a trained run's weights come
-from `best`, else `last` (`checkpoint_to_load`).
+steps around that are one procedure, kept here once so a fix to it reaches every task:
+
+- the Trainer arguments read from `recipe.train` (`trainer_settings`);
+- the metrics log and checkpoints (`log_and_checkpoint`);
+- a resumed run picks up its last checkpoint, a new one starts its metrics log over
+  (`restore_last`);
+- a trained run is diagnosed and given its final status by one rule (`close_run`);
+- a trained run's weights come from `best`, else `last` (`checkpoint_to_load`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from layerwise.diagnose.findings import Diagnosis
 from layerwise.errors import CheckpointError
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
-from layerwise.train import Trainer
+from layerwise.train import Callback, MetricsLogger, ModelCheckpoint, ProgressBar, Trainer
 
 
 def schedule_settings(recipe: Recipe) -> dict[str, Any] | None:
@@ -52,6 +55,15 @@ def trainer_settings(recipe: Recipe, callbacks: Sequence[Any] = ()) -> dict[str,
         threads=train.threads,
         progress=False,
     )
+
+
+def log_and_checkpoint(run: Run, recipe: Recipe, monitor: str, progress: bool) -> list[Callback]:
+    """The metrics log and the checkpoints (`best` by `monitor`, `last` at each epoch end and
+    every `train.checkpoint_every_steps`) of a task run, and a progress bar when wanted."""
+    checkpoints = ModelCheckpoint(
+        run, monitor=monitor, every_steps=recipe.train.checkpoint_every_steps
+    )
+    return [MetricsLogger(run), checkpoints] + ([ProgressBar()] if progress else [])
 
 
 def restore_last(run: Run, model: nn.Module, trainer: Trainer, resume: bool) -> None:

@@ -38,10 +38,10 @@ from layerwise.errors import DataError, RecipeError
 from layerwise.models import MODELS, create_model
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
-from layerwise.tasks.common import restore_last, trainer_settings
+from layerwise.tasks.common import log_and_checkpoint, restore_last, trainer_settings
 from layerwise.tasks.sequence import finish_report
 from layerwise.tasks.sequence import load_run_weights as load_sequence_weights
-from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
+from layerwise.train import Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
 
 Echo = Callable[[str], None] | None
@@ -311,11 +311,7 @@ def train_recommender(
     if run is None:
         run = Run.create(runs_root, recipe.name, recipe.to_yaml())
     monitor = recipe.train.monitor if data.val is not None else "loss"
-    checkpoints = ModelCheckpoint(
-        run, monitor=monitor, every_steps=recipe.train.checkpoint_every_steps
-    )
-    everything = [MetricsLogger(run), checkpoints]
-    everything += [ProgressBar()] if progress else []
+    everything = log_and_checkpoint(run, recipe, monitor, progress)
     trainer = build_trainer(recipe, model, data, [*everything, *callbacks])
     restore_last(run, model, trainer, resume=resume is not None)
     with guarded_fit(run, trainer):

@@ -32,10 +32,11 @@ from layerwise.runs import Run
 from layerwise.tasks.common import (
     checkpoint_to_load,
     close_run,
+    log_and_checkpoint,
     restore_last,
     trainer_settings,
 )
-from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
+from layerwise.train import Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
 from layerwise.train.device import forward_macs, rng_state, set_rng_state
 
@@ -171,11 +172,7 @@ def train_task(
         task.save_data(run, data)
     else:  # the saved pipelines, so ids mean the tokens the weights were trained on
         data = task.restore_data(run, data)
-    checkpoints = ModelCheckpoint(
-        run, monitor=recipe.train.monitor, every_steps=recipe.train.checkpoint_every_steps
-    )
-    everything = [MetricsLogger(run), checkpoints]
-    everything += [ProgressBar()] if progress else []
+    everything = log_and_checkpoint(run, recipe, recipe.train.monitor, progress)
     trainer = build_trainer(recipe, model, [*everything, *callbacks])
     restore_last(run, model, trainer, resume=resume is not None)
     with guarded_fit(run, trainer):
