@@ -253,3 +253,11 @@ def test_relative_paths_are_found_under_the_data_root(tmp_path: Path, monkeypatc
     np.savez(tmp_path / "sub" / "d.npz", x=np.zeros((10, 2)), y=np.arange(10) % 2)
     bundle = load_dataset("npz", path="sub/d.npz", val_fraction=0.0)
     assert bundle.sizes()["train"] == 8
+
+
+@pytest.mark.parametrize("dataset", ["csv", "csv_table"])
+def test_a_file_pandas_cannot_parse_is_one_data_error(tmp_path: Path, dataset: str) -> None:
+    (tmp_path / "bad.csv").write_text("a,label\n1,0\n1,2,3,4\n")  # a row longer than the rest
+    with pytest.raises(DataError, match=r"cannot read .*bad\.csv as CSV: Error tokenizing") as info:
+        load_dataset(dataset, path=tmp_path / "bad.csv", target="label")
+    assert "sep" in info.value.hint

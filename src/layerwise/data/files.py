@@ -73,13 +73,7 @@ def csv(
 
     Text labels become classes named after their values (sorted); numeric columns only as inputs.
     """
-    file = resolve_path(path)
-    try:
-        frame = pd.read_csv(file, sep=sep)
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"cannot read {file} as CSV: {exc}", hint="check the file and `sep`"
-        ) from exc
+    file, frame = read_csv_file(path, sep)
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     for column in [target, *(features or [])]:
@@ -116,6 +110,18 @@ def resolve_path(path: str | Path) -> Path:
         hint="check the path; relative paths are looked up in the current folder, then in "
         "LAYERWISE_DATA",
     )
+
+
+def read_csv_file(path: str | Path, sep: str = ",") -> tuple[Path, pd.DataFrame]:
+    """The file `path` resolves to (see `resolve_path`) and its table; a file pandas cannot
+    parse is a `DataError` naming it."""
+    file = resolve_path(path)
+    try:
+        return file, pd.read_csv(file, sep=sep)
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"cannot read {file} as CSV: {exc}", hint="check the file and `sep`"
+        ) from exc
 
 
 def _array(archive: Any, key: str, file: Path) -> np.ndarray:

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from layerwise.data.bundle import DatasetBundle
-from layerwise.data.files import resolve_path
+from layerwise.data.files import read_csv_file
 from layerwise.data.registry import DATASETS
 from layerwise.data.split import split
 from layerwise.errors import DataError, did_you_mean
@@ -302,13 +302,7 @@ def csv_table(
 ) -> TableBundle:
     """A CSV table with numeric and categorical columns and one `target` column (see
     `table_bundle` for the splits and the column types)."""
-    file = resolve_path(path)
-    try:
-        frame = pd.read_csv(file, sep=sep)
-    except (OSError, ValueError) as exc:
-        raise DataError(
-            f"cannot read {file} as CSV: {exc}", hint="check the file and `sep`"
-        ) from exc
+    file, frame = read_csv_file(path, sep)
     return table_bundle(
         frame,
         target,
