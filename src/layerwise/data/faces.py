@@ -65,10 +65,11 @@ def standardise_faces(x: Tensor) -> Tensor:
 
 
 def orl_images(
-    size: tuple[int, int] = (56, 46), root: str | Path | None = None
+    size: tuple[int, int] = (56, 46), root: str | Path | None = None, people: int = ORL_PEOPLE
 ) -> tuple[Tensor, Tensor]:
-    """All 400 ORL photos as pixels in [0, 1] `(400, 1, height, width)` and the person of each
-    (0..39; person p is folder s{p+1}), in person then shot order."""
+    """The ORL photos of the first `people` people (all 400 by default) as pixels in [0, 1]
+    `(N, 1, height, width)` and the person of each (0..39; person p is folder s{p+1}), in
+    person then shot order."""
     from PIL import Image
 
     folder = Path(root if root is not None else data_root()) / "faces_orl"
@@ -78,13 +79,13 @@ def orl_images(
             hint="put the s1..s40 folders of the AT&T face database there (sX/Y.pgm)",
         )
     images = []
-    for person in range(ORL_PEOPLE):
+    for person in range(people):
         for shot in range(ORL_SHOTS):
             with Image.open(folder / f"s{person + 1}" / f"{shot + 1}.pgm") as image:
                 grey = image.convert("L").resize((size[1], size[0]), Image.BILINEAR)
             images.append(np.asarray(grey, dtype=np.float32) / 255.0)
     x = torch.from_numpy(np.stack(images))[:, None]
-    return x, torch.arange(ORL_PEOPLE).repeat_interleave(ORL_SHOTS)
+    return x, torch.arange(people).repeat_interleave(ORL_SHOTS)
 
 
 def split_people(
@@ -145,12 +146,11 @@ def orl_people(
     set for tests).
     """
     height, width = (int(v) for v in size)
-    x, y = orl_images((height, width), root)
     count = ORL_PEOPLE if people is None else int(people)
     if not 4 <= count <= ORL_PEOPLE:
         raise RecipeError(f"data.args.people is {people}", hint=f"use 4..{ORL_PEOPLE}")
-    keep = y < count
-    x, y = standardise_faces(x[keep]), y[keep]
+    x, y = orl_images((height, width), root, count)
+    x = standardise_faces(x)
     train, val, test = split_people(count, fold, folds, val_people)
     return IdentityBundle(
         name="orl_people",
