@@ -13,7 +13,12 @@ from layerwise.data.scenes import CANVAS, MAX_DIGITS, generate_scenes, read_mnis
 from layerwise.errors import DataError
 from layerwise.models.detection import scene_fcos
 from layerwise.recipe import parse_recipe
-from layerwise.tasks.detection import DetectionTrainer, MeanAP, train_detector
+from layerwise.tasks.detection import (
+    DetectionTrainer,
+    MeanAP,
+    evaluate_detector_run,
+    train_detector,
+)
 
 TINY_DETECTOR = {"widths": [8, 8, 16, 16], "fpn_channels": 32, "head_convs": 1}
 TINY_RECIPE = """\
@@ -120,6 +125,11 @@ def test_a_few_training_steps_lower_the_detector_loss(digits):
     history = trainer.fit((images, rows), epochs=6, batch_size=8)
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]
     assert {"classification", "bbox_regression", "bbox_ctrness"} <= set(history[0])
+    # evaluation leaves the data as it was: scoring twice gives the same mAP
+    first = trainer.evaluate((images, rows), batch_size=8)
+    assert (
+        set(first) == {"map_50", "map"} and trainer.evaluate((images, rows), batch_size=8) == first
+    )
 
 
 @pytest.mark.slow
@@ -130,6 +140,7 @@ def test_train_resume_and_predict_through_the_cli(tmp_path, digits):
     assert (run.plots_dir / "predictions.png").is_file() and run.report_path.is_file()
     again, same = train_detector(None, tmp_path / "runs", resume=run.path)
     assert again.path == run.path and same == metrics  # a finished run is not trained again
+    assert evaluate_detector_run(run) == metrics  # scored again from its best checkpoint
 
     images, _ = generate_scenes(*digits, 1, seed=0, split="test")
     Image.fromarray(images[0, 0].numpy()).save(tmp_path / "scene.png")

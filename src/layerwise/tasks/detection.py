@@ -1,10 +1,11 @@
 """Object detection: train a torchvision detector on generated digit scenes, score it with mAP,
 draw and print its boxes.
 
-A batch is `(images, targets)` as `layerwise.data.scenes` makes them: uint8 `(N, 1, H, W)` scenes
-and `(N, MAX_DIGITS, 5)` padded `[class, x0, y0, x1, y1]` rows. `DetectionTrainer` trains through
-the Trainer's step contract: `train_step` turns the rows into torchvision's per-image target dicts
-and lets the detector compute its own losses (FCOS: focal classification, GIoU box regression,
+A batch is `(images, targets)` as `layerwise.data.scenes` makes them: `(N, 1, H, W)` scenes of
+0-255 pixels (uint8, or float32 once batched) and `(N, MAX_DIGITS, 5)` padded rows of
+`[class, x0, y0, x1, y1]`. `DetectionTrainer` trains through the Trainer's step contract:
+`train_step` turns the rows into torchvision's per-image target dicts and lets the detector
+compute its own losses (FCOS: focal classification, GIoU box regression,
 centre-ness), logging each and their sum `loss`. Evaluation runs the detector in eval mode and
 feeds its boxes to `MeanAveragePrecision` (COCO's protocol through torchmetrics):
 `map_50` is mAP at IoU 0.5, `map` the mean over IoU 0.5:0.95. Checkpoints, resume (bit for bit:
@@ -113,7 +114,9 @@ class DetectionTrainer(Trainer):
 
     def unpack(self, batch: Any) -> tuple[Tensor, list[dict[str, Tensor]]]:
         images, rows = batch
-        return images.float().div_(255.0), scene_targets(rows)
+        # pixels are 0-255 (the batcher hands uint8 scenes over as float32); never divide in
+        # place: an evaluation batch is a view of the stored split
+        return images.float() / 255.0, scene_targets(rows)
 
     def train_step(self, batch: Any) -> dict[str, Tensor]:
         images, targets = self.unpack(batch)
@@ -131,7 +134,7 @@ class DetectionTrainer(Trainer):
 
     def predict_step(self, batch: Any) -> list[dict[str, Tensor]]:
         images = batch[0] if isinstance(batch, tuple | list) else batch
-        return self.model(images.float().div(255.0) if not images.is_floating_point() else images)
+        return self.model(images.float() / 255.0)  # 0-255 pixels, as in training
 
 
 # ----------------------------------------------------------------------------------- training
@@ -241,6 +244,22 @@ def train_detector(
     diagnosis = close_run(run, trainer, metrics)
     _write_report(run, trainer, diagnosis)
     return run, metrics
+
+
+def evaluate_detector_run(run: Run, which: str = "best") -> dict[str, float]:
+    """A detection run's mAP on its test scenes with its `best` (else `last`) weights, and its
+    predictions grid redrawn: how a run stopped before its end is scored."""
+    recipe = run.recipe()
+    data = load_scenes(recipe)
+    if data.test is None:
+        raise DataError(f"run '{run.name}' has no test scenes", hint="set data.args.test_size")
+    model = build_detector(recipe, data)
+    load_run_weights(run, model, which)
+    trainer = build_trainer(recipe, model)
+    metrics = trainer.evaluate(data.test, batch_size=recipe.data.eval_batch_size or 100)
+    draw_predictions(trainer, data.test, run.plots_dir / "predictions.png")
+    run.append_metrics({"split": "test", "eval": which, **metrics})
+    return metrics
 
 
 def _write_report(run: Run, trainer: Trainer, diagnosis: Any) -> None:
