@@ -1619,3 +1619,91 @@ def test_every_finding_says_how_sure_and_what_decided_it() -> None:
     found = RULES["underfitting"](ctx(close, num_classes=2))
     assert found.confidence == "possible"
     assert found.decided_by == "train loss as a share of chance 0.548 (>= 0.5)"
+
+
+# ------------------------------------------- overfitting: a rise must stand out of the val noise
+# Measured (issue 9, field seeds 101): an MLP on 2,500 noisy 2-D circles at 99.5% val accuracy,
+# Adam at 1e-2, 25 epochs; its val loss jumps between epochs and "rises" 0.010 -> 0.021.
+CIRCLES_LOSS = [0.33, 0.019, 0.011, 0.034, 0.0089, 0.0093, 0.0101, 0.0052, 0.0049, 0.0187]
+CIRCLES_LOSS += [0.0222, 0.0074, 0.0059, 0.0037, 0.0057, 0.0106, 0.0107, 0.0244, 0.0118, 0.0028]
+CIRCLES_LOSS += [0.0037, 0.0125, 0.0093, 0.0092, 0.0127]
+CIRCLES_VAL = [0.0315, 0.0127, 0.0075, 0.0148, 0.0102, 0.0051, 0.0139, 0.0204, 0.0096, 0.0401]
+CIRCLES_VAL += [0.021, 0.0149, 0.0105, 0.0115, 0.0214, 0.0214, 0.0075, 0.0158, 0.0104, 0.0134]
+CIRCLES_VAL += [0.0127, 0.0273, 0.0099, 0.0764, 0.0214]
+
+
+def test_a_val_loss_rise_within_its_epoch_to_epoch_noise_is_not_overfitting() -> None:
+    noisy = curves.overfitting(ctx(history(CIRCLES_LOSS, CIRCLES_VAL), num_classes=2))
+    assert noisy is None
+    # The same low and the same end reached by a steady climb is a trend, and is named.
+    low, end = 0.0102, 0.0214
+    steady = CIRCLES_VAL[:5] + [low + (end - low) * k / 19 for k in range(20)]
+    found = curves.overfitting(ctx(history(CIRCLES_LOSS, steady), num_classes=2))
+    assert found is not None and found.evidence["rests_on"] == ["val_loss_rise"]
+    assert found.evidence["epoch_spread"] < (end - low) / curves.OVERFIT_NOISE_Z
+
+
+def iris_like(val_rows: int, val_acc: float) -> RuleContext:
+    """Iris with an MLP (Adam 1e-2, 60 epochs; measured): the val loss climbs 0.12 -> 0.16 from
+    epoch 33 while the val accuracy stays 93.3% (the same 3 of 45 rows wrong throughout)."""
+    loss = [0.9 * 0.93**i + 0.02 for i in range(60)]
+    val = [max(0.75 * 0.88**i, 0.12) for i in range(33)]
+    val += [0.12 + 0.04 * k / 26 + 0.004 * (-1) ** k for k in range(27)]
+    hist = history(loss, val, acc=[0.99] * 60, val_acc=[val_acc] * 60, lr=1e-2)
+    return ctx(hist, data=tabular_profile(sizes={"train": 105, "val": val_rows}), num_classes=3)
+
+
+def test_a_val_loss_rise_carried_by_a_few_wrong_rows_is_not_overfitting() -> None:
+    # 45 rows at 93.3%: the rise (0.04) is 0.45 standard errors of the val loss.
+    assert curves.overfitting(iris_like(45, 14 / 15)) is None
+    # The same curves on 4,500 rows (300 wrong) measure the loss 10x more precisely: named.
+    found = curves.overfitting(iris_like(4500, 14 / 15))
+    assert found is not None
+    assert found.evidence["val_error_rate"] == pytest.approx(1 / 15)
+    assert found.evidence["sampling_error"] == pytest.approx(0.16 * math.sqrt(14) / 67.08, rel=0.1)
+    # No val errors at all: nothing carries the rise.
+    assert curves.overfitting(iris_like(4500, 1.0)) is None
+
+
+# ------------------------------------------- vanishing gradients: towers are judged one by one
+def actor_critic_probes(actor_first: float = 1.0e-3) -> SimpleNamespace:
+    """PPO's actor and critic on CartPole (relative gradients measured on the bundled recipe,
+    epoch medians): the policy's gradient is ~1e-3 of the value head's by design."""
+    grads = {
+        "actor.fc1": actor_first,
+        "actor.fc2": 2.2e-3,
+        "actor.head": 0.64,
+        "critic.fc1": 5.2e-2,
+        "critic.fc2": 0.59,
+        "critic.head": 4.5,
+    }
+
+    def layers(i: int, e: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, g in grads.items():
+            out[name] = param("Linear", g * wiggle(i), 1.0)
+            if not name.endswith("head"):
+                out[name.replace("fc", "act")] = squash("Tanh", 0.0)
+        return out
+
+    return probe_log(3, 3, layers, loss_at=lambda i, e: 3.0)
+
+
+def test_vanishing_gradients_judges_parallel_towers_each_against_its_own_head() -> None:
+    probes = actor_critic_probes()
+    assert gradients.parallel_towers(ctx(probes=probes), list(probes.steps[0]["layers"]))
+    assert gradients.vanishing_gradients(ctx(probes=probes, task="rl")) is None
+    # The same numbers read as one chain (no towers in the names) would be "vanishing".
+    chain = SimpleNamespace(
+        steps=[
+            {**r, "layers": {n.replace(".", "_"): s for n, s in r["layers"].items()}}
+            for r in probes.steps
+        ],
+        hists=[],
+    )
+    assert gradients.vanishing_gradients(ctx(probes=chain, task="rl")) is not None
+    # A tower whose own first layer gets under 1e-3 of its own head's gradient still vanishes.
+    found = gradients.vanishing_gradients(ctx(probes=actor_critic_probes(4e-4), task="rl"))
+    assert found is not None and found.layer == "actor.fc1"
+    assert found.evidence["reference_layer"] == "actor.head"
+    assert found.evidence["towers"] == ["actor", "critic"]

@@ -239,26 +239,35 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
     ]
     if len(layers) < 2:
         return _through_time(ctx)
-    last = layers[-1]
+    towers = parallel_towers(ctx, layers)
+    last_of = {name: tower[-1] for tower in towers for name in tower}
     by_epoch = _relative_grads(ctx, layers)
     ratios = {
-        epoch: {name: g / grads[last] for name, g in grads.items() if name != last}
+        epoch: {
+            name: g / grads[last_of[name]]
+            for name, g in grads.items()
+            if name != last_of[name] and grads.get(last_of[name])
+        }
         for epoch, grads in by_epoch.items()
-        if grads.get(last)
     }
+    ratios = {epoch: r for epoch, r in ratios.items() if r}
     streak = trailing(ratios, lambda r: min(r.values(), default=1.0) < VANISH_RATIO)
     if not persistent(streak, len(ratios), ctx.final):
         return _through_time(ctx)
     latest = ratios[streak[-1]]
     worst = min(latest, key=lambda name: latest[name])
+    last = last_of[worst]
     below = [name for name, r in latest.items() if r < VANISH_RATIO]
+    where = (
+        f"the last layer's ({last})" if len(towers) == 1 else f"its tower's last layer's ({last})"
+    )
     return Finding(
         code="vanishing_gradients",
         severity="error",
         message=(
-            f"{worst}'s gradient is {latest[worst]:.1e}x the last layer's ({last}), relative "
+            f"{worst}'s gradient is {latest[worst]:.1e}x {where}, relative "
             f"to weight size (median over epoch {streak[-1]}); {len(below)} of "
-            f"{len(layers) - 1} earlier layers are below {VANISH_RATIO:g}x"
+            f"{len(layers) - len(towers)} earlier layers are below {VANISH_RATIO:g}x"
         ),
         evidence={
             "rests_on": ["small_first_layer_gradient"],
@@ -267,6 +276,7 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
             "layer_ratios": latest,
             "layers_below": below,
             "since_epoch": streak[0],
+            **({"towers": [t[0].split(".", 1)[0] for t in towers]} if len(towers) > 1 else {}),
         },
         epoch=streak[0],
         layer=worst,
@@ -282,6 +292,31 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
         ],
         patch=fx.merge(_relu_if_saturating(ctx), fx.he_init(ctx), fx.batchnorm(ctx)),
     )
+
+
+def parallel_towers(ctx: RuleContext, layers: list[str]) -> list[list[str]]:
+    """The weight layers split into parallel towers, or `[layers]` for one chain.
+
+    The layer-wise ratio reads how the gradient shrinks on its way back along one chain of
+    layers. A model made of separate towers that each end in their own output (PPO's actor and
+    critic, each with its own loss term) has no such chain: its actor's first layer compared
+    with the critic's head compares two loss terms' scales, not depth (on CartPole the policy
+    gradient is 1e-3 of the value gradient by design). Towers are read from the names: every
+    weight layer sits under a top-level module (`actor.fc1`), there are two or more of them,
+    each with two or more weight layers of the same types in the same order, and nothing
+    outside them (a shared layer after the towers would join them into one chain). Sequential
+    stages built differently (a CNN's `features` and `classifier`) stay one chain. Where it
+    misreads: a model that is nothing but identical blocks in sequence, with no layer outside
+    them, is read as towers and judged block by block."""
+    if len(layers) < 4 or any("." not in name for name in layers):
+        return [layers]
+    groups: dict[str, list[str]] = {}
+    for name in layers:
+        groups.setdefault(name.split(".", 1)[0], []).append(name)
+    kinds = {tuple(ctx.layer_type(n) for n in group) for group in groups.values()}
+    if len(groups) < 2 or len(kinds) != 1 or any(len(g) < 2 for g in groups.values()):
+        return [layers]
+    return list(groups.values())
 
 
 def _through_time(ctx: RuleContext) -> Finding | None:
