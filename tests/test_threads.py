@@ -125,3 +125,24 @@ def test_a_recipe_sets_the_threads():
     assert one.trainer.cpu_threads.requested == 1
     default = build(load_recipe(bundled_recipe("wine_mlp")))
     assert default.trainer.cpu_threads.requested == "auto"
+
+
+def test_a_custom_step_counts_its_forward_only_when_it_says_so():
+    """The base Trainer cannot know how a custom step calls the model (a GAN pair), so it counts
+    nothing; the sequence step reads batches as `unpack` gives them and counts its forward."""
+    from layerwise.data import make_batcher
+    from layerwise.tasks.sequence import SequenceTrainer
+
+    class CustomStep(Trainer):
+        def train_step(self, batch):
+            return super().train_step(batch)
+
+    tokens = torch.randint(1, 20, (8, 6), generator=torch.Generator().manual_seed(0))
+    batches = make_batcher((tokens, tokens), batch_size=4, shuffle=False)
+    model = nn.Sequential(nn.Embedding(20, 4), nn.Linear(4, 20))
+    sequence, custom = SequenceTrainer(model, doctor=False), CustomStep(model, doctor=False)
+    sequence.train_data = custom.train_data = batches
+    before = torch.get_rng_state()
+    assert sequence._forward_macs() == 4 * 6 * 4 * 20  # the Linear layer's multiply-adds
+    assert torch.equal(torch.get_rng_state(), before)
+    assert custom._forward_macs() == 0.0

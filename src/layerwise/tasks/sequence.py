@@ -38,7 +38,6 @@ from layerwise.tasks.common import (
 )
 from layerwise.train import Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
-from layerwise.train.device import forward_macs, rng_state, set_rng_state
 
 Echo = Callable[[str], None] | None
 
@@ -99,12 +98,7 @@ class SequenceTrainer(Trainer):
     def _forward_macs(self) -> float:
         """The work of one batch's forward, which the Trainer skips for a custom step: without
         it every sequence run would train on one thread even on an idle multi-core machine."""
-        saved = rng_state()
-        try:
-            inputs, _ = self.unpack(self.to_device(next(iter(self.train_data.iter_from(0)))))
-            return float(forward_macs(self.model, lambda: self.forward(inputs)))
-        finally:
-            set_rng_state(saved)
+        return self._batch_forward_macs()
 
 
 class SequenceTask(Protocol):

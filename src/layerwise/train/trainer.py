@@ -633,9 +633,15 @@ class Trainer:
 
     def _forward_macs(self) -> float:
         """Forward multiply-adds of one training batch (0 when the model is not called on its
-        inputs, e.g. a GAN pair); the RNG states are kept, so the estimate changes no result."""
+        inputs, e.g. a GAN pair), from which the CPU thread count is chosen."""
         if type(self).train_step is not Trainer.train_step:
             return 0.0
+        return self._batch_forward_macs()
+
+    def _batch_forward_macs(self) -> float:
+        """Count one training batch's forward (`unpack` then `forward`); a custom step whose
+        model does read its inputs that way overrides `_forward_macs` to call this. The RNG
+        states are kept, so the estimate changes no result."""
         saved = rng_state()
         try:
             inputs, _ = self.unpack(self.to_device(next(iter(self.train_data.iter_from(0)))))
