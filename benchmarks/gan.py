@@ -136,8 +136,9 @@ def step_time(x: torch.Tensor, y: torch.Tensor, rounds: int, steps: int, batch: 
     }
 
 
-def train_recipe(name: str, epochs: int, runs_dir: Path, judge) -> dict:
-    recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml", [f"train.epochs={epochs}"])
+def train_recipe(name: str, epochs: int, runs_dir: Path, judge, seed: int | None = None) -> dict:
+    overrides = [f"train.epochs={epochs}"] + ([f"seed={seed}"] if seed is not None else [])
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml", overrides)
     before = load()
     start = time.perf_counter()
     run, metrics = train_gan(recipe, runs_dir, judge=judge, progress=False, echo=None)
@@ -147,6 +148,7 @@ def train_recipe(name: str, epochs: int, runs_dir: Path, judge) -> dict:
     info = json.loads((run.path / "run.json").read_text())
     return {
         "run": str(run.path),
+        "seed": recipe.seed,
         "epochs": epochs,
         "seconds_total": round(seconds, 1),
         "epoch_seconds": [round(r["time"], 1) for r in epochs_rows],
@@ -159,6 +161,14 @@ def train_recipe(name: str, epochs: int, runs_dir: Path, judge) -> dict:
         ],
         "class_accuracy_per_epoch": [
             round(r["class_accuracy"], 4) for r in epochs_rows if "class_accuracy" in r
+        ],
+        "class_accuracy_by_class_per_epoch": [
+            [round(r[f"class_accuracy_{k}"], 3) for k in range(10)]
+            for r in epochs_rows
+            if "class_accuracy_0" in r
+        ],
+        "class_accuracy_min_per_epoch": [
+            round(r["class_accuracy_min"], 4) for r in epochs_rows if "class_accuracy_min" in r
         ],
         "final": {k: round(v, 4) for k, v in metrics.items()},
         "findings": info.get("findings"),
@@ -179,6 +189,9 @@ def main() -> None:
         type=Path,
         default=None,
         help="a GAN run folder whose judge to reuse (else one is trained)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="the recipes' seed (default: theirs)"
     )
     parser.add_argument("--only", choices=["mnist_dcgan", "mnist_cgan"], default=None)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
@@ -226,8 +239,9 @@ def main() -> None:
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="gan_bench_"))
     for name in [args.only] if args.only else ["mnist_dcgan", "mnist_cgan"]:
         print(f"{name}: {args.epochs} epochs", flush=True)
-        results[name] = train_recipe(name, args.epochs, runs_dir, judge)
-        print(json.dumps(results[name], indent=1), flush=True)
+        key = name if args.seed is None else f"{name}_seed{args.seed}"
+        results[key] = train_recipe(name, args.epochs, runs_dir, judge, args.seed)
+        print(json.dumps(results[key], indent=1), flush=True)
         save(results)
 
 

@@ -41,6 +41,35 @@ def test_dcgan_and_cgan_make_28x28_images_in_tanh_range_and_score_them():
         create_model("dcgan", latent_dim=0)
 
 
+def test_the_conditional_generator_reads_the_label_through_batch_norm_and_keeps_its_noise():
+    from layerwise.models.gan import ConditionalBatchNorm
+
+    torch.manual_seed(0)
+    norm = ConditionalBatchNorm(6, num_classes=3, maps=True)
+    h, labels = torch.randn(8, 6, 5, 5), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    plain = torch.nn.functional.batch_norm(h, None, None, training=True)
+    assert torch.allclose(norm(h, labels), plain, atol=1e-6)  # starts as plain batch norm
+    with torch.no_grad():
+        norm.scale.weight[2] = 3.0
+        norm.shift.weight[2] = -1.0
+    out = norm(h, labels)
+    is_two = labels == 2
+    assert torch.allclose(out[is_two], 3 * plain[is_two] - 1, atol=1e-5)
+    assert torch.allclose(out[~is_two], plain[~is_two], atol=1e-6)
+    # The noise alone enters the first layer: one class from different noise gives different
+    # digits, and the same noise with different classes too (the label is not ignored either).
+    cgan = create_model("cgan", latent_dim=8, width=4).eval()
+    assert not hasattr(cgan.generator, "embed")
+    for module in (cgan.generator.norm1, cgan.generator.norm2):
+        torch.nn.init.normal_(module.scale.weight, 1.0, 0.5)
+        torch.nn.init.normal_(module.shift.weight, 0.0, 0.5)
+    z = torch.randn(4, 8)
+    same_class = cgan.sample(4, torch.full((4,), 3), z=z)
+    assert (same_class[0] - same_class[1]).abs().mean() > 1e-3
+    same_noise = cgan.sample(2, torch.tensor([3, 7]), z=z[:1].repeat(2, 1))
+    assert (same_noise[0] - same_noise[1]).abs().mean() > 1e-3
+
+
 def _trainer(gan, **kwargs):
     def adam(part, lr):
         return lambda m: torch.optim.Adam(getattr(m, part).parameters(), lr, betas=(0.5, 0.999))

@@ -54,6 +54,8 @@ def test_a_cgan_run_has_grids_scores_report_and_generates(tmp_path: Path) -> Non
     assert [r["epoch"] for r in epochs] == [1, 2]
     for row in epochs:
         assert row["fid"] > 0 and 0 <= row["class_accuracy"] <= 1
+        per_class = [row[f"class_accuracy_{k}"] for k in range(10)]  # every class, every epoch
+        assert row["class_accuracy_min"] == min(per_class)
         assert {"d_loss", "g_loss", "lr_discriminator", "lr_generator"} <= set(row)
     assert 0 < metrics["fid_floor"] < metrics["fid"]
     assert {f"class_accuracy_{k}" for k in range(10)} <= set(metrics)

@@ -4,10 +4,11 @@ A pair is one `nn.Module` holding a `generator` and a `discriminator`, so one ch
 both and the Trainer's named optimizers each train one of them (see `layerwise.tasks.gan`).
 The generator maps a latent vector (and, when conditional, a class label) to an image in
 [-1, 1]; the discriminator returns one logit per image. With `num_classes` the pair is a
-conditional GAN: the generator reads the label's embedding next to the latent vector; the
-discriminator sees the label twice, as one-hot planes stacked on the pixels and as a projection
-(Miyato & Koyama, 2018): its logit gains the inner product of the label's embedding with the
-image features. `spectral_norm` wraps every discriminator weight in
+conditional GAN: the generator reads the label through conditional batch norm (a scale and
+shift per class on each hidden map, `ConditionalBatchNorm`), so the latent vector alone feeds
+its first layer; the discriminator reads it as a projection (Miyato & Koyama, 2018): its logit
+gains the inner product of the label's embedding with the image features, and an auxiliary
+classifier head (AC-GAN) names the digit. `spectral_norm` wraps every discriminator weight in
 `torch.nn.utils.parametrizations.spectral_norm`, which bounds its Lipschitz constant, the most
 common stabiliser of the discriminator.
 
@@ -30,15 +31,13 @@ IMAGE_SHAPE = (1, 28, 28)
 
 
 class Generator(nn.Module):
-    """Latent vector (+ label embedding) -> 7x7 feature map -> 14x14 -> 28x28 image in [-1, 1]."""
+    """Latent vector -> 7x7 feature map -> 14x14 -> 28x28 image in [-1, 1] (unconditional)."""
 
-    def __init__(self, latent_dim: int, width: int, num_classes: int = 0) -> None:
+    def __init__(self, latent_dim: int, width: int) -> None:
         super().__init__()
-        self.latent_dim, self.width, self.num_classes = latent_dim, width, num_classes
-        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
-        inputs = latent_dim * (2 if num_classes else 1)
+        self.latent_dim, self.width, self.num_classes = latent_dim, width, 0
         self.project = nn.Sequential(
-            nn.Linear(inputs, 2 * width * 7 * 7, bias=False),
+            nn.Linear(latent_dim, 2 * width * 7 * 7, bias=False),
             nn.BatchNorm1d(2 * width * 7 * 7),
             nn.ReLU(),
         )
@@ -51,15 +50,54 @@ class Generator(nn.Module):
         )
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        if self.embed is not None:
-            if labels is None:
-                raise RecipeError(
-                    "this conditional generator needs a class label for every sample",
-                    hint="pass labels (0..num_classes-1), e.g. --label 3",
-                )
-            z = torch.cat([z, self.embed(labels)], dim=1)
         h = self.project(z).view(len(z), 2 * self.width, 7, 7)
         return self.upsample(h)
+
+
+class ConditionalBatchNorm(nn.Module):
+    """Batch norm whose scale and shift are looked up per class (de Vries et al., 2017).
+
+    The label sets the statistics of every hidden map, so it reaches all layers of the
+    generator, and the latent vector keeps the linear layer to itself: fed side by side with a
+    label embedding, the noise was ignored and each class came out as one image.
+    """
+
+    def __init__(self, features: int, num_classes: int, maps: bool = False) -> None:
+        super().__init__()
+        norm = nn.BatchNorm2d if maps else nn.BatchNorm1d  # (N, C, H, W) maps or (N, C) vectors
+        self.norm = norm(features, affine=False)
+        self.scale = nn.Embedding(num_classes, features)
+        self.shift = nn.Embedding(num_classes, features)
+        nn.init.ones_(self.scale.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, h: Tensor, labels: Tensor) -> Tensor:
+        shape = (len(h), -1) + (1,) * (h.dim() - 2)
+        return self.scale(labels).view(shape) * self.norm(h) + self.shift(labels).view(shape)
+
+
+class ConditionalGenerator(nn.Module):
+    """The generator's layout with conditional batch norm: the label scales and shifts the
+    normalised 7x7 and 14x14 maps (see `ConditionalBatchNorm`)."""
+
+    def __init__(self, latent_dim: int, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.latent_dim, self.width, self.num_classes = latent_dim, width, num_classes
+        self.project = nn.Linear(latent_dim, 2 * width * 7 * 7, bias=False)
+        self.norm1 = ConditionalBatchNorm(2 * width * 7 * 7, num_classes)
+        self.up1 = nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False)
+        self.norm2 = ConditionalBatchNorm(width, num_classes, maps=True)
+        self.up2 = nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1)
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if labels is None:
+            raise RecipeError(
+                "this conditional generator needs a class label for every sample",
+                hint="pass labels (0..num_classes-1), e.g. --label 3",
+            )
+        h = F.relu(self.norm1(self.project(z), labels)).view(len(z), 2 * self.width, 7, 7)
+        h = F.relu(self.norm2(self.up1(h), labels))
+        return torch.tanh(self.up2(h))
 
 
 class Discriminator(nn.Module):
@@ -70,7 +108,7 @@ class Discriminator(nn.Module):
         wrap = _spectral_norm if spectral_norm else (lambda module: module)
         self.num_classes = num_classes
         self.features = nn.Sequential(
-            wrap(nn.Conv2d(1 + num_classes, width, 4, stride=2, padding=1)),
+            wrap(nn.Conv2d(1, width, 4, stride=2, padding=1)),
             nn.LeakyReLU(0.2),
             wrap(nn.Conv2d(width, 2 * width, 4, stride=2, padding=1)),
             nn.LeakyReLU(0.2),
@@ -93,10 +131,7 @@ class Discriminator(nn.Module):
                 "this conditional discriminator needs the class label of every image",
                 hint="batches of a conditional GAN are (images, labels)",
             )
-        # The label as one-hot planes beside the pixels: the first convolution can check that
-        # the strokes fit the class, which the projection alone learns slowly.
-        planes = F.one_hot(labels, self.num_classes).to(images.dtype)[:, :, None, None]
-        h = self.features(torch.cat([images, planes.expand(-1, -1, *images.shape[2:])], dim=1))
+        h = self.features(images)
         logits = self.head(h) + (self.embed(labels) * h).sum(dim=1, keepdim=True)
         return (logits, self.classify(h)) if classes else logits
 
@@ -126,7 +161,11 @@ class GANPair(nn.Module):
                     hint=f"e.g. {field}: 64",
                 )
         self.latent_dim, self.num_classes = latent_dim, num_classes
-        self.generator = Generator(latent_dim, width, num_classes)
+        self.generator = (
+            ConditionalGenerator(latent_dim, width, num_classes)
+            if num_classes
+            else Generator(latent_dim, width)
+        )
         self.discriminator = Discriminator(width, num_classes, spectral_norm)
 
     @property
@@ -179,7 +218,8 @@ def dcgan(latent_dim: int = 64, width: int = 64, spectral_norm: bool = True) -> 
 def cgan(
     num_classes: int = 10, latent_dim: int = 64, width: int = 64, spectral_norm: bool = True
 ) -> GANPair:
-    """A conditional GAN (label-embedding generator, projection discriminator; see `GANPair`)."""
+    """A conditional GAN (conditional-batch-norm generator, projection discriminator with an
+    auxiliary classifier; see `GANPair`)."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise RecipeError(
             f"model.args.num_classes must be an integer of at least 2, got {num_classes!r}",

@@ -178,6 +178,7 @@ class Scores:
         if self.class_accuracy is not None:
             out["class_accuracy"] = float(np.mean(self.class_accuracy))
             out["class_accuracy_min"] = float(min(self.class_accuracy))
+            out.update({f"class_accuracy_{k}": a for k, a in enumerate(self.class_accuracy)})
         return out
 
 
