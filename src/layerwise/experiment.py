@@ -49,6 +49,7 @@ from layerwise.report import (
 from layerwise.report.doctor_plots import write_doctor_plots
 from layerwise.runs import CheckpointFallbackWarning, Run
 from layerwise.tasks import gan_task, rl_task, sequence_task
+from layerwise.tasks.common import schedule_settings
 from layerwise.train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -494,10 +495,7 @@ def build_trainer(
         optimizer_args["momentum"] = spec.optimizer.momentum
     if spec.optimizer.nesterov:
         optimizer_args["nesterov"] = True
-    schedule = None
-    # `constant` is the Trainer's default; with args it is still built, so a stray one errors.
-    if spec.schedule is not None and (spec.schedule.name != "constant" or spec.schedule.args):
-        schedule = {"name": spec.schedule.name, **spec.schedule.args}
+    schedule = schedule_settings(recipe)  # None for the Trainer's default, constant
     # The Trainer makes its optimizer and schedule only when fitting starts: look their names up
     # now, so that a typo is reported before a run folder exists.
     OPTIMIZERS.get(spec.optimizer.name)
