@@ -112,6 +112,12 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         gan_run = Run.create(runs, name, parse_recipe(spec).to_yaml())
         weights = create_model(family, latent_dim=8, width=4).state_dict()
         gan_run.save_checkpoint(weights, {"format": 2}, best=False)
+    # A cgan run saved by the layout before conditional batch norm (a label embedding in G).
+    spec = "name: gan_old\nmodel: {name: cgan, args: {latent_dim: 8, width: 4}}\n"
+    old_run = Run.create(runs, "gan_old", parse_recipe(spec).to_yaml())
+    weights = create_model("cgan", latent_dim=8, width=4).state_dict()
+    weights["generator.embed.weight"] = weights.pop("generator.norm1.scale.weight")[:, :8]
+    old_run.save_checkpoint(weights, {"format": 2}, best=False)
     (root / "rl.yaml").write_text(RL)  # an RL recipe, and a run of it with untrained weights
     rl_run = Run.create(runs, "rl_cart", parse_recipe(RL).to_yaml())
     weights = create_model("dqn", obs_dim=4, num_actions=2, hidden=[8]).state_dict()
@@ -601,6 +607,11 @@ CATALOG = [
     (["generate", "gan_dc", "--label", "3"], ["gan_dc", "unconditional"], DataError),
     (["generate", "gan_c", "--label", "12"], ["--label 12", "0..9"], DataError),
     (["generate", "gan_c", "--n", "0"], ["--n must be 1..4096", "got 0"], DataError),
+    (
+        ["generate", "gan_old"],
+        ["gan_old", "does not fit the current 'cgan'", "generator.embed.weight"],
+        CheckpointError,
+    ),
     (["chat", "tiny"], ["tiny/text_pipeline.json is missing"], CheckpointError),
     # play (RL runs) and RL recipes
     (["play", "tiny"], ["run 'tiny' trains a 'mlp'", "not an RL agent"], LayerwiseError),

@@ -36,7 +36,7 @@ from torch import Tensor
 from layerwise.data import DatasetBundle, load_dataset
 from layerwise.data.registry import DATASETS
 from layerwise.diagnose.doctor import PROBES_FILE, doctor_callbacks
-from layerwise.errors import DataError, LayerwiseError, RecipeError
+from layerwise.errors import CheckpointError, DataError, LayerwiseError, RecipeError
 from layerwise.models import MODELS, create_model
 from layerwise.models.gan import IMAGE_SHAPE, GANPair
 from layerwise.recipe import Recipe
@@ -397,6 +397,16 @@ def load_gan(run: Run, which: str = "last") -> GANPair:
         args["num_classes"] = 10  # MNIST, the only data the GAN models make
     gan = create_model(recipe.model.name, **args)
     weights, _ = run.load_checkpoint(which)
+    expected = gan.state_dict()
+    differ = sorted(set(expected) ^ set(weights)) + sorted(
+        k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape
+    )
+    if differ:  # e.g. a cgan run from before the conditional-batch-norm generator
+        raise CheckpointError(
+            f"run '{run.name}': its checkpoint does not fit the current '{recipe.model.name}' "
+            f"layout ({len(differ)} weights differ: {', '.join(differ[:3])})",
+            hint="the run was made by an older layout of the model; train its recipe again",
+        )
     gan.load_state_dict(weights)
     return gan.eval()
 
