@@ -150,6 +150,7 @@ def test_vgg_layout_and_parameter_count():
 def test_strided_layout_halves_the_image_at_every_unit():
     model = create_model("cnn", num_classes=10, variant="strided", input_shape=(1, 28, 28))
     assert [model.block1.conv.stride, model.block3.conv.stride] == [(2, 2), (2, 2)]
+    assert model.block1.conv.weight.shape == (16, 1, 5, 5)
     assert model.block2.conv.weight.shape == (32, 16, 3, 3) and model.block2.conv.bias is None
     # 28 -> 14 -> 7 -> 4 pixels, 64 channels flattened into the head
     assert model.head.weight.shape == (10, 64 * 4 * 4)
