@@ -860,6 +860,11 @@ def underfitting(ctx: RuleContext) -> Finding | None:
     level = _level(ctx, last, losses[0][1])
     if level < UNDERFIT_LEVEL:
         return None
+    val = ctx.series("val_loss")
+    if val and val[-1][0] == epoch and _level(ctx, val[-1][1], losses[0][1]) < UNDERFIT_LEVEL:
+        # The epoch's train loss is a mean over a model that was still changing (and with
+        # dropout on); held-out rows scored by the final model below the line say it fits.
+        return None
     if _fits_train_better(ctx) is not None:
         return None  # capacity is not what limits it: it already fits train better than val
     still_falling = len(losses) >= 3 and losses[-3][1] - last > 0.01 * abs(losses[-3][1])
