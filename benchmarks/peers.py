@@ -31,7 +31,7 @@ gives on a fixed held-out batch is compared with the hand loop's (`agreement` in
 losses and the largest difference, which should be float noise, ~1e-5; Keras's Adam places
 epsilon slightly differently). The loss after each timed (shuffled) run is kept too.
 
-Run: .venv/bin/python benchmarks/peers.py [--rounds 5]
+Run: .venv/bin/python benchmarks/peers.py [--rounds 5] [--paired] [--quick]
      [--cells mlp:32,mlp:128,cnn:32,cnn:128,lstm:32,lstm:128]   (e.g. --cells lstm:32,lstm:128)
 Needs the `bench` extra (`pip install -e '.[bench]'`, which `make bench` installs).
 """
@@ -345,6 +345,53 @@ def measure(cell: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> dict:
     }
 
 
+def paired(cell: str, x: torch.Tensor, y: torch.Tensor, epochs: int = 4) -> dict:
+    """layerwise against the hand loop step by step: after every `Trainer.fit` step a callback
+    runs one hand-loop step on its own copy of the weights, and the two are timed apart, so
+    both see the machine at the same moment (as benchmarks/overhead.py does for the MLP and
+    CNN). The trainer's time includes calling that callback. The first epoch is a warm-up."""
+    from layerwise.train import Trainer
+    from layerwise.train.callbacks import Callback
+
+    kind, batch = cell.split(":")[0], int(cell.split(":")[1])
+    rows = 3 * STEPS[cell] * batch
+    x, y = x[:rows], y[:rows]
+    torch.manual_seed(0)
+    init = make_module(kind)
+    hand = copy.deepcopy(init)
+    hand_optimizer = torch.optim.Adam(hand.parameters(), lr=LR)
+
+    class HandStepAfterEach(Callback):
+        def on_epoch_start(self, trainer) -> None:
+            self.order, self.step = torch.randperm(len(x)), 0
+            self.trainer_s = self.hand_s = 0.0
+            self.mark = time.perf_counter()
+
+        def on_batch_end(self, trainer) -> None:
+            start = time.perf_counter()
+            self.trainer_s += start - self.mark
+            index = self.order[self.step * batch : (self.step + 1) * batch]
+            self.step += 1
+            nn.functional.cross_entropy(hand(x[index]), y[index]).backward()
+            hand_optimizer.step()
+            hand_optimizer.zero_grad(set_to_none=True)
+            self.mark = time.perf_counter()
+            self.hand_s += self.mark - start
+
+    pair, module = HandStepAfterEach(), copy.deepcopy(init)
+    trainer = Trainer(
+        module, optimizer=torch.optim.Adam(module.parameters(), lr=LR), metrics=[],
+        doctor=False, progress=False, threads=None, callbacks=[pair],
+    )  # fmt: skip
+    ratios = []
+    for epoch in range(1, epochs + 1):
+        trainer.fit((x, y), epochs=epoch, batch_size=batch)
+        if epoch > 1:
+            ratios.append(pair.trainer_s / pair.hand_s)
+    print(f"  {cell} paired layerwise/hand per epoch: {', '.join(f'{r:.3f}' for r in ratios)}")
+    return {"epochs_counted": len(ratios), "ratios": ratios, "median": statistics.median(ratios)}
+
+
 def training_rows(kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The training rows of a kind: 20,000 MNIST images, or IMDB reviews as token ids (the
     first `IMDB["length"]` words, a `IMDB["vocab"]`-word vocabulary), in a fixed shuffled order
@@ -373,7 +420,18 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "peers.json")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="also time layerwise against the hand loop step by step in each cell "
+        "(--rounds 0 --paired: only that and the agreement check)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run (1 round, mlp:32 and lstm:32); no JSON"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.cells, args.output = 1, "mlp:32,lstm:32", None
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     import logging
@@ -388,6 +446,9 @@ def main() -> None:
     data = {kind: training_rows(kind) for kind in {cell.split(":")[0] for cell in cells}}
     load_start = os.getloadavg()
     results = {cell: measure(cell, *data[cell.split(":")[0]], args.rounds) for cell in cells}
+    if args.paired:
+        for cell in cells:
+            results[cell]["paired_layerwise_over_hand"] = paired(cell, *data[cell.split(":")[0]])
     headers = ["contender", *results]
     rows = [
         [name, *(f"{r['ratio_to_hand'][name]:.2f} ({r['ms_per_step_median'][name]:.1f} ms)"

@@ -18,7 +18,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = {
     "overhead": "Trainer.fit against a hand-written loop and a DataLoader loop (~20 min)",
     "peers": "time per step against a hand loop: layerwise, Lightning, Keras 3, skorch, "
-    "fastai on the same MLP/CNN, weights and rows (~10 min)",
+    "fastai on the same MLP/CNN/LSTM, weights and rows (~20 min)",
     "mnist_accuracy": "the MNIST recipes: test accuracy and wall time (~4 min)",
     "probe_overhead": "probes on / off: time per training step on the MNIST MLP and CNN",
     "lr_finder": "lr-find suggestion against a grid search on three recipes (~25 min)",
