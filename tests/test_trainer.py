@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
+from layerwise.errors import RecipeError
 from layerwise.train import Callback, EarlyStopping, Trainer
+from layerwise.train import device as device_module
 
 
 def blobs(n: int = 256, classes: int = 3, dim: int = 8, seed: int = 0):
@@ -200,3 +203,22 @@ def test_bf16_and_channels_last_run_on_cpu():
     history = trainer.fit((images, labels), epochs=1, batch_size=8)
     assert torch.isfinite(torch.tensor(history[-1]["loss"]))
     assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_hardware_has_it(monkeypatch, native):
+    monkeypatch.setattr(device_module, "native_bf16", lambda device: native)
+    trainer = Trainer(small_mlp(), precision="auto", device="cpu")
+    assert trainer.precision == ("bf16" if native else "fp32")
+    x, _ = blobs(n=16)
+    outputs = trainer.predict(x)
+    assert outputs.dtype == torch.float32  # bf16 outputs come back as float32 either way
+    with trainer.autocast:
+        dtype = trainer.model(x).dtype
+    assert dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_unknown_precision_names_the_choices():
+    with pytest.raises(RecipeError, match="unknown precision 'fp8'") as info:
+        Trainer(small_mlp(), precision="fp8", device="cpu")
+    assert "auto" in info.value.hint

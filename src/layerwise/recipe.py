@@ -108,7 +108,9 @@ class TrainSpec(Strict):
     grad_clip: float | None = Field(None, gt=0)
     l1: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32", description="auto: bf16 where the device computes in bf16 natively, else fp32"
+    )
     channels_last: bool = False
     device: str = "auto"
     early_stopping: EarlyStoppingSpec | None = None

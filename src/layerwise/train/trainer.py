@@ -54,6 +54,7 @@ from layerwise.train.device import (
     autocast_context,
     forward_macs,
     resolve_device,
+    resolve_precision,
     rng_state,
     seed_everything,
     set_rng_state,
@@ -116,7 +117,8 @@ class Trainer:
             constant rate; with several optimizers, a dict `{optimizer name: schedule}`.
         callbacks: `Callback` objects, called on each event in the order of their `order`.
         device: `auto` (CUDA, then MPS, then CPU), or any torch device.
-        precision: `fp32`, `bf16` (autocast) or `fp16` (autocast with a gradient scaler).
+        precision: `fp32`, `bf16` (autocast), `fp16` (autocast with a gradient scaler) or
+            `auto` (bf16 where the device computes in bf16 natively, else fp32).
         channels_last: move 4-D inputs and the model to channels-last memory format.
         grad_clip: clip the global gradient norm of each optimizer's parameters to this value.
         l1, l2: penalties on weights (not biases or norm layers) added by `compute_loss`.
@@ -180,7 +182,7 @@ class Trainer:
         ]
         self.schedule_spec = schedule
         self.callbacks = list(callbacks)
-        self.precision = precision
+        self.precision = resolve_precision(self.device, precision)  # validates it early
         self.channels_last = channels_last
         self.grad_clip = grad_clip
         self.l1, self.l2 = l1, l2
@@ -190,7 +192,7 @@ class Trainer:
         self.doctor = doctor
         self.progress = progress
         self._own_progress: ProgressBar | None = None  # the bar `progress` added, if any
-        self.autocast = autocast_context(self.device, precision)  # validates precision early
+        self.autocast = autocast_context(self.device, self.precision)
         self.cpu_threads = CpuThreads(threads)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedules: dict[str, Schedule] = {}
