@@ -148,3 +148,5 @@ def test_train_resume_and_predict_through_the_cli(tmp_path, digits):
     assert outcome.code == 0, outcome.stderr
     assert "scene.png:" in outcome.stdout and "box(es)" in outcome.stdout
     assert (run.path / "predictions" / "scene.boxes.png").is_file()
+    scored = layerwise("evaluate", "tiny_detect", "--runs-dir", "runs", cwd=tmp_path)
+    assert scored.code == 0 and "map_50" in scored.stdout, scored.stderr

@@ -450,7 +450,12 @@ def evaluate(
         return
     from layerwise.runs import Run
 
-    if _recommender(Run.open(run, root=runs_dir).recipe()):  # RMSE, leave-one-out ranking
+    if _detection(Run.open(run, root=runs_dir).recipe()):  # mAP on regenerated scenes
+        from layerwise.tasks.detection import evaluate_detector_run
+
+        found = Run.open(run, root=runs_dir)
+        metrics = evaluate_detector_run(found, split.value, weights.value)
+    elif _recommender(Run.open(run, root=runs_dir).recipe()):  # RMSE, leave-one-out ranking
         from layerwise.tasks.recommend import evaluate_recommender_run
 
         found = Run.open(run, root=runs_dir)

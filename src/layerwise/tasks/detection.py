@@ -246,19 +246,25 @@ def train_detector(
     return run, metrics
 
 
-def evaluate_detector_run(run: Run, which: str = "best") -> dict[str, float]:
-    """A detection run's mAP on its test scenes with its `best` (else `last`) weights, and its
-    predictions grid redrawn: how a run stopped before its end is scored."""
+def evaluate_detector_run(run: Run, split: str = "test", which: str = "best") -> dict[str, float]:
+    """A detection run's mAP on one split of its scenes (generated again from its recipe) with
+    its `best` (else `last`) weights; on the test split the predictions grid is redrawn too.
+    `layerwise evaluate` calls it, and it scores a run stopped before its end."""
     recipe = run.recipe()
     data = load_scenes(recipe)
-    if data.test is None:
-        raise DataError(f"run '{run.name}' has no test scenes", hint="set data.args.test_size")
+    scenes = getattr(data, split, None)
+    if scenes is None:
+        raise DataError(
+            f"run '{run.name}' has no {split} scenes",
+            hint=f"its recipe sets data.args.{split}_size to 0; evaluate another split",
+        )
     model = build_detector(recipe, data)
     load_run_weights(run, model, which)
     trainer = build_trainer(recipe, model)
-    metrics = trainer.evaluate(data.test, batch_size=recipe.data.eval_batch_size or 100)
-    draw_predictions(trainer, data.test, run.plots_dir / "predictions.png")
-    run.append_metrics({"split": "test", "eval": which, **metrics})
+    metrics = trainer.evaluate(scenes, batch_size=recipe.data.eval_batch_size or 100)
+    if split == "test":
+        draw_predictions(trainer, scenes, run.plots_dir / "predictions.png")
+    run.append_metrics({"split": split, "eval": which, **metrics})
     return metrics
 
 
