@@ -19,6 +19,7 @@ from layerwise.tasks.detection import (
     evaluate_detector_run,
     train_detector,
 )
+from layerwise.train.callbacks.base import Callback
 
 TINY_DETECTOR = {"widths": [8, 8, 16, 16], "fpn_channels": 32, "head_convs": 1}
 TINY_RECIPE = """\
@@ -150,3 +151,23 @@ def test_train_resume_and_predict_through_the_cli(tmp_path, digits):
     assert (run.path / "predictions" / "scene.boxes.png").is_file()
     scored = layerwise("evaluate", "tiny_detect", "--runs-dir", "runs", cwd=tmp_path)
     assert scored.code == 0 and "map_50" in scored.stdout, scored.stderr
+
+
+class _StopAtStep3(Callback):
+    def on_batch_end(self, trainer):
+        if trainer.state.step == 3:  # in the middle of epoch 2 (2 steps per epoch)
+            raise KeyboardInterrupt("stopped for the test")
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_bit_for_bit(tmp_path):
+    recipe = parse_recipe(TINY_RECIPE.replace("train: {epochs: 1,", "train: {epochs: 3,"))
+    straight, _ = train_detector(recipe, tmp_path / "a", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train_detector(recipe, tmp_path / "b", progress=False, callbacks=[_StopAtStep3()])
+    stopped = tmp_path / "b" / "tiny_detect"
+    resumed, _ = train_detector(None, tmp_path / "b", resume=stopped, progress=False)
+    assert resumed.info()["status"] == "finished"
+    expected, _ = straight.load_checkpoint("last")
+    weights, _ = resumed.load_checkpoint("last")
+    assert all(torch.equal(expected[name], weights[name]) for name in expected)
