@@ -297,3 +297,29 @@ def test_a_linear_regression_converged_at_its_noise_level_is_not_a_plateau():
     trainer.fit(data.train, data.val, epochs=12, batch_size=16, progress=False)
     assert trainer.history[-1]["loss"] > 0.5  # half the variance: the old yardstick's plateau
     assert "loss_plateau" not in trainer.diagnose().codes
+
+
+@pytest.mark.slow
+def test_a_few_wrong_val_rows_growing_surer_are_not_overfitting():
+    """Iris (105 training rows, 45 val rows) with a 16-unit MLP and Adam for 60 epochs: the same
+    3 val rows stay wrong while the model grows surer of them, so the val loss climbs by a third
+    from its lowest at an unchanged val accuracy. A few rows, not a model that does worse."""
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_iris(return_X_y=True)
+    x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.3, random_state=101, stratify=y)
+    scaler = StandardScaler().fit(x_tr)
+    as_xy = lambda a, b: (torch.tensor(a, dtype=torch.float32), torch.tensor(b))  # noqa: E731
+    train, val = as_xy(scaler.transform(x_tr), y_tr), as_xy(scaler.transform(x_va), y_va)
+    data = DatasetBundle("iris", train=train, val=val, test=None, num_classes=3, input_shape=(4,))
+    callbacks = doctor_callbacks(data_profile=check_data(data).data_profile, echo=None)
+    torch.manual_seed(101)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    trainer = Trainer(model, optimizer="adam", lr=1e-2, seed=101, doctor=False, callbacks=callbacks)
+    trainer.fit(train, val, epochs=60, batch_size=16, progress=False)
+    val_loss = [r["val_loss"] for r in trainer.history]
+    assert sorted(val_loss[-3:])[1] > 1.25 * min(val_loss[10:])  # the old rule's 25% rise
+    assert len({r["val_accuracy"] for r in trainer.history[-20:]}) <= 2
+    assert "overfitting" not in trainer.diagnose().codes
