@@ -1718,3 +1718,17 @@ def test_underfitting_is_judged_by_the_final_model_not_the_epochs_mean() -> None
     # The same train curve with a val loss just as high is a model that cannot fit: named.
     stuck = [*val[:-1], 0.6]
     assert curves.underfitting(ctx(history(loss, stuck), num_classes=3)) is not None
+
+
+def test_a_rise_on_few_val_rows_counts_while_the_model_memorises_its_training_rows() -> None:
+    """recipes/broken/overfitting.yaml (measured): 3 of 144 val rows wrong throughout, val loss
+    0.089 -> 0.126 (0.5 standard errors) while the train loss falls 0.015 -> 2e-5."""
+    val = [0.159, 0.129, 0.089, 0.107, 0.084] + [0.089 + 0.037 * k / 24 for k in range(25)]
+    loss = [0.53, 0.085, 0.039, 0.046, 0.015] + [0.015 * 0.77**k for k in range(25)]
+    hist = history(loss, val, acc=[1.0] * 30, val_acc=[0.979] * 30, lr=1e-3)
+    data = digits_profile(sizes={"train": 1293, "val": 144, "test": 360})
+    found = curves.overfitting(ctx(hist, data=data))
+    assert found is not None and "sampling_error" not in found.evidence
+    # The same val curve while the train loss only halves: a few rows, not named.
+    slow = [*loss[:5], *(0.015 * 0.97**k for k in range(25))]
+    assert curves.overfitting(ctx(history(slow, val, val_acc=[0.979] * 30), data=data)) is None
