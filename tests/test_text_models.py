@@ -75,6 +75,8 @@ def test_bad_text_model_arguments_are_recipe_errors():
         create_model("bilstm", num_classes=2, vocab_size=2)
     with pytest.raises(RecipeError, match="divisible by heads"):
         create_model("transformer_classifier", num_classes=2, vocab_size=VOCAB, dim=10, heads=3)
+    with pytest.raises(RecipeError, match="attention_dropout must be in"):
+        create_model("transformer_classifier", num_classes=2, vocab_size=VOCAB, attention_dropout=1)
     with pytest.raises(RecipeError):
         create_model("rnn_classifier", num_classes=2, vocab_size=VOCAB, cell="transformer")
 
