@@ -5,8 +5,8 @@ Two recipes, each over several seeds, trained exactly as `layerwise train` train
 
 - `recipes/mnist_fast.yaml`, the one-epoch stride-2 CNN, raced against a **hand-written PyTorch
   loop** with the same architecture and hyper-parameters (torch's own layers, initialisation,
-  AdamW and OneCycleLR, bf16 autocast where the recipe's `precision: auto` chooses it; batches
-  cut from in-memory tensors by a permutation index). The two are
+  AdamW and OneCycleLR, bf16 autocast where the recipe's `precision: auto` chooses it, and its
+  channels-last layout; batches cut from in-memory tensors by a permutation index). The two are
   interleaved seed by seed, so a burst of outside load hits both alike; `layerwise / hand` is the
   framework's cost on this task.
 - `recipes/mnist_5min.yaml`, the accurate recipe, whose training time includes every epoch.
@@ -76,6 +76,8 @@ def hand_loop(seed: int) -> dict[str, Any]:
     (x, y), (x_test, y_test) = bundle.train, bundle.test
     torch.manual_seed(seed)
     model = hand_model(list(recipe.model.args["channels"]))
+    layout = torch.channels_last if spec.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
     batch = recipe.data.batch_size
     steps_per_epoch = -(-len(x) // batch)
@@ -92,7 +94,8 @@ def hand_loop(seed: int) -> dict[str, Any]:
         for lo in range(0, len(x), batch):
             index = order[lo : lo + batch]
             with autocast:
-                loss = F.cross_entropy(model(x[index]), y[index], label_smoothing=smoothing)
+                inputs = x[index].contiguous(memory_format=layout)
+                loss = F.cross_entropy(model(inputs), y[index], label_smoothing=smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -196,6 +199,7 @@ def switch_step_time(
 
 SWITCHES = {
     "fp32": {"channels_last": False, "bf16": False, "compile_model": False},
+    "channels_last+bf16": {"channels_last": True, "bf16": True, "compile_model": False},
     "channels_last": {"channels_last": True, "bf16": False, "compile_model": False},
     "bf16": {"channels_last": False, "bf16": True, "compile_model": False},
     "compile": {"channels_last": False, "bf16": False, "compile_model": True},
