@@ -106,11 +106,7 @@ def _vgg(
             block["pool"] = nn.MaxPool2d(2, ceil_mode=True)
         layers[f"block{i}"] = nn.Sequential(block)
     layers["pool"] = GlobalAvgPool()
-    for j, width in enumerate(hidden, start=1):
-        layers[f"fc{j}"] = nn.Sequential(OrderedDict(dense=Dense(width), act=make_activation(act)))
-    if dropout:
-        layers["drop"] = Dropout(dropout)
-    return layers
+    return _add_hidden_and_dropout(layers, hidden, dropout, act)
 
 
 def _strided(
@@ -123,6 +119,13 @@ def _strided(
             OrderedDict(_conv_unit(width, kernel, batchnorm, act, 2))
         )
     layers["flatten"] = Flatten()
+    return _add_hidden_and_dropout(layers, hidden, dropout, act)
+
+
+def _add_hidden_and_dropout(
+    layers: OrderedDict[str, nn.Module], hidden: Sequence[int], dropout: float, act
+) -> OrderedDict[str, nn.Module]:
+    """vgg's and strided's end: Dense -> act per hidden width, then dropout before the head."""
     for j, width in enumerate(hidden, start=1):
         layers[f"fc{j}"] = nn.Sequential(OrderedDict(dense=Dense(width), act=make_activation(act)))
     if dropout:
