@@ -40,9 +40,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def resolve_precision(device: torch.device, precision: str) -> str:
     """`auto` is bf16 where `device` computes in bf16 natively, else fp32; others are kept.
 
-    bf16 autocast halves the memory traffic of convolutions and matrix products, and on a CPU
-    with AVX512-BF16 or AMX it ran the MNIST CNNs 1.3-1.8x faster per step at the same accuracy
-    (benchmarks/mnist_fast.py); on a CPU without them it is emulated and slower than fp32.
+    bf16 autocast halves the memory traffic of convolutions and matrix products: on a CPU with
+    AVX512-BF16 it took the MNIST VGG CNN's step to 0.57-0.77 of fp32's at the same accuracy,
+    though on a net of 0.8M MACs per image the gain was lost in noise (benchmarks/mnist_fast.py).
+    On a CPU without it bf16 is emulated and slower than fp32.
     """
     if precision not in PRECISIONS:
         raise RecipeError(
