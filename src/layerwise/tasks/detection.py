@@ -33,7 +33,7 @@ from layerwise.errors import DataError, LayerwiseError, RecipeError
 from layerwise.models.detection import scene_fcos
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
-from layerwise.tasks.common import close_run, restore_last
+from layerwise.tasks.common import close_run, restore_last, trainer_settings
 from layerwise.tasks.sequence import load_run_weights
 from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
@@ -175,24 +175,10 @@ def build_trainer(
     recipe: Recipe, model: nn.Module, callbacks: Sequence[Any] = ()
 ) -> DetectionTrainer:
     """A `DetectionTrainer` configured by `recipe.train`."""
-    spec = recipe.train
-    schedule = None
-    if spec.schedule is not None and (spec.schedule.name != "constant" or spec.schedule.args):
-        schedule = {"name": spec.schedule.name, **spec.schedule.args}
     return DetectionTrainer(
         model,
-        optimizer=spec.optimizer.name,
-        lr=spec.optimizer.lr,
-        weight_decay=spec.optimizer.weight_decay,
-        optimizer_args=dict(spec.optimizer.args),
-        schedule=schedule,
-        callbacks=list(callbacks),
-        device=spec.device,
-        grad_clip=spec.grad_clip,
-        seed=recipe.seed,
+        **trainer_settings(recipe, callbacks),
         doctor=recipe.doctor.probes,
-        threads=spec.threads,
-        progress=False,
     )
 
 

@@ -38,8 +38,9 @@ from layerwise.models import create_model
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
 from layerwise.runs.atomic import atomic_write_json
+from layerwise.tasks.common import log_and_checkpoint, restore_last, trainer_settings
 from layerwise.tasks.sequence import finish_report, load_run_weights
-from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
+from layerwise.train import Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
 from layerwise.train.metric_learning import (
     EqualErrorRate,
@@ -120,23 +121,10 @@ def build_trainer(recipe: Recipe, model: nn.Module, callbacks: Sequence[Any] = (
             f"train.loss.name is '{spec.loss.name}'; an embedding model trains with a metric loss",
             hint=f"use one of: {', '.join(sorted(METRIC_LOSSES))}",
         )
-    schedule = None
-    if spec.schedule is not None and (spec.schedule.name != "constant" or spec.schedule.args):
-        schedule = {"name": spec.schedule.name, **spec.schedule.args}
     return MetricTrainer(
         model,
-        optimizer=spec.optimizer.name,
-        lr=spec.optimizer.lr,
-        weight_decay=spec.optimizer.weight_decay,
-        optimizer_args=dict(spec.optimizer.args),
-        schedule=schedule,
-        callbacks=list(callbacks),
-        device=spec.device,
-        grad_clip=spec.grad_clip,
-        seed=recipe.seed,
+        **trainer_settings(recipe, callbacks),
         doctor=recipe.doctor.probes,
-        threads=spec.threads,
-        progress=False,
         margin=float(spec.loss.args.get("margin", 0.2)),
     )
 
@@ -163,18 +151,9 @@ def train_embedding(
     if run is None:
         run = Run.create(runs_root, recipe.name, recipe.to_yaml())
     monitor = recipe.train.monitor if data.val is not None else "loss"
-    checkpoints = ModelCheckpoint(
-        run, monitor=monitor, every_steps=recipe.train.checkpoint_every_steps
-    )
-    everything = [MetricsLogger(run), checkpoints] + ([ProgressBar()] if progress else [])
+    everything = log_and_checkpoint(run, recipe, monitor, progress)
     trainer = build_trainer(recipe, model, [*everything, *callbacks])
-    if resume is not None and run.has_checkpoint("last"):
-        weights, state = run.load_checkpoint("last", quarantine=True)
-        model.load_state_dict(weights)
-        trainer.load_state_dict(state)
-        run.truncate_metrics_after(state["train_state"]["step"])
-    else:
-        run.truncate_metrics_after(-1)
+    restore_last(run, model, trainer, resume is not None)
     per_person = data.images_per_person
     batches = PKBatcher(
         *data.train,
