@@ -1,8 +1,10 @@
 """Multi30k en->de under a wall-clock budget: BLEU (sacrebleu, cased) on test_2016_flickr.
 
-Trains a translation recipe (default: the small Transformer) until `--budget` seconds of
-training have passed (tokenising and building the vocabularies included in the clock), then
-scores greedy and beam-4 translations of the 1,000 test sentences. The issue's target is
+Trains a translation recipe (default: the small Transformer) as `layerwise train` does, its
+epochs and schedule as written, with `--budget` seconds of training (tokenising and building the
+vocabularies included in the clock) as a hard stop, then scores greedy and beam-4 translations of
+the 1,000 test sentences. `--epochs N` instead trains at the recipe's constant rate until the
+budget ends it (a schedule tied to the epoch count would never finish). The issue's target is
 BLEU >= 28 within one hour on 2 cores; a shorter budget measures a point on the way there. The
 machine's load average is recorded at the start, at every epoch and at the end, since a shared
 machine gives the run only part of its two cores.
@@ -30,7 +32,9 @@ def main() -> None:
         "--recipe", default=str(REPO / "recipes/translate_multi30k_transformer.yaml")
     )
     parser.add_argument("--budget", type=float, default=900.0, help="seconds of training")
-    parser.add_argument("--epochs", type=int, default=200, help="upper bound; the budget ends it")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="train at a constant rate until the budget ends"
+    )
     parser.add_argument("--set", action="append", default=[], help="recipe override key=value")
     parser.add_argument(
         "--no-greedy", dest="greedy", action="store_false", help="score beam 4 only"
@@ -46,11 +50,10 @@ def main() -> None:
 
     started = time.perf_counter()
     loads = [os.getloadavg()]
-    # A budget, not a number of epochs, ends training, so a schedule tied to the epoch count
-    # (one-cycle) would never finish: the benchmark trains at the recipe's constant rate.
-    recipe = load_recipe(
-        args.recipe, [f"train.epochs={args.epochs}", "train.schedule=null", *args.set]
-    )
+    # With --epochs the budget, not the epoch count, ends training, so a schedule tied to the
+    # epoch count would never finish: that mode trains at the recipe's constant rate.
+    budget_ends = [f"train.epochs={args.epochs}", "train.schedule=null"] if args.epochs else []
+    recipe = load_recipe(args.recipe, [*budget_ends, *args.set])
 
     class Budget(Callback):
         order = 1000
@@ -75,6 +78,7 @@ def main() -> None:
             recipe, task, runs, progress=False, echo=None, callbacks=[Budget()]
         )
         trained = time.perf_counter() - started
+        cpu_seconds = time.process_time()  # near 2x `trained` when the run had both cores
         loads.append(os.getloadavg())
         translator = task.translator  # the weights the beam-4 BLEU was measured on
         from layerwise.data.multi30k import read_pairs
@@ -109,6 +113,7 @@ def main() -> None:
             "recipe": recipe.model_dump(mode="json"),
             "budget_seconds": args.budget,
             "train_seconds_with_data": trained,
+            "process_cpu_seconds_with_data": cpu_seconds,
             "epochs": len(history),
             "history": [
                 {k: r.get(k) for k in ("epoch", "loss", "val_loss", "val_token_accuracy", "time")}
@@ -120,6 +125,7 @@ def main() -> None:
             "example": {"A man rides a bike.": example},
             "load_average": {"samples_1min": [load[0] for load in loads], "end": list(loads[-1])},
             "target": "BLEU >= 28 within one hour on 2 cores",
+            "recipe_epochs_completed": len(history) >= recipe.train.epochs,
             "target_measured": args.budget >= 3600,
         },
     )
