@@ -33,9 +33,9 @@ from layerwise.errors import DataError, LayerwiseError, RecipeError
 from layerwise.models.detection import scene_fcos
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
-from layerwise.tasks.common import close_run, restore_last, trainer_settings
+from layerwise.tasks.common import close_run, log_and_checkpoint, restore_last, trainer_settings
 from layerwise.tasks.sequence import load_run_weights
-from layerwise.train import MetricsLogger, ModelCheckpoint, ProgressBar, Trainer, seed_everything
+from layerwise.train import Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
 from layerwise.train.metrics import Metric
 
@@ -207,10 +207,7 @@ def train_detector(
     if run is None:
         run = Run.create(runs_root, recipe.name, recipe.to_yaml())
     monitor = recipe.train.monitor if data.val is not None else "loss"
-    checkpoints = ModelCheckpoint(
-        run, monitor=monitor, every_steps=recipe.train.checkpoint_every_steps
-    )
-    everything = [MetricsLogger(run), checkpoints] + ([ProgressBar()] if progress else [])
+    everything = log_and_checkpoint(run, recipe, monitor, progress)
     trainer = build_trainer(recipe, model, [*everything, *callbacks])
     restore_last(run, model, trainer, resume is not None)
     eval_batch = recipe.data.eval_batch_size or 100
