@@ -57,6 +57,17 @@ def test_transformer_decoder_is_causal() -> None:
     assert torch.allclose(a[:, :3], b[:, :3], atol=1e-5)
 
 
+def test_transformer_embeddings_enter_at_the_scale_of_the_positions() -> None:
+    """Embeddings are multiplied by sqrt(dim), so they are drawn at 1/sqrt(dim): the tokens
+    enter at unit scale, like the sinusoidal positions, and padding enters as zeros."""
+    dim = 64
+    model = create_model("seq2seq_transformer", src_vocab=400, tgt_vocab=300, dim=dim)
+    for table in (model.src_embed, model.tgt_embed):
+        scaled = table.weight.detach()[1:] * dim**0.5
+        assert 0.9 < float(scaled.std()) < 1.1
+        assert float(table.weight.detach()[0].abs().max()) == 0.0
+
+
 @pytest.mark.parametrize("name", list(SMALL))
 def test_beam_of_one_is_greedy(name: str) -> None:
     torch.manual_seed(1)

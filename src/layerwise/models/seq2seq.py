@@ -206,6 +206,13 @@ class TransformerSeq2Seq(nn.Module):
         self.pad_index, self.dim = pad_index, dim
         self.src_embed = nn.Embedding(src_vocab, dim, padding_idx=pad_index)
         self.tgt_embed = nn.Embedding(tgt_vocab, dim, padding_idx=pad_index)
+        for table in (self.src_embed, self.tgt_embed):
+            # Scaled by sqrt(dim) in `_embed`, so drawn at 1/sqrt(dim) (Vaswani et al.): unit-scale
+            # inputs. PyTorch's N(0, 1) would start the residual stream 16x larger than the
+            # positions (dim 256) and each layer's output, and the model learnt far slower.
+            nn.init.normal_(table.weight, std=dim**-0.5)
+            with torch.no_grad():
+                table.weight[pad_index].zero_()
         self.positions = PositionalEncoding(dim, max_len)
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
