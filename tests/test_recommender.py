@@ -18,8 +18,11 @@ from layerwise.models import create_model
 from layerwise.recipe import parse_recipe
 from layerwise.tasks.recommend import (
     RatingTrainer,
+    build_model,
+    build_trainer,
     evaluate_recommender_run,
     held_out_items,
+    load_ratings,
     ranking_metrics,
     rating_batches,
     recommend,
@@ -215,6 +218,23 @@ def test_rating_trainer_steps_on_dict_batches_and_logs_the_plain_mse():
     # the logged loss is the ratings' MSE (the embedding decay is left out of it), so it is the
     # square of the epoch's RMSE over the same outputs
     assert epoch["loss"] == pytest.approx(epoch["rmse"] ** 2, rel=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_the_recipes_precision_reaches_the_rating_trainer(precision):
+    spec = RECIPE.replace("biased_mf, args: {dim: 4}", "neumf, args: {dim: 4, hidden: [8]}")
+    recipe = parse_recipe(spec + f"  precision: {precision}\n")
+    data = load_ratings(recipe)
+    trainer = build_trainer(recipe, build_model(recipe, data), data)
+    assert trainer.precision == precision
+    batch = {key: value[:64] for key, value in rating_batches(data.train).items()}
+    with trainer.autocast:  # the MLP tower computes in the recipe's precision
+        mlp = trainer.model.mlp(torch.zeros(4, trainer.model.mlp[0].in_features))
+    assert mlp.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+    logs = trainer.train_step(batch)  # and a step trains under it
+    assert math.isfinite(float(logs["loss"]))
+    with trainer.autocast:  # predicted ratings stay fp32: the mean and biases are added in fp32
+        assert trainer.predict_step(batch).dtype == torch.float32
 
 
 def run_data_spread(recipe) -> float:

@@ -272,11 +272,14 @@ def build_model(recipe: Recipe, data: RatingsBundle) -> nn.Module:
 def build_trainer(
     recipe: Recipe, model: nn.Module, data: RatingsBundle, callbacks: Sequence[Any] = ()
 ) -> RatingTrainer:
-    """A `RatingTrainer` configured by `recipe.train` (`train.l2` is the embedding decay)."""
+    """A `RatingTrainer` configured by `recipe.train` (`train.l2` is the embedding decay;
+    `train.precision` as for any recipe: the embedding lookups and biases stay fp32 under
+    autocast, so bf16 rounds only the factor and MLP products)."""
     ratings = data.train[1]
     return RatingTrainer(
         model,
         **trainer_settings(recipe, callbacks),
+        precision=recipe.train.precision,
         doctor=recipe.doctor.probes,
         l2=recipe.train.l2,
         rating_range=(float(ratings.min()), float(ratings.max())),
