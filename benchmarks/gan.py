@@ -1,7 +1,7 @@
 """GANs on full MNIST: Fréchet distance per epoch against the real-vs-real floor, the conditional
 GAN's accuracy per class, training time, and the Trainer's GAN step against a hand-written loop.
 
-    .venv/bin/python benchmarks/gan.py [--epochs 3] [--skip-train] [--runs-dir DIR]
+    .venv/bin/python benchmarks/gan.py [--epochs 3] [--skip-train] [--runs-dir DIR] [--threads N]
 
 1. Step time: the same DCGAN, data and optimizers, trained for the same batches by
    `GANTrainer.fit` (no doctor, no progress) and by a plain PyTorch loop doing the same two
@@ -12,7 +12,10 @@ GAN's accuracy per class, training time, and the Trainer's GAN step against a ha
 3. `recipes/mnist_dcgan.yaml` and `recipes/mnist_cgan.yaml` trained by `train_gan` for
    `--epochs` epochs each, one after the other: per-epoch Fréchet distance on 5,000 generated vs
    5,000 real test digits, the floor (5,000 training vs 5,000 test digits), epoch times, and
-   for the cGAN the judge's accuracy on 500 generated digits of each class (target >= 90%).
+   for the cGAN the judge's accuracy on 500 generated digits of each class (target >= 90%) and
+   the spread of each class's samples against the real class's (the weakest class per epoch:
+   what the doctor's `mode_collapse` reads for a conditional GAN). `--threads N` sets the
+   recipes' `train.threads` (default: theirs, `auto`).
 
 The machine is shared: the load average is recorded before and after each part.
 Results: benchmarks/results/gan.json (written after each part).
@@ -40,6 +43,7 @@ from layerwise.models import create_model  # noqa: E402
 from layerwise.recipe import load_recipe  # noqa: E402
 from layerwise.tasks.gan import GANTrainer, load_images, train_gan  # noqa: E402
 from layerwise.tasks.gan_eval import Judge, train_judge  # noqa: E402
+from layerwise.train import Callback  # noqa: E402
 
 
 def load() -> list[float]:
@@ -136,13 +140,34 @@ def step_time(x: torch.Tensor, y: torch.Tensor, rounds: int, steps: int, batch: 
     }
 
 
-def train_recipe(name: str, epochs: int, runs_dir: Path, judge, seed: int | None = None) -> dict:
+class LoadLog(Callback):
+    """The machine's load average at the end of every epoch (the machine is shared)."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[float]] = []
+
+    def on_epoch_end(self, trainer) -> None:
+        self.rows.append(load())
+
+
+def train_recipe(
+    name: str,
+    epochs: int,
+    runs_dir: Path,
+    judge,
+    seed: int | None = None,
+    threads: int | None = None,
+) -> dict:
     overrides = [f"train.epochs={epochs}"] + ([f"seed={seed}"] if seed is not None else [])
+    overrides += [f"train.threads={threads}"] if threads is not None else []
     recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml", overrides)
     before = load()
-    start = time.perf_counter()
-    run, metrics = train_gan(recipe, runs_dir, judge=judge, progress=False, echo=None)
-    seconds = time.perf_counter() - start
+    start, cpu = time.perf_counter(), time.process_time()
+    loads = LoadLog()
+    run, metrics = train_gan(
+        recipe, runs_dir, judge=judge, progress=False, echo=None, callbacks=[loads]
+    )
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     rows = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
     epochs_rows = [r for r in rows if r.get("split") == "train"]
     info = json.loads((run.path / "run.json").read_text())
@@ -151,6 +176,8 @@ def train_recipe(name: str, epochs: int, runs_dir: Path, judge, seed: int | None
         "seed": recipe.seed,
         "epochs": epochs,
         "seconds_total": round(seconds, 1),
+        "cpu_seconds_total": round(cpu_seconds, 1),
+        "threads": recipe.train.threads,
         "epoch_seconds": [round(r["time"], 1) for r in epochs_rows],
         "fid_per_epoch": [round(r["fid"], 3) for r in epochs_rows],
         "d_loss_per_epoch": [round(r["d_loss"], 4) for r in epochs_rows],
@@ -170,6 +197,15 @@ def train_recipe(name: str, epochs: int, runs_dir: Path, judge, seed: int | None
         "class_accuracy_min_per_epoch": [
             round(r["class_accuracy_min"], 4) for r in epochs_rows if "class_accuracy_min" in r
         ],
+        "within_spread_ratio_min_per_epoch": [
+            round(r["gen_within_spread_ratio_min"], 3)
+            for r in epochs_rows
+            if "gen_within_spread_ratio_min" in r
+        ],
+        "within_spread_class_per_epoch": [
+            r["gen_within_spread_class"] for r in epochs_rows if "gen_within_spread_class" in r
+        ],
+        "load_per_epoch_end": loads.rows,
         "final": {k: round(v, 4) for k, v in metrics.items()},
         "findings": info.get("findings"),
         "load_before": before,
@@ -229,6 +265,7 @@ def main() -> None:
         "--seed", type=int, default=None, help="the recipes' seed (default: theirs)"
     )
     parser.add_argument("--only", choices=["mnist_dcgan", "mnist_cgan"], default=None)
+    parser.add_argument("--threads", type=int, default=None, help="the recipes' train.threads")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--runs-dir", type=Path, default=None)
     parser.add_argument(
@@ -285,7 +322,7 @@ def main() -> None:
     for name in [args.only] if args.only else ["mnist_dcgan", "mnist_cgan"]:
         print(f"{name}: {args.epochs} epochs", flush=True)
         key = name if args.seed is None else f"{name}_seed{args.seed}"
-        results[key] = train_recipe(name, args.epochs, runs_dir, judge, args.seed)
+        results[key] = train_recipe(name, args.epochs, runs_dir, judge, args.seed, args.threads)
         print(json.dumps(results[key], indent=1), flush=True)
         save(results)
 

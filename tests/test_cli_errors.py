@@ -118,6 +118,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     weights = create_model("cgan", latent_dim=8, width=4).state_dict()
     weights["generator.embed.weight"] = weights.pop("generator.norm1.scale.weight")[:, :8]
     old_run.save_checkpoint(weights, {"format": 2}, best=False)
+    gan = "name: gan\ndata: {name: mnist, args: {subset: 100}}\nmodel: {name: dcgan}\n"
+    (root / "gan.yaml").write_text(gan)  # a GAN recipe for `train` (refused before data loads)
     (root / "rl.yaml").write_text(RL)  # an RL recipe, and a run of it with untrained weights
     rl_run = Run.create(runs, "rl_cart", parse_recipe(RL).to_yaml())
     weights = create_model("dqn", obs_dim=4, num_actions=2, hidden=[8]).state_dict()
@@ -634,6 +636,12 @@ CATALOG = [
         RecipeError,
     ),
     (["chat", "tiny", "--top-k", "0"], ["top_k must be >= 1", "got 0"], LayerwiseError),
+    # GAN recipes: model settings checked before the data is read
+    (
+        ["train", "gan.yaml", "--set", "model.args.latent_scale=-1"],
+        ["model.args.latent_scale must be a number >= 0", "got -1"],
+        RecipeError,
+    ),
     # lr-find: the sweep's own options
     (["lr-find", "tiny.yaml", "--steps", "0"], ["num_steps >= 10", "got 0"], LayerwiseError),
     (

@@ -288,3 +288,81 @@ def test_gan_rules_are_silent_on_the_measured_mnist_cgan_runs():
         ]
         assert not _codes(history, recipe=recipe) & GAN_CODES
         assert not set(measured["findings"]) & GAN_CODES  # the run's own diagnosis agreed
+
+
+# ------------------------------------------------------------------------------ within a class
+def _tiny_judge():
+    from layerwise.tasks.gan_eval import Judge
+
+    torch.manual_seed(0)
+    args = {"variant": "lenet", "channels": [4, 8], "hidden": [16], "dropout": 0.0}
+    return Judge(create_model("cnn", num_classes=10, input_shape=(1, 28, 28), **args))
+
+
+def test_within_class_spread_sees_a_generator_that_ignores_its_noise():
+    """One image per requested class: the global spread and the class histogram cannot tell it
+    from a healthy generator, the spread within each class can (0 against about 1)."""
+    from layerwise.diagnose.rules.gan import COLLAPSE_SPREAD, COLLAPSE_WITHIN
+    from layerwise.tasks.gan_eval import MIN_CLASS_SAMPLES, score_samples
+
+    judge = _tiny_judge()
+    n = 10 * MIN_CLASS_SAMPLES
+    labels = torch.arange(n) % 10
+    real, _ = judge.stats(torch.rand(n, 1, 28, 28) * 2 - 1, labels)
+    assert real.class_spread.shape == (10,) and (real.class_spread > 0).all()
+    one_per_class = (torch.rand(10, 1, 28, 28) * 2 - 1)[labels]
+    collapsed = score_samples(judge, one_per_class, real, labels)
+    assert collapsed.spread_ratio > COLLAPSE_SPREAD  # the global measure misses it
+    assert max(collapsed.within_spread_ratio) < 1e-6
+    logs = collapsed.logs()
+    assert logs["gen_within_spread_ratio_min"] < COLLAPSE_WITHIN
+    assert logs["gen_within_spread_ratio"] < COLLAPSE_WITHIN
+    varied = score_samples(judge, torch.rand(n, 1, 28, 28) * 2 - 1, real, labels).logs()
+    assert 0.8 < varied["gen_within_spread_ratio_min"] <= varied["gen_within_spread_ratio"] < 1.2
+    # A class with too few samples is not judged; an unconditional GAN gets no within-class keys.
+    few = torch.cat([torch.arange(n)[labels != 9], torch.arange(n)[labels == 9][:5]])
+    partial = score_samples(judge, one_per_class[few], real, labels[few])
+    assert (
+        np.isnan(partial.within_spread_ratio[9]) and partial.logs()["gen_within_spread_class"] != 9
+    )
+    unconditional = score_samples(judge, one_per_class, real).logs()
+    assert not any(key.startswith("gen_within") for key in unconditional)
+
+
+def _with_within(history, values, klass=3):
+    return [
+        dict(row, gen_within_spread_ratio_min=v, gen_within_spread_class=klass)
+        for row, v in zip(history, values, strict=True)
+    ]
+
+
+def test_mode_collapse_within_a_class_of_a_conditional_gan():
+    zeroed = {**RECIPE, "model": {"name": "cgan", "args": {"latent_scale": 0.0}}}
+    flat = _history([0.6] * 3, [2.0] * 3, fid=[90, 80, 85], spread=[0.7] * 3, entropy=[0.99] * 3)
+    collapsed = _with_within(flat, [0.2, 0.05, 0.0])
+    ctx = RuleContext(history=collapsed, recipe=zeroed, task="gan", num_classes=10, final=True)
+    finding = next(f for f in run_rules(ctx) if f.code == "mode_collapse")
+    assert finding.evidence["by"] == "within_class" and finding.epoch == 3
+    assert finding.evidence["within_spread_class"] == 3 and "class 3" in finding.message
+    assert finding.patch == {"model.args.latent_scale": 1.0}
+    # The same global figures without the within-class key (a DCGAN, or older logs): silent;
+    # healthy classes, one low epoch that recovers, or one epoch in a live check: silent too.
+    assert "mode_collapse" not in _codes(flat, recipe=zeroed)
+    assert "mode_collapse" not in _codes(_with_within(flat, [0.8, 0.9, 0.95]), recipe=zeroed)
+    assert "mode_collapse" not in _codes(_with_within(flat, [0.9, 0.1, 0.9]), recipe=zeroed)
+    assert "mode_collapse" not in _codes(collapsed[:1], recipe=zeroed, final=False)
+
+
+def test_latent_scale_zero_feeds_the_generator_no_noise():
+    torch.manual_seed(0)
+    cgan = create_model("cgan", latent_dim=8, width=4, latent_scale=0.0)
+    project = cgan.generator.project.weight.detach().clone()
+    x, y = torch.rand(64, 1, 28, 28) * 2 - 1, torch.arange(64) % 10
+    _trainer(cgan).fit((x, y), epochs=1, batch_size=32)
+    # Trained on zero noise, its first layer got no gradient; its samples of a class are one.
+    assert torch.equal(cgan.generator.project.weight, project)
+    threes = cgan.sample(4, torch.full((4,), 3))
+    assert torch.equal(threes[0], threes[3])
+    for bad in (-1.0, float("nan"), "big", True):
+        with pytest.raises(RecipeError, match="latent_scale"):
+            create_model("cgan", latent_dim=8, width=4, latent_scale=bad)

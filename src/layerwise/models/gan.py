@@ -10,7 +10,9 @@ its first layer; the discriminator reads it as a projection (Miyato & Koyama, 20
 gains the inner product of the label's embedding with the image features, and an auxiliary
 classifier head (AC-GAN) names the digit. `spectral_norm` wraps every discriminator weight in
 `torch.nn.utils.parametrizations.spectral_norm`, which bounds its Lipschitz constant, the most
-common stabiliser of the discriminator.
+common stabiliser of the discriminator. `latent_scale` scales the latent vectors in training and
+sampling (1: standard normal); 0 feeds the generator no noise at all, the bug behind one image
+per class (`recipes/broken/mode_collapse.yaml`).
 
 Calling the pair, `gan(z, labels)`, returns the discriminator's logits on the generator's images
 of `z` (a conditional pair: with its auxiliary class logits): the path the generator's loss runs
@@ -18,6 +20,8 @@ through. `gan.sample(n)` gives images.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +148,7 @@ class GANPair(nn.Module):
         width: channels of the generator's last hidden map and the discriminator's first.
         num_classes: 0 for an unconditional DCGAN, else the classes of a conditional GAN.
         spectral_norm: spectral normalisation on every discriminator weight.
+        latent_scale: standard deviation of the latent vectors, in training and sampling.
     """
 
     def __init__(
@@ -152,6 +157,7 @@ class GANPair(nn.Module):
         width: int = 64,
         num_classes: int = 0,
         spectral_norm: bool = True,
+        latent_scale: float = 1.0,
     ) -> None:
         super().__init__()
         for field, value in (("latent_dim", latent_dim), ("width", width)):
@@ -160,7 +166,14 @@ class GANPair(nn.Module):
                     f"model.args.{field} must be a positive integer, got {value!r}",
                     hint=f"e.g. {field}: 64",
                 )
+        finite = isinstance(latent_scale, int | float) and math.isfinite(latent_scale)
+        if isinstance(latent_scale, bool) or not finite or latent_scale < 0:
+            raise RecipeError(
+                f"model.args.latent_scale must be a number >= 0, got {latent_scale!r}",
+                hint="leave it out: 1.0 draws the latent vectors from a standard normal",
+            )
         self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.latent_scale = float(latent_scale)
         self.generator = (
             ConditionalGenerator(latent_dim, width, num_classes)
             if num_classes
@@ -181,9 +194,9 @@ class GANPair(nn.Module):
         return torch.cat(self.discriminator(images, labels, classes=True), dim=1)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """`n` latent vectors from N(0, 1) on the model's device."""
+        """`n` latent vectors from N(0, latent_scale²) on the model's device."""
         device = next(self.parameters()).device
-        return torch.randn(n, self.latent_dim, generator=generator).to(device)
+        return (torch.randn(n, self.latent_dim, generator=generator) * self.latent_scale).to(device)
 
     @torch.no_grad()
     def sample(
@@ -209,14 +222,20 @@ class GANPair(nn.Module):
 
 
 @MODELS.register("dcgan")
-def dcgan(latent_dim: int = 64, width: int = 64, spectral_norm: bool = True) -> GANPair:
+def dcgan(
+    latent_dim: int = 64, width: int = 64, spectral_norm: bool = True, latent_scale: float = 1.0
+) -> GANPair:
     """An unconditional DCGAN for 28x28 grey images (see `GANPair`)."""
-    return GANPair(latent_dim, width, 0, spectral_norm)
+    return GANPair(latent_dim, width, 0, spectral_norm, latent_scale)
 
 
 @MODELS.register("cgan")
 def cgan(
-    num_classes: int = 10, latent_dim: int = 64, width: int = 64, spectral_norm: bool = True
+    num_classes: int = 10,
+    latent_dim: int = 64,
+    width: int = 64,
+    spectral_norm: bool = True,
+    latent_scale: float = 1.0,
 ) -> GANPair:
     """A conditional GAN (conditional-batch-norm generator, projection discriminator with an
     auxiliary classifier; see `GANPair`)."""
@@ -225,4 +244,4 @@ def cgan(
             f"model.args.num_classes must be an integer of at least 2, got {num_classes!r}",
             hint="leave it out to take it from the dataset",
         )
-    return GANPair(latent_dim, width, num_classes, spectral_norm)
+    return GANPair(latent_dim, width, num_classes, spectral_norm, latent_scale)

@@ -18,7 +18,9 @@ After every epoch `GANMonitor` writes a grid of samples from fixed noise
 (`plots/samples_epoch_NNN.png`) and scores the generator with the judge classifier
 (`layerwise.tasks.gan_eval`): `fid` (Fréchet distance to real test images), the class
 histogram's entropy and the feature spread as shares of the real data's (`mode_collapse`
-reads them), and for a conditional GAN the judge's accuracy on each requested class. At the end
+reads them), and for a conditional GAN the judge's accuracy on each requested class and the
+spread of each class's samples against the real class's (`mode_collapse` reads the weakest
+class: a generator that ignores its noise draws one image per class). At the end
 the run gets the real-vs-real floor, a latent interpolation strip and its report.
 """
 
@@ -74,7 +76,7 @@ class GANTrainer(Trainer):
         real, labels = batch
         gan: GANPair = self.model
         labels = labels if gan.conditional else None
-        z = torch.randn(len(real), gan.latent_dim, device=real.device)
+        z = torch.randn(len(real), gan.latent_dim, device=real.device) * gan.latent_scale
         with self.autocast:
             fake = gan.generator(z, labels)
             real_logits, real_classes = self._score(real, labels)
@@ -125,10 +127,18 @@ class GANMonitor(Callback):
 
     order = -7
 
-    def __init__(self, run: Run, judge: Judge, real_images: Tensor, samples: int) -> None:
+    def __init__(
+        self,
+        run: Run,
+        judge: Judge,
+        real_images: Tensor,
+        samples: int,
+        real_labels: Tensor | None = None,
+    ) -> None:
         self.run, self.judge = run, judge
         self.samples = min(samples, len(real_images))
-        self.real, _ = judge.stats(real_images[: self.samples])
+        labels = real_labels[: self.samples] if real_labels is not None else None
+        self.real, _ = judge.stats(real_images[: self.samples], labels)  # + per-class spreads
         self.scores: Scores | None = None
 
     def on_epoch_end(self, trainer: Trainer) -> None:
@@ -214,10 +224,11 @@ def load_images(recipe: Recipe) -> DatasetBundle:
     return data
 
 
-def build_gan(recipe: Recipe, data: DatasetBundle) -> GANPair:
+def build_gan(recipe: Recipe, data: DatasetBundle | None) -> GANPair:
+    """The recipe's GAN pair; a conditional one gets the data's classes (10 without `data`)."""
     args = dict(recipe.model.args)
     accepts = inspect.signature(MODELS.get(recipe.model.name)).parameters
-    if "num_classes" in accepts and "num_classes" not in args:
+    if "num_classes" in accepts and "num_classes" not in args and data is not None:
         args["num_classes"] = data.num_classes
     return create_model(recipe.model.name, **args)
 
@@ -274,7 +285,7 @@ def run_callbacks(
     monitor = "fid" if recipe.train.monitor in ("val_loss", "fid") else recipe.train.monitor
     mode = "min" if monitor == "fid" else "auto"  # a distance: lower is better
     callbacks: list[Callback] = [
-        GANMonitor(run, judge, data.test[0], EVAL_SAMPLES),
+        GANMonitor(run, judge, data.test[0], EVAL_SAMPLES, data.test[1]),
         *doctor_callbacks(
             probes=spec.probes,
             every=spec.probe_every,
@@ -314,6 +325,7 @@ def train_gan(
         run, recipe = Run.reopen(resume, runs_root, recipe)
         if run.info().get("status") == "finished":
             return run, run.info().get("test_metrics") or {}
+    build_gan(recipe, None)  # bad model settings stop here, before the data is read
     seed_everything(recipe.seed)
     data = load_images(recipe)
     model = build_gan(recipe, data)

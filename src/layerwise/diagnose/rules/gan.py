@@ -3,8 +3,10 @@
 A GAN's losses are a game's scores, not a supervised loss, so the curve rules skip GAN runs
 (`task: gan`) and these read what a GAN logs instead (see `layerwise.tasks.gan`): per epoch
 `d_loss`, `g_loss` (means over the epoch's steps), and the judge's scores of the generator:
-`fid`, `gen_spread_ratio` (feature spread of generated images / that of real ones) and
-`gen_class_entropy_ratio` (entropy of the judge's class histogram, generated / real). A rule
+`fid`, `gen_spread_ratio` (feature spread of generated images / that of real ones),
+`gen_class_entropy_ratio` (entropy of the judge's class histogram, generated / real) and, for a
+conditional GAN, `gen_within_spread_ratio_min` (the spread of one requested class's samples /
+that of the real class's images, for the weakest class; `gen_within_spread_class` names it). A rule
 whose keys are not logged stays silent, so none of them fires on a classifier. Each waits for
 its condition to hold in the last 2 epochs (or, after training, in the only one), so one bad
 epoch of a game that usually recovers is not reported.
@@ -24,6 +26,13 @@ from layerwise.diagnose.rules import fixes as fx
 # digits; 45% of it is about 3 equally likely classes out of 10).
 COLLAPSE_SPREAD = 0.30
 COLLAPSE_ENTROPY = 0.45
+# ... or, in a conditional GAN, the samples of one requested class spread over less than 30% of
+# the real class's feature spread: a generator that ignores its noise draws one image per class,
+# which neither global measure sees (ten distinct images spread widely and fill the histogram).
+# Measured on saved checkpoints (benchmarks/gan_collapse.py): the weakest class of the healthy
+# mnist_cgan at 0.85-0.89 from epoch 4 on; the old cGAN layout that ignored its noise at 0.08;
+# zeroed noise (recipes/broken/mode_collapse.yaml) at 0.
+COLLAPSE_WITHIN = 0.30
 # discriminator_overpowering: the discriminator's loss within 0.1 nats of the lowest it can
 # reach (0, or the entropy of the smoothed real target) while the generator's loss is at least
 # 3 nats (the discriminator gives its samples under 5%) and has grown 1.5x from its lowest.
@@ -60,23 +69,34 @@ def _d_loss_floor(ctx: RuleContext) -> float:
 @rule("mode_collapse", "training")
 def mode_collapse(ctx: RuleContext) -> Finding | None:
     spread, entropy = ctx.series("gen_spread_ratio"), ctx.series("gen_class_entropy_ratio")
-    if not spread and not entropy:
+    within = ctx.series("gen_within_spread_ratio_min")  # conditional GANs only
+    if not spread and not entropy and not within:
         return None
     low_spread = _last_two(ctx, "gen_spread_ratio", lambda v: v < COLLAPSE_SPREAD)
     low_entropy = _last_two(ctx, "gen_class_entropy_ratio", lambda v: v < COLLAPSE_ENTROPY)
-    seen = max(len(spread), len(entropy))
+    low_within = _last_two(ctx, "gen_within_spread_ratio_min", lambda v: v < COLLAPSE_WITHIN)
+    seen = max(len(spread), len(entropy), len(within))
     by_spread = persistent(low_spread, seen, ctx.final)
     by_entropy = persistent(low_entropy, seen, ctx.final)
-    if not (by_spread or by_entropy):
+    by_within = persistent(low_within, seen, ctx.final)
+    if not (by_spread or by_entropy or by_within):
         return None
     last_spread = spread[-1][1] if spread else None
     last_entropy = entropy[-1][1] if entropy else None
+    last_within = within[-1][1] if within else None
+    klass = ctx.history[-1].get("gen_within_spread_class") if within else None
     shown = []
+    if by_within:
+        shown.append(
+            f"its samples of class {klass} spread {fmt(last_within)} of the real class's"
+            " (the weakest class)"
+        )
     if last_spread is not None:
         shown.append(f"feature spread {fmt(last_spread)} of the real data's")
     if last_entropy is not None:
         shown.append(f"class-histogram entropy {fmt(last_entropy)} of the real data's")
-    epoch = (low_spread or low_entropy)[-1]
+    by = "spread" if by_spread else "class_entropy" if by_entropy else "within_class"
+    epoch = (low_spread if by_spread else low_entropy if by_entropy else low_within)[-1]
     return Finding(
         code="mode_collapse",
         severity="error",
@@ -84,22 +104,27 @@ def mode_collapse(ctx: RuleContext) -> Finding | None:
         evidence={
             "spread_ratio": last_spread,
             "class_entropy_ratio": last_entropy,
-            "by": "spread" if by_spread else "class_entropy",
+            "within_spread_ratio_min": last_within,
+            "within_spread_class": klass,
+            "by": by,
             "spread_threshold": COLLAPSE_SPREAD,
             "entropy_threshold": COLLAPSE_ENTROPY,
+            "within_threshold": COLLAPSE_WITHIN,
         },
         epoch=epoch,
         causes=[
             "the generator found a few images the discriminator accepts and stays on them",
             "the discriminator is too weak or too slow to punish repeated samples",
-            "the generator ignores its latent input (a bug in how the noise is fed)",
+            "the generator ignores its latent input (a bug in how the noise is fed, or a "
+            "conditional generator that can meet its loss from the label alone)",
         ],
         remedies=[
             "spectral normalisation on the discriminator (model.args.spectral_norm: true)",
             "a faster discriminator than generator (two time-scales: discriminator_lr > lr)",
-            "check that every sample of a batch gets its own noise vector",
+            "check that every sample of a batch gets its own noise vector, and that the noise "
+            "is not scaled to nothing (model.args.latent_scale)",
         ],
-        patch=fx.merge(_spectral_norm_patch(ctx), _ttur_patch(ctx)),
+        patch=fx.merge(_spectral_norm_patch(ctx), _ttur_patch(ctx), _latent_scale_patch(ctx)),
     )
 
 
@@ -107,6 +132,12 @@ def mode_collapse(ctx: RuleContext) -> Finding | None:
 def _collapse_measure(f: Finding):
     if f.evidence.get("by") == "spread" and f.evidence.get("spread_ratio") is not None:
         return "feature spread ratio", f.evidence["spread_ratio"], COLLAPSE_SPREAD, False
+    if (
+        f.evidence.get("by") == "within_class"
+        and f.evidence.get("within_spread_ratio_min") is not None
+    ):
+        value = f.evidence["within_spread_ratio_min"]
+        return "within-class spread ratio", value, COLLAPSE_WITHIN, False
     if f.evidence.get("class_entropy_ratio") is not None:
         value = f.evidence["class_entropy_ratio"]
         return "class entropy ratio", value, COLLAPSE_ENTROPY, False
@@ -232,6 +263,14 @@ def _spectral_norm_patch(ctx: RuleContext) -> dict:
     if not fx.has_recipe(ctx) or ctx.get("model.args.spectral_norm", True):
         return {}
     return {"model.args.spectral_norm": True}
+
+
+def _latent_scale_patch(ctx: RuleContext) -> dict:
+    """Standard normal latent vectors when the recipe shrank them (a generator fed no noise)."""
+    scale = ctx.get("model.args.latent_scale", 1.0)
+    if not fx.has_recipe(ctx) or not isinstance(scale, int | float) or scale >= 1.0:
+        return {}
+    return {"model.args.latent_scale": 1.0}
 
 
 def _ttur_patch(ctx: RuleContext) -> dict:
