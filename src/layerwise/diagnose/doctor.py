@@ -18,7 +18,7 @@ import yaml
 from layerwise.diagnose.findings import Diagnosis, Finding
 from layerwise.diagnose.probe_log import PROBES_FILE, ProbeLog
 from layerwise.diagnose.probes import Probes
-from layerwise.diagnose.rules import RuleContext, evaluate, run_rules
+from layerwise.diagnose.rules import RuleContext, evaluate, fmt, run_rules
 from layerwise.errors import RunError
 from layerwise.train.callbacks.base import Callback
 
@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from layerwise.train.trainer import Trainer
 
 DATA_PROFILE_FILE = "data_profile.json"
+# What an RL agent's or a GAN's epochs log and a supervised run's never do: how a run folder
+# without a data profile (only classification and regression recipe runs write one) tells
+# `diagnose_run` its task (`run_task`).
+RL_KEYS = ("eval_return", "episode_return")
+GAN_KEYS = ("d_loss", "g_loss")
+RL_TASKS = ("rl", "reinforcement")
 
 
 class Doctor(Callback):
@@ -163,7 +169,10 @@ class Doctor(Callback):
         codes = {f.code for f in findings}
         codes |= {f.code for f in explained}  # explained symptoms still hold: not withdrawn
         resolved = [f for f in self.findings if f.code not in codes]
-        return Diagnosis(findings, self.data_profile, resolved=resolved, explained=explained)
+        notes = scope_notes(self.task, history)
+        return Diagnosis(
+            findings, self.data_profile, resolved=resolved, explained=explained, notes=notes
+        )
 
     def _check(self, trainer: Trainer, only: tuple[str, ...] | None = None) -> None:
         for finding in run_rules(self.context(trainer.history, final=False), stage="training"):
@@ -289,12 +298,13 @@ def diagnose_run(run: Run, *, save: bool = True) -> Diagnosis:
     probes = ProbeLog.load(probes_path) if probes_path.exists() else None
     profile = read_data_profile(run)
     recipe = _read_raw_recipe(run)
+    history = epoch_history(run.read_metrics())
     context = RuleContext(
-        history=epoch_history(run.read_metrics()),
+        history=history,
         probes=probes,
         data=profile,
         recipe=recipe,
-        task=(profile or {}).get("task", "classification"),
+        task=run_task(profile, history),
         num_classes=(profile or {}).get("num_classes"),
         final=True,
     )
@@ -306,10 +316,56 @@ def diagnose_run(run: Run, *, save: bool = True) -> Diagnosis:
         earlier = []
     codes = {f.code for f in [*findings, *explained]}
     resolved = [f for f in earlier if f.code not in codes]
-    diagnosis = Diagnosis(findings, profile, resolved=resolved, explained=explained)
+    notes = scope_notes(context.task, history)
+    diagnosis = Diagnosis(findings, profile, resolved=resolved, explained=explained, notes=notes)
     if save:
         run.write_diagnosis(diagnosis.to_dict())
     return diagnosis
+
+
+def run_task(profile: dict[str, Any] | None, history: list[dict[str, Any]]) -> str:
+    """The task the rules judge a finished run as, from its folder alone.
+
+    The data profile names it for recipe runs (classification, regression). Runs without one
+    are told by what they logged: returns (`RL_KEYS`) make an RL agent, whose loss is a policy
+    objective that may rise while it learns; a discriminator's and a generator's loss
+    (`GAN_KEYS`) make a GAN. Anything else is judged as a classifier, as before. The live doctor
+    is told its task by the code that trains; this reads the same answer back afterwards, so
+    `layerwise doctor RUN` no longer reads a PPO loss as a classifier's."""
+    if profile and profile.get("task"):
+        return str(profile["task"])
+    logged = {key for record in history for key in record}
+    if logged.intersection(RL_KEYS):
+        return "rl"
+    if logged.issuperset(GAN_KEYS):
+        return "gan"
+    return "classification"
+
+
+def scope_notes(task: str, history: list[dict[str, Any]]) -> list[str]:
+    """What the doctor leaves unjudged on a `task` run and why, with the returns it logged
+    (empty for a supervised run, which every rule reads)."""
+    if str(task).lower() not in RL_TASKS:
+        return []
+    note = (
+        "an RL run: its loss (the agent's policy and value objective) is not a supervised "
+        "loss that must fall, so the loss-curve rules (lr_too_high, lr_too_low, loss_plateau, "
+        "oscillating_loss, overfitting, underfitting) do not judge it; a NaN loss and the "
+        "probes' gradients and units are judged as for any model"
+    )
+    returns = [
+        (int(r.get("epoch", i)), float(r["eval_return"]))
+        for i, r in enumerate(history, start=1)
+        if isinstance(r.get("eval_return"), int | float) and math.isfinite(r["eval_return"])
+    ]
+    if returns:
+        (first_epoch, first), (last_epoch, last) = returns[0], returns[-1]
+        best_epoch, best = max(returns, key=lambda p: p[1])
+        note += (
+            f". Greedy return (eval_return): {fmt(first)} at epoch {first_epoch}, best "
+            f"{fmt(best)} at epoch {best_epoch}, {fmt(last)} at epoch {last_epoch}"
+        )
+    return [note]
 
 
 def write_data_profile(run: Run, profile: dict[str, Any]) -> Path:

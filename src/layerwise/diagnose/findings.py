@@ -119,12 +119,17 @@ class Diagnosis:
 
     `explained` holds findings that are true but not the root cause: symptoms another finding
     accounts for (their `evidence["explained_by"]` names it). They are not in `codes` either.
+
+    `notes` say what the doctor left unjudged and why (an RL agent's loss is not a supervised
+    loss, so the loss-curve rules stay silent on it): a healthy diagnosis of a run the rules
+    could only partly read must not pass for a full check.
     """
 
     findings: list[Finding] = field(default_factory=list)
     data_profile: dict[str, Any] | None = None
     resolved: list[Finding] = field(default_factory=list)
     explained: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.findings = sorted(self.findings, key=lambda f: -SEVERITY_ORDER[f.severity])
@@ -155,6 +160,7 @@ class Diagnosis:
             "data_profile": self.data_profile,
             "resolved": [f.to_dict() for f in self.resolved],
             "explained": [f.to_dict() for f in self.explained],
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -162,7 +168,10 @@ class Diagnosis:
         findings = [Finding.from_dict(f) for f in data.get("findings", [])]
         resolved = [Finding.from_dict(f) for f in data.get("resolved", [])]
         explained = [Finding.from_dict(f) for f in data.get("explained", [])]
-        return cls(findings, data.get("data_profile"), resolved=resolved, explained=explained)
+        notes = [str(n) for n in data.get("notes") or []]
+        return cls(
+            findings, data.get("data_profile"), resolved=resolved, explained=explained, notes=notes
+        )
 
     def render(self, verbose: bool = False) -> str:
         """Plain text for the terminal: one block per finding with evidence, causes, remedies.
@@ -170,9 +179,10 @@ class Diagnosis:
         Possible findings and explained symptoms are listed only with `verbose`; otherwise one
         line says how many possible findings were left out."""
         withdrawn = [f"[resolved] {f.resolved_headline()}" for f in self.resolved]
+        withdrawn += [f"[note] {note}" for note in self.notes]
         if self.healthy:
             return "\n".join(
-                ["No problems found" + (" at the end." if withdrawn else "."), *withdrawn]
+                ["No problems found" + (" at the end." if self.resolved else "."), *withdrawn]
             )
         shown = [f for f in self.findings if verbose or not f.possible]
         blocks = []
