@@ -512,17 +512,20 @@ def damaged(work: Path) -> Path:
     # a detection run (untrained: predict reads its images before any weights)
     det = "name: det\ndata: {name: mnist_scenes}\nmodel: {name: scene_fcos}\n"
     Run.create(work / "runs", "det", parse_recipe(det).to_yaml())
-    for name, file, text in (
-        ("ml_cols", "u.data", "1\t2\t3\n"),
-        ("ml_csv", "ratings.csv", "user,item,rating\n1,2,3\n"),
-        ("ml_missing", None, None),
+    u1 = {"u.data": "1\t2\t3\t4\n", "u1.base": "1\t2\t3\t4\n", "u1.test": "9\t2\t3\t4\n"}
+    for name, files, split in (
+        ("ml_cols", {"u.data": "1\t2\t3\n"}, "random"),
+        ("ml_rating", {"u.data": "1\t2\t4\t7\n1\t3\tfive\t7\n"}, "random"),
+        ("ml_csv", {"ratings.csv": "user,item,rating\n1,2,3\n"}, "random"),
+        ("ml_u1", u1, "u1"),
+        ("ml_missing", {}, "random"),
     ):
-        if file is not None:
-            (work / name).mkdir()
+        for file, text in files.items():
+            (work / name).mkdir(exist_ok=True)
             (work / name / file).write_text(text)
-        where = name if file is not None else "no_such_folder"
+        where = name if files else "no_such_folder"
         (work / f"{name}.yaml").write_text(
-            f"name: {name}\ndata: {{name: movielens, args: {{path: {where}, split: random}}}}\n"
+            f"name: {name}\ndata: {{name: movielens, args: {{path: {where}, split: {split}}}}}\n"
             "model: {name: biased_mf}\n"
         )
     return work
@@ -787,7 +790,9 @@ CATALOG = [
     (["identify", "face", "noise.png"], ["cannot read 'noise.png' as an image"], DataError),
     (["identify", "face", "mixed.csv"], ["cannot read 'mixed.csv'", "not '.csv'"], DataError),
     (["train", "ml_missing.yaml"], ["movielens: no_such_folder not found"], DataError),
-    (["train", "ml_cols.yaml"], ["ml_cols/u.data has 3 columns per line"], DataError),
+    (["train", "ml_cols.yaml"], ["ml_cols/u.data line 1: 3 fields where 4"], DataError),
+    (["train", "ml_rating.yaml"], ["ml_rating/u.data line 2: rating 'five' is not"], DataError),
+    (["train", "ml_u1.yaml"], ["ml_u1/u1.test line 1 has user 9", "u.data does not"], DataError),
     (["train", "ml_csv.yaml"], ["ml_csv/ratings.csv", "without userId, movieId"], DataError),
     # detection: scenes that cannot be made, a model that is not a detector, not an image
     (

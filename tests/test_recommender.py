@@ -118,16 +118,64 @@ def test_movielens_ratings_csv(tmp_path):
     assert data.test[0][:, 1].tolist() == [7] * 5  # each user's last item by time
 
 
+def test_u_data_and_ratings_csv_of_the_same_ratings_load_alike(tmp_path):
+    """A MovieLens-shaped copy of a synthetic set (ids from 1 with gaps, ratings 1-5, unix
+    times) written in both formats, with u1.base/u1.test split files, reads back the same."""
+    source = tiny(seed=5, cold_fraction=0.0)
+    x, y = (torch.cat(part) for part in zip(source.train, source.val, source.test, strict=True))
+    users, items = x[:, 0].numpy() * 3 + 1, x[:, 1].numpy() * 2 + 7  # raw ids with gaps
+    stars = y.round().clamp(1, 5).int().numpy()
+    times = 880_000_000 + np.random.default_rng(0).permutation(len(y))
+    lines = [f"{u}\t{i}\t{r}\t{t}" for u, i, r, t in zip(users, items, stars, times, strict=True)]
+    ml100k, latest = tmp_path / "ml-100k", tmp_path / "ml-latest"
+    ml100k.mkdir(), latest.mkdir()
+    (ml100k / "u.data").write_text("\n".join(lines) + "\n")
+    (ml100k / "u1.base").write_text("\n".join(lines[::5] + lines[1::5] + lines[2::5]) + "\n")
+    (ml100k / "u1.test").write_text("\n".join(lines[3::5] + lines[4::5]) + "\n")
+    csv = ["userId,movieId,rating,timestamp"] + [line.replace("\t", ",") for line in lines]
+    (latest / "ratings.csv").write_text("\n".join(csv) + "\n")
+    a = load_dataset("movielens", path=str(ml100k), split="random", val_fraction=0.1)
+    b = load_dataset("movielens", path=str(latest), split="random", val_fraction=0.1)
+    assert a.user_ids == sorted(set(users.tolist())) == b.user_ids and a.item_ids == b.item_ids
+    for part in ("train", "val", "test"):
+        assert torch.equal(getattr(a, part)[0], getattr(b, part)[0])
+        assert torch.equal(getattr(a, part)[1], getattr(b, part)[1])
+    ratings = torch.cat([a.train[1], a.val[1], a.test[1]])
+    assert sorted(ratings.tolist()) == sorted(stars.tolist())
+    u1 = load_dataset("movielens", path=str(ml100k), split="u1", val_fraction=0.1)
+    assert len(u1.train[0]) + len(u1.val[0]) == sum(len(lines[k::5]) for k in range(3))
+    assert len(u1.test[0]) == len(lines[3::5]) + len(lines[4::5])
+    first = lines[3].split("\t")  # u1.test's first line, back to raw ids
+    assert u1.user_ids[int(u1.test[0][0, 0])] == int(first[0])
+    assert u1.item_ids[int(u1.test[0][0, 1])] == int(first[1]) and u1.test[1][0] == int(first[2])
+
+
+U1 = {"u.data": "1\t2\t3\t4\n1\t3\t5\t5\n", "u1.base": "1\t2\t3\t4\n", "u1.test": "1\t3\t5\t5\n"}
+
+
 @pytest.mark.parametrize(
     ("files", "args", "culprit"),
     [
         ({}, {"path": "nowhere"}, "nowhere not found"),
         ({"notes.txt": "x"}, {}, "holds neither u.data nor ratings.csv"),
-        ({"u.data": "1\t2\t3\n4\t5\t1\n"}, {}, "has 3 columns per line; expected 4"),
-        ({"u.data": "1\t2\tfive\t7\n"}, {}, "column 'rating'"),
+        ({"u.data": "1\t2\t3\n4\t5\t1\n"}, {}, "u.data line 1: 3 fields where 4 are expected"),
+        ({"u.data": "1\t2\t3\t9\n\n4\t5\t1\n"}, {}, "u.data line 3: 3 fields where 4"),
+        ({"u.data": "1\t2\t3\t9\n4\t5\t1\t9\t9\n"}, {}, "u.data line 2: 5 fields where 4"),
+        ({"u.data": "1\t2\t4\t7\n1\t3\tfive\t7\n"}, {}, "u.data line 2: rating 'five' is not"),
+        ({"u.data": ""}, {}, "u.data holds no ratings"),
+        ({"ratings.csv": "userId,movieId,rating\n1,2,3\n1,3,x\n"}, {}, "line 3: rating 'x'"),
+        ({"ratings.csv": "userId,movieId,rating\n1,2,3\n1,3\n"}, {}, "line 3: 2 fields where 3"),
+        ({"ratings.csv": "userId,movieId,rating,timestamp\n"}, {}, "ratings.csv holds no ratings"),
         ({"ratings.csv": "user,item,rating\n1,2,3\n"}, {}, "without userId, movieId"),
         ({"ratings.csv": "userId,movieId,rating\n1,2,3\n"}, {"split": "u1"}, "split 'u1' needs"),
         ({"u.data": "1\t2\t3\t4\n"}, {"split": "u2"}, "u2.base is missing"),
+        (U1 | {"u1.test": "1\t2\t3\t4\n1\t2\t3\n"}, {"split": "u1"}, "u1.test line 2: 3 fields"),
+        (
+            U1 | {"u1.test": "1\t2\t4\t4\n7\t2\t3\t4\n"},
+            {"split": "u1"},
+            "u1.test line 2 has user 7",
+        ),
+        (U1 | {"u1.base": "1\t9\t3\t4\n"}, {"split": "u1"}, "u1.base line 1 has item 9, which"),
     ],
 )
 def test_movielens_bad_input_names_the_culprit(tmp_path, files, args, culprit):

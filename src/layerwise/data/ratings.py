@@ -18,6 +18,7 @@ the truth of a synthetic set.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,9 @@ def movielens(
         fixed = (_read_ratings(base), _read_ratings(test))
     user_raw = np.unique(frame["user"].to_numpy())
     item_raw = np.unique(frame["item"].to_numpy())
+    if fixed is not None:
+        for file, part in zip((base, test), fixed, strict=True):
+            _check_known_ids(file, part, main, user_raw, item_raw)
     names = _item_names(folder, item_raw)
 
     def rows_of(part: Any) -> dict[str, np.ndarray]:
@@ -248,6 +252,22 @@ def movielens(
     )
 
 
+def _check_known_ids(
+    file: Path, part: Any, main: Path, user_raw: np.ndarray, item_raw: np.ndarray
+) -> None:
+    """A split file may only hold users and items of the main file (their indices come from
+    it): a row that does not is a `DataError` naming its line."""
+    for column, known in (("user", user_raw), ("item", item_raw)):
+        unknown = np.flatnonzero(~np.isin(part[column].to_numpy(), known))
+        if len(unknown):
+            row = int(unknown[0])
+            raise DataError(
+                f"movielens: {file} line {_line_of_row(file, row, csv=False)} has {column} "
+                f"{part[column].iloc[row]}, which {main.name} does not hold",
+                hint=f"{file.name} must come from the same MovieLens release as {main.name}",
+            )
+
+
 def _find_ratings_file(path: Path) -> tuple[Path, Path]:
     if path.is_file():
         return path.parent, path
@@ -266,22 +286,24 @@ def _find_ratings_file(path: Path) -> tuple[Path, Path]:
     )
 
 
+U_DATA_COLUMNS = ("user", "item", "rating", "timestamp")
+CSV_NUMBERS = ("userId", "movieId", "rating", "timestamp")  # the ratings.csv columns we read
+
+
 def _read_ratings(file: Path) -> Any:
-    """A frame of user, item, rating, time from `u.data`-style or `ratings.csv` files."""
+    """A frame of user, item, rating, time from `u.data`-style or `ratings.csv` files.
+
+    pandas reads a good file fast; when it cannot (a line with the wrong number of fields, a
+    value that is not a number), the file is scanned line by line once to name the culprit."""
     import pandas as pd
 
     csv = file.suffix == ".csv"
     try:
-        if csv:
-            frame = pd.read_csv(file)
-        else:
-            frame = pd.read_csv(file, sep=r"\s+", header=None, engine="python")
+        frame = pd.read_csv(file) if csv else pd.read_csv(file, sep=r"\s+", header=None)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"movielens: {file} holds no ratings", hint="check the file") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(
-            f"movielens: cannot read {file}: {str(exc).splitlines()[0]}",
-            hint="u.data is tab-separated user, item, rating, timestamp; ratings.csv has the "
-            "header userId,movieId,rating,timestamp",
-        ) from exc
+        raise _bad_file(file, csv, str(exc).splitlines()[0]) from exc
     if csv:
         wanted = ["userId", "movieId", "rating"]
         missing = [c for c in wanted if c not in frame.columns]
@@ -295,23 +317,72 @@ def _read_ratings(file: Path) -> Any:
         frame = pd.DataFrame(
             {"user": frame["userId"], "item": frame["movieId"], "rating": frame["rating"]}
         ).assign(time=list(time))
+    elif frame.shape[1] != len(U_DATA_COLUMNS):
+        raise _bad_file(file, csv, f"{frame.shape[1]} columns per line")
     else:
-        if frame.shape[1] != 4:
-            raise DataError(
-                f"movielens: {file} has {frame.shape[1]} columns per line; expected 4 (user, "
-                "item, rating, timestamp)",
-                hint="u.data lines are tab-separated: user id, item id, rating, timestamp",
-            )
         frame.columns = ["user", "item", "rating", "time"]
-    for column in frame.columns:
-        if not pd.api.types.is_numeric_dtype(frame[column]) or frame[column].isna().any():
-            raise DataError(
-                f"movielens: column '{column}' of {file} holds values that are not numbers",
-                hint="every user, item, rating and timestamp must be a number",
-            )
     if frame.empty:
         raise DataError(f"movielens: {file} holds no ratings", hint="check the file")
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]) or frame[column].isna().any():
+            raise _bad_file(file, csv, f"column '{column}' holds values that are not numbers")
     return frame
+
+
+def _bad_file(file: Path, csv: bool, fallback: str) -> DataError:
+    """The error for a ratings file pandas could not take: its first bad line and what is wrong
+    with it, or `fallback` (pandas' complaint) when no line is to blame."""
+    found = _first_bad_line(file, csv)
+    where = f"{file} line {found[0]}: {found[1]}" if found else f"cannot read {file}: {fallback}"
+    return DataError(
+        f"movielens: {where}",
+        hint="u.data lines are tab-separated user id, item id, rating, timestamp (numbers); "
+        "ratings.csv has the header userId,movieId,rating,timestamp",
+    )
+
+
+def _first_bad_line(file: Path, csv: bool) -> tuple[int, str] | None:
+    """`(line number, what is wrong)` for the first line of `file` that is not a rating row:
+    the wrong number of fields, or a field we read that is not a finite number."""
+    with file.open(encoding="utf-8", errors="replace") as handle:
+        lines = enumerate(handle, 1)
+        if csv:
+            names = [name.strip() for name in next(lines, (0, ""))[1].rstrip("\r\n").split(",")]
+        else:
+            names = list(U_DATA_COLUMNS)
+        numbers = [i for i, name in enumerate(names) if not csv or name in CSV_NUMBERS]
+        for number, line in lines:
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split(",") if csv else line.split()
+            if len(fields) != len(names):
+                return number, (
+                    f"{len(fields)} fields where {len(names)} are expected ({', '.join(names)})"
+                )
+            for i in numbers:
+                if not _is_number(fields[i]):
+                    return number, f"{names[i]} '{fields[i].strip()}' is not a number"
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _line_of_row(file: Path, row: int, csv: bool) -> int:
+    """The line number of data row `row` (0-based) of `file`, as pandas counts rows (blank
+    lines and a csv's header are not rows)."""
+    with file.open(encoding="utf-8", errors="replace") as handle:
+        seen = -1 if csv else 0  # the header is no row
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                if seen == row:
+                    return number
+                seen += 1
+    return row + 1
 
 
 def _item_names(folder: Path, item_raw: np.ndarray) -> list[str]:
