@@ -649,16 +649,23 @@ def test_overfitting_from_a_rising_val_loss() -> None:
 
 def test_overfitting_from_an_accuracy_gap_and_patch_respects_the_recipe() -> None:
     loss = [1.5, 0.8, 0.4, 0.2, 0.1, 0.06, 0.04, 0.03]
-    # Flat (no 25% rise), so only the gap speaks; held-out progress stopped at epoch 5.
-    val = [1.4, 1.0, 0.9, 0.85, 0.83, 0.835, 0.84, 0.84]
+    # Up 5% from its lowest median (no 25% rise), so only the gap speaks; held-out progress
+    # stopped at epoch 5, and the val loss climbs steadily since (no noise to hide in).
+    val = [1.4, 1.0, 0.9, 0.85, 0.83, 0.86, 0.89, 0.92]
     acc = [0.5, 0.75, 0.88, 0.95, 0.98, 0.99, 1.0, 1.0]
     val_acc = [0.5, 0.66, 0.72, 0.74, 0.77, 0.76, 0.76, 0.76]
     rec = recipe("mnist_cnn")  # adamw 5e-4, vgg (dropout 0.2 by default), image data
-    tabular = tabular_profile(num_classes=10)
+    tabular = tabular_profile(num_classes=10, sizes={"train": 50_000, "val": 10_000})
     finding = curves.overfitting(ctx(history(loss, val, acc, val_acc), data=tabular, rec=rec))
     assert finding is not None
     assert finding.epoch == 3  # the gap has been >= 0.15 since epoch 3 (0.88 vs 0.72)
     assert finding.evidence["accuracy_gap"] == pytest.approx(0.24)
+    assert finding.evidence["val_loss_recent"] == 0.89  # held-out results got worse
+    # The same curves on 91 val rows: a rise of 0.04 is 0.2 of the val loss's standard error
+    # there, held-out results are flat within their noise, and a gap alone is not named.
+    # (No recipe: the recipe's label smoothing puts the floor above these synthetic losses.)
+    few = tabular_profile(num_classes=10)
+    assert curves.overfitting(ctx(history(loss, val, acc, val_acc), data=few)) is None
     assert finding.patch == {
         "train.early_stopping": {"monitor": "val_loss", "patience": 5},
         "train.optimizer.weight_decay": 2.5e-3,
@@ -674,8 +681,9 @@ def test_an_accuracy_gap_is_not_overfitting_while_held_out_results_still_improve
     acc = [0.6, 0.72, 0.85, 0.9, 0.94, 0.95, 0.97, 0.99]
     val_acc = [0.62, 0.68, 0.72, 0.76, 0.78, 0.79, 0.79, 0.80]
     assert curves.overfitting(ctx(history(loss, val, acc, val_acc))) is None
-    # The same gap once val accuracy and loss have not improved for three epochs: overfitting.
-    val_stalled = [*val[:5], 0.47, 0.475, 0.48]
+    # The same gap once val accuracy and loss have not improved for three epochs and the val
+    # loss has turned up, steadily: overfitting.
+    val_stalled = [*val[:5], 0.49, 0.51, 0.53]
     acc_stalled = [*val_acc[:5], 0.78, 0.77, 0.78]
     finding = curves.overfitting(ctx(history(loss, val_stalled, acc, acc_stalled)))
     assert finding is not None and finding.evidence["rests_on"] == ["accuracy_gap"]
