@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     import layerwise
 
     info = machine()
-    jobs = [(name, seed) for name in names for seed in seeds]
+    # Seed by seed: a run stopped early (a deadline, a busy machine) holds whole seeds.
+    jobs = [(name, seed) for seed in seeds for name in names]
     start = time.perf_counter()
     sink = args.output.with_suffix(".rows.jsonl") if args.output else None
     if args.jobs == 1:
