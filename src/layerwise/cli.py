@@ -123,8 +123,7 @@ def train(
     from layerwise.recipe import load_recipe
     from layerwise.recipes_bundled import resolve_recipe
     from layerwise.runs import Run
-    from layerwise.tasks import sequence_task
-    from layerwise.tasks.sequence import train_task
+    from layerwise.tasks.dispatch import task_trainer
 
     if recipe is None and resume is None:
         raise LayerwiseError("no recipe given", hint="layerwise train recipes/digits_cnn.yaml")
@@ -144,50 +143,18 @@ def train(
         again += ["--quiet"] * quiet + ["--debug"] * debug
         saved = parsed or Run.open(resume, root=runs_dir).recipe()
         raise typer.Exit(experiment.launch_train(nproc, again, saved, new_run=resume is None))
-    if parsed is not None:
-        experiment.check_distributed(parsed)  # under torchrun: a recipe that cannot run there
     try:
-        if resume is not None:
-            if (task := sequence_task(Run.open(resume, root=runs_dir).recipe())) is not None:
-                run, test_metrics = train_task(
-                    parsed, task, runs_dir, resume=resume, progress=not quiet
-                )
-            elif _detection(Run.open(resume, root=runs_dir).recipe()):
-                from layerwise.tasks.detection import train_detector
-
-                run, test_metrics = train_detector(
-                    parsed, runs_dir, resume=resume, progress=not quiet
-                )
-            elif _recommender(Run.open(resume, root=runs_dir).recipe()):
-                from layerwise.tasks.recommend import train_recommender
-
-                run, test_metrics = train_recommender(
-                    parsed, runs_dir, resume=resume, progress=not quiet
-                )
-            elif _embedding(Run.open(resume, root=runs_dir).recipe()):
-                from layerwise.tasks.faces import train_embedding
-
-                run, test_metrics = train_embedding(
-                    parsed, runs_dir, resume=resume, progress=not quiet
-                )
-            else:
-                run, test_metrics = experiment.resume(
-                    resume, runs_dir, recipe=parsed, progress=not quiet
-                )
-        elif (task := sequence_task(parsed)) is not None:  # translation, language model
-            run, test_metrics = train_task(parsed, task, runs_dir, progress=not quiet)
-        elif _detection(parsed):  # boxes on scenes: layerwise.tasks.detection
-            from layerwise.tasks.detection import train_detector
-
-            run, test_metrics = train_detector(parsed, runs_dir, progress=not quiet)
-        elif _recommender(parsed):  # rating data: layerwise.tasks.recommend
-            from layerwise.tasks.recommend import train_recommender
-
-            run, test_metrics = train_recommender(parsed, runs_dir, progress=not quiet)
-        elif _embedding(parsed):  # faces, speakers: layerwise.tasks.faces
-            from layerwise.tasks.faces import train_embedding
-
-            run, test_metrics = train_embedding(parsed, runs_dir, progress=not quiet)
+        # a resumed run keeps the task its saved recipe picked
+        chosen = parsed if resume is None else Run.open(resume, root=runs_dir).recipe()
+        # under torchrun: refuse a recipe that cannot train there
+        experiment.check_distributed(parsed if parsed is not None else chosen)
+        task_train = task_trainer(chosen)  # translation, LM, detection, recommender, faces, GAN, RL
+        if task_train is not None:
+            run, test_metrics = task_train(parsed, runs_dir, resume=resume, progress=not quiet)
+        elif resume is not None:
+            run, test_metrics = experiment.resume(
+                resume, runs_dir, recipe=parsed, progress=not quiet
+            )
         else:
             run, test_metrics = experiment.train(parsed, runs_dir, progress=not quiet)
         if run is None:  # a rank other than 0 under torchrun: rank 0 reports
@@ -840,13 +807,6 @@ def chat(
             out.print(escape(generator.generate(line, length, temperature, top_k)))
         except LayerwiseError as error:  # an unseen character: say so and keep chatting
             err.print(f"error: {escape(error.message)}\n  hint: {escape(error.hint or '')}")
-
-
-def _embedding(recipe) -> bool:
-    """Does `recipe` train an embedding by metric learning (`layerwise.tasks.faces`)?"""
-    from layerwise.tasks.faces import embedding_task
-
-    return embedding_task(recipe)
 
 
 def _detection(recipe) -> bool:

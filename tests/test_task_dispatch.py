@@ -1,0 +1,113 @@
+"""The one lookup from a recipe to the task that trains it (`layerwise.tasks.dispatch`), and
+`layerwise train` handing new and resumed runs to it. Nothing trains here: the tasks' own test
+files train them through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cli_runner import layerwise
+from layerwise.recipe import parse_recipe
+from layerwise.runs import Run
+from layerwise.tasks import dispatch
+from layerwise.tasks.detection import train_detector
+from layerwise.tasks.faces import train_embedding
+from layerwise.tasks.gan import train_gan
+from layerwise.tasks.recommend import train_recommender
+from layerwise.tasks.rl import train_rl
+
+
+def _recipe(data: str, model: str, name: str = "r") -> object:
+    return parse_recipe(f"name: {name}\nmodel: {{name: {model}}}\ndata: {{name: {data}}}\n")
+
+
+@pytest.mark.parametrize(
+    ("data", "model", "expected"),
+    [
+        ("mnist_scenes", "scene_fcos", train_detector),
+        ("synthetic_ratings", "matrix_factorization", train_recommender),
+        ("movielens", "ncf", train_recommender),
+        ("orl_faces", "embedding_cnn", train_embedding),
+        ("mnist", "dcgan", train_gan),
+        ("mnist", "CGAN", train_gan),
+        ("cartpole", "dqn", train_rl),
+        ("cartpole", "ppo", train_rl),
+    ],
+)
+def test_each_task_recipe_gets_its_own_train_function(data, model, expected) -> None:
+    assert dispatch.task_trainer(_recipe(data, model)) is expected
+
+
+@pytest.mark.parametrize(("data", "model"), [("digits", "mlp"), ("mnist", "cnn"), ("co2", "gru")])
+def test_everything_else_trains_through_the_generic_experiment(data, model) -> None:
+    assert dispatch.task_kind(_recipe(data, model)) is None
+    assert dispatch.task_trainer(_recipe(data, model)) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "task_class"),
+    [("multi30k", "TranslationTask"), ("tinyshakespeare", "LanguageModelTask")],
+)
+def test_a_sequence_recipe_trains_through_train_task_with_its_task(
+    monkeypatch, data, task_class
+) -> None:
+    calls = []
+    monkeypatch.setattr(
+        "layerwise.tasks.sequence.train_task", lambda *args, **kw: calls.append((args, kw))
+    )
+    recipe = _recipe(data, "seq2seq_gru")
+    train = dispatch.task_trainer(recipe)
+    train(None, "somewhere", resume="run-1", progress=False)
+    ((args, options),) = calls
+    assert args[0] is None and args[2] == "somewhere"
+    assert type(args[1]).__name__ == task_class
+    assert options == {"resume": "run-1", "progress": False}
+
+
+def test_the_first_kind_that_claims_a_recipe_wins() -> None:
+    # sequence data with a GAN model, scenes with an embedding model: the data's task is asked first
+    names = [kind.name for kind in dispatch.TASKS]
+    assert dispatch.task_kind(_recipe("multi30k", "dcgan")).name == names[0]
+    assert dispatch.task_kind(_recipe("mnist_scenes", "embedding_cnn")).name == "detection"
+    assert names.index("detection") < names.index("embedding (faces, speakers)")
+
+
+def test_cli_train_hands_new_and_resumed_runs_to_the_task(tmp_path: Path, monkeypatch) -> None:
+    """A new run is looked up by its recipe; a resumed one by its saved recipe, and the task is
+    given no recipe (it reopens the run) and the run's name."""
+    recipe_text = "name: fake_gan\nmodel: {name: dcgan}\ndata: {name: mnist}\n"
+    (tmp_path / "fake_gan.yaml").write_text(recipe_text)
+    runs = tmp_path / "runs"
+    calls, made = [], []
+
+    def fake_train(recipe, runs_root, **options):
+        calls.append((recipe, Path(runs_root), options))
+        run = Run.open(options["resume"], root=runs_root) if options.get("resume") else None
+        run = run or Run.create(runs_root, recipe.name, recipe.to_yaml())
+        run.set_status("finished", test_metrics={"fid": 1.5})
+        made.append(run.name)
+        return run, {"fid": 1.5}
+
+    looked_up = []
+
+    def lookup(recipe):
+        looked_up.append(recipe.name)
+        return fake_train
+
+    monkeypatch.setattr(dispatch, "task_trainer", lookup)
+    new = layerwise("train", "fake_gan.yaml", "--quiet", "--runs-dir", str(runs), cwd=tmp_path)
+    assert new.code == 0, new.stderr
+    assert "fid" in new.stdout and "run folder:" in new.stdout
+    (given, root, options) = calls[0]
+    assert given.name == "fake_gan" and root == runs
+    assert options == {"resume": None, "progress": False}
+    name = made[0]
+
+    again = layerwise("train", "--resume", name, "--runs-dir", str(runs), cwd=tmp_path)
+    assert again.code == 0, again.stderr
+    (given, root, options) = calls[1]
+    assert given is None and root == runs
+    assert options == {"resume": name, "progress": True}
+    assert looked_up == ["fake_gan", "fake_gan"]  # the resumed run: its saved recipe
