@@ -25,7 +25,7 @@ from _common import REPO, RESULTS_DIR, machine, table, write_json
 
 sys.path.insert(0, str(REPO / "src"))
 
-RECIPES = ["lm_shakespeare_char_lstm.yaml", "lm_shakespeare_char_gpt.yaml"]
+RECIPES = ["shakespeare_char.yaml", "shakespeare_char_gpt.yaml"]
 
 
 def budget_callback():

@@ -30,8 +30,8 @@ from _common import REPO, RESULTS_DIR, machine, table, write_json
 
 sys.path.insert(0, str(REPO / "src"))
 
-GPT = "lm_shakespeare_char_gpt.yaml"
-LSTM = "lm_shakespeare_char_lstm.yaml"
+GPT = "shakespeare_char_gpt.yaml"
+LSTM = "shakespeare_char.yaml"
 
 TRAIN_CHARS = 1_003_854  # the first 90% of Tiny Shakespeare
 

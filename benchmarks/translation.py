@@ -9,7 +9,7 @@ BLEU >= 28 within one hour on 2 cores; a shorter budget measures a point on the 
 machine's load average is recorded at the start, at every epoch and at the end, since a shared
 machine gives the run only part of its two cores.
 
-Usage: python benchmarks/translation.py --budget 900 [--recipe recipes/translate_multi30k_gru.yaml]
+Usage: python benchmarks/translation.py --budget 900 [--recipe recipes/multi30k_gru_attention.yaml]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "src"))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--recipe", default=str(REPO / "recipes/translate_multi30k_transformer.yaml")
+        "--recipe", default=str(REPO / "recipes/multi30k_transformer.yaml")
     )
     parser.add_argument("--budget", type=float, default=900.0, help="seconds of training")
     parser.add_argument(

@@ -59,7 +59,7 @@ def main() -> None:
     for name in args.candidates:
         overrides = [*SMALL, *CANDIDATES[name], f"data.args.subset={args.pairs}",
                      f"train.epochs={args.epochs}", "doctor.probes=false"]  # fmt: skip
-        recipe = load_recipe(REPO / "recipes" / "translate_multi30k_transformer.yaml", overrides)
+        recipe = load_recipe(REPO / "recipes" / "multi30k_transformer.yaml", overrides)
         task = sequence_task(recipe)
         task.beam = 1  # greedy: the comparison needs the same search, not the best one
         cpu = time.process_time()
