@@ -153,6 +153,27 @@ def test_train_resume_and_predict_through_the_cli(tmp_path, digits):
     assert scored.code == 0 and "map_50" in scored.stdout, scored.stderr
 
 
+@pytest.mark.slow
+def test_the_doctor_probes_a_detector_without_the_classifier_data_checks(tmp_path):
+    """With `doctor.probes` on, a detection run records its probes into probes.jsonl (which
+    `layerwise doctor RUN` reads) and runs no data checks: they read the scenes' box rows as
+    regression targets and their 0-255 pixels, which the trainer scales, as unscaled inputs."""
+    from layerwise.diagnose.probe_log import ProbeLog
+
+    recipe = parse_recipe(TINY_RECIPE.replace("doctor: {probes: false}", "doctor: {}"))
+    said: list[str] = []
+    run, _ = train_detector(recipe, tmp_path, progress=False, echo=said.append)
+    log = ProbeLog.load(run.path / "probes.jsonl")
+    assert [s["step"] for s in log.steps] == [0, 1]  # 2 steps, both among the dense first
+    stem = log.steps[0]["layers"]["backbone.stages.0.2"]
+    assert stem["type"] == "ReLU" and 0.0 <= stem["dead_frac"] < 1.0
+    head = log.steps[0]["layers"]["head.classification_head.cls_logits"]
+    assert head["grad_norm"] > 0 and head["update_ratio"] > 0
+    assert log.hists and "backbone.stages.0.2" in log.hists[0]["layers"]
+    assert not (run.path / "data_profile.json").exists() and said == []
+    assert run.read_diagnosis()["data_profile"] is None
+
+
 class _StopAtStep3(Callback):
     def on_batch_end(self, trainer):
         if trainer.state.step == 3:  # in the middle of epoch 2 (2 steps per epoch)

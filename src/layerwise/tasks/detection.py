@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from layerwise.data import load_dataset
 from layerwise.data.scenes import CANVAS, SceneBundle, scene_targets
+from layerwise.diagnose.doctor import PROBES_FILE, doctor_callbacks
 from layerwise.errors import DataError, LayerwiseError, RecipeError
 from layerwise.models.detection import scene_fcos
 from layerwise.recipe import Recipe
@@ -174,11 +175,30 @@ def build_detector(recipe: Recipe, data: SceneBundle) -> nn.Module:
 def build_trainer(
     recipe: Recipe, model: nn.Module, callbacks: Sequence[Any] = ()
 ) -> DetectionTrainer:
-    """A `DetectionTrainer` configured by `recipe.train`."""
-    return DetectionTrainer(
-        model,
-        **trainer_settings(recipe, callbacks),
-        doctor=recipe.doctor.probes,
+    """A `DetectionTrainer` configured by `recipe.train`, with `callbacks` (the doctor only if
+    among them: `doctor_watch` makes it for a run)."""
+    return DetectionTrainer(model, **trainer_settings(recipe, callbacks), doctor=False)
+
+
+def doctor_watch(recipe: Recipe, run: Run, echo: Echo) -> list[Any]:
+    """The doctor of a detection run: probes every `doctor.probe_every` steps into the run's
+    probes.jsonl (so `layerwise doctor RUN` reads them) and the training rules, or nothing
+    when `doctor.probes` is off.
+
+    The data checks are not run: they read a `(x, y)` classifier or regressor, and would take
+    the scenes' padded box rows for 30 regression targets and their 0-255 pixels (which
+    `unpack` scales) for unscaled inputs, and spend minutes of near-copy search over 8,000
+    16,384-pixel scenes before the first step."""
+    spec = recipe.doctor
+    if not spec.probes:
+        return []
+    return doctor_callbacks(
+        every=spec.probe_every,
+        path=run.path / PROBES_FILE,
+        recipe=recipe.model_dump(mode="json"),
+        task="detection",
+        echo=echo if spec.live else None,
+        stop_on_fatal=spec.stop_on_fatal,
     )
 
 
@@ -208,6 +228,7 @@ def train_detector(
         run = Run.create(runs_root, recipe.name, recipe.to_yaml())
     monitor = recipe.train.monitor if data.val is not None else "loss"
     everything = log_and_checkpoint(run, recipe, monitor, progress)
+    everything += doctor_watch(recipe, run, echo)
     trainer = build_trainer(recipe, model, [*everything, *callbacks])
     restore_last(run, model, trainer, resume is not None)
     eval_batch = recipe.data.eval_batch_size or 100
