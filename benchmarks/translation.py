@@ -28,9 +28,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--recipe", default=str(REPO / "recipes/multi30k_transformer.yaml")
-    )
+    parser.add_argument("--recipe", default=str(REPO / "recipes/multi30k_transformer.yaml"))
     parser.add_argument("--budget", type=float, default=900.0, help="seconds of training")
     parser.add_argument(
         "--epochs", type=int, default=None, help="train at a constant rate until the budget ends"
