@@ -200,6 +200,20 @@ def test_biased_mf_is_mean_plus_biases_plus_dot_and_its_penalty():
     assert float(model.penalty(user, item).detach()) == pytest.approx((15.3125 + 3.0) / 2)
 
 
+def test_neumf_starts_as_biased_mf_on_its_gmf_pair():
+    """The head reads the GMF products with weight 1 and the MLP with 0 at the start, so the
+    untrained NeuMF is mean + biases + the GMF pair's dot product (the MLP learns a residual)."""
+    torch.manual_seed(0)
+    model = create_model("neumf", num_users=5, num_items=6, dim=3, hidden=[8, 4], global_mean=3)
+    with torch.no_grad():
+        model.biases.user_bias.weight.normal_()
+    user, item = torch.tensor([0, 4, 2]), torch.tensor([5, 1, 1])
+    dot = (model.gmf_user(user) * model.gmf_item(item)).sum(-1)
+    expected = 3.0 + model.biases.user_bias(user)[:, 0] + dot
+    assert torch.allclose(model(user=user, item=item), expected, atol=1e-6)
+    assert model.mlp(torch.ones(1, 8)).abs().sum() > 0  # the MLP computes; the head ignores it
+
+
 @pytest.mark.parametrize("family", ["biased_mf", "neumf"])
 def test_a_recommender_also_takes_one_tensor_of_user_item_rows(family):
     """What generic tools (summary, export, a split's x) pass: `(N, 2)` rows, float or int."""
