@@ -200,6 +200,7 @@ class Probes(Callback):
         self._epoch = 0  # 1-based epoch of that step
         self._ranks: Any = None
         self._want_hist = False  # its epoch has no histogram yet
+        self._saved_size: tuple[int, int, int] | None = None  # what `_save` last wrote
         self._reset_sample()
 
     # ---------------------------------------------------------------- events
@@ -210,6 +211,7 @@ class Probes(Callback):
         self._layers = watched_layers(trainer.model)
         self._ranks = getattr(trainer, "dist", None)  # a `Distributed` under torchrun, else None
         self._first_step = trainer.state.step
+        self._saved_size = None
         if trainer.state.step == 0:
             self.log = ProbeLog()
         elif self.path is not None and self.path.exists():
@@ -238,13 +240,22 @@ class Probes(Callback):
             self._arm(trainer)  # only within the epoch: validation and epoch-end run unhooked
 
     def on_epoch_end(self, trainer: Trainer) -> None:
-        if self.path is not None:
-            self.log.save(self.path)
+        self._save()
 
     def on_fit_end(self, trainer: Trainer) -> None:
         self._disarm()
-        if self.path is not None:
+        self._save()
+
+    def _save(self) -> None:
+        """Write the log to `path`, unless the file already holds these very records (a fit that
+        ends with an epoch was saved at that epoch's end, and each write is fsynced, which costs
+        wall time). Within a fit records are only added, so their count tells."""
+        if self.path is None:
+            return
+        size = (id(self.log), len(self.log.steps), len(self.log.hists))
+        if size != self._saved_size:
             self.log.save(self.path)
+            self._saved_size = size
 
     # --------------------------------------------------------------- sampling
     def _sampled(self, step: int) -> bool:
@@ -343,7 +354,8 @@ class Probes(Callback):
         for layer in self._layers:
             found = [norms[index[id(w)]] for w in layer.weights if id(w) in index]
             if found and layer.name not in self._grads:
-                self._grads[layer.name] = _combine(found) * unscale
+                norm = _combine(found)
+                self._grads[layer.name] = norm if unscale == 1.0 else norm * unscale
 
     def _record(self, trainer: Trainer) -> None:
         """Build the step (and histogram) record, reading every number in one host transfer."""
@@ -499,8 +511,7 @@ def _output_stats(y: Tensor, layer: WatchedLayer, ranks: Any = None) -> tuple[li
         values.append(1.0 - y.sign().abs_().sum() / n)
     if layer.dead:
         # A unit (feature or channel: dim 1) is dead when it is positive nowhere in the batch.
-        dims = [d for d in range(y.dim()) if d != 1] if y.dim() > 1 else [0]
-        alive = torch.amax(y, dim=dims).clamp_(min=0).sign_()
+        alive = _per_unit_max(y).clamp_(min=0).sign_()
         if ranks is not None:  # alive on any rank's part of the batch is alive in the batch
             alive = ranks.maximum(alive)
         keys.append("dead_frac")
@@ -511,6 +522,17 @@ def _output_stats(y: Tensor, layer: WatchedLayer, ranks: Any = None) -> tuple[li
         keys.append("sat_frac")
         values.append(outside.sum() / n)
     return keys, torch.stack(values)
+
+
+def _per_unit_max(x: Tensor) -> Tensor:
+    """Each unit's (dim 1's) maximum over the batch and any positions.
+
+    An image's channel is reduced over its contiguous pixels first, then over the batch: on the
+    CPU this is 2-3 times faster than one reduction over dims (0, 2, 3) of an NCHW tensor.
+    """
+    if x.dim() > 2 and x.is_contiguous():
+        return x.flatten(2).amax(dim=2).amax(dim=0)
+    return torch.amax(x, dim=[d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0])
 
 
 def _histogram(y: Tensor, bins: int) -> Tensor:
