@@ -20,8 +20,15 @@ measured as steady-state time per step of each recipe's model in a plain loop, i
 fp32 over N rounds; the first step (where compilation happens) is reported apart. A switch is on
 by default in a recipe only if it helps here.
 
+The doctor's cost (`--probe-cost N`): the fast recipe with its probes on and off, four runs a
+round (on and off, on one thread and on the recipe's threads), interleaved over N rounds, after
+one run on one thread whose probe and doctor events are timed part by part
+(`results/mnist_fast_probes.json`). A candidate (`--candidate 'key=value ...'`): the shipped recipe
+against those overrides, seed by seed, interleaved; test accuracy, the fit-time ratio of each pair
+and multiply-accumulates per sample (`results/mnist_fast_candidate.json`).
+
 Run: .venv/bin/python benchmarks/mnist_fast.py [--seeds 0,1,2] [--recipes mnist_fast,mnist_5min]
-     [--switches N] [--out FILE] [--quick]
+     [--switches N] [--out FILE] [--quick] [--probe-cost N] [--candidate 'key=value ...']
 """
 
 from __future__ import annotations
@@ -42,10 +49,12 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, RESULTS_DIR, machine, table, write_json
+from layerwise import experiment
 from layerwise.data import load_dataset
 from layerwise.models import create_model
 from layerwise.recipe import load_recipe
-from layerwise.train.device import resolve_precision
+from layerwise.train import Callback, Trainer
+from layerwise.train.device import forward_macs, resolve_precision
 from mnist_accuracy import TARGETS, run_recipe
 
 TARGETS.update({"mnist_fast": (0.990, 0.990), "mnist_5min": (0.996, 0.996)})
@@ -219,6 +228,166 @@ def switches(rounds: int) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------- the doctor's probe cost
+class FitClock(Callback):
+    """Wall seconds and this thread's CPU seconds from the start of `fit` to the end of its
+    epochs' training callbacks (order -1: after the probes and the doctor, so their epoch-end
+    work counts; before checkpoints and logs, which are no part of either lever)."""
+
+    order = -1
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self._wall0 = self._cpu0 = 0.0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._wall0, self._cpu0 = time.perf_counter(), time.thread_time()
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        self.wall = time.perf_counter() - self._wall0
+        self.cpu = time.thread_time() - self._cpu0
+
+
+def timed_run(overrides: list[str], root: Path) -> dict[str, Any]:
+    """One `layerwise train` of the fast recipe (`experiment.train`), its fit timed by `FitClock`;
+    the doctor's live findings are kept rather than printed."""
+    recipe = load_recipe(REPO / "recipes" / "mnist_fast.yaml", overrides)
+    clock, said = FitClock(), []
+    run, test = experiment.train(recipe, root, progress=False, echo=said.append, callbacks=[clock])
+    return {
+        "overrides": overrides,
+        "fit_wall_seconds": clock.wall,
+        "fit_thread_cpu_seconds": clock.cpu,
+        "test_accuracy": test.get("accuracy"),
+        "probe_records": _probe_records(run.path),
+        "doctor_said": said,
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def _probe_records(run_path: Path) -> int:
+    path = run_path / "probes.jsonl"
+    return sum(1 for _ in path.open()) if path.exists() else 0
+
+
+# The data checks run before `fit` and are not timed: off in both, to spare the machine.
+PROBE_VARIANTS = {
+    "on, 1 thread": ["doctor.probes=true", "train.threads=1", "doctor.data_checks=false"],
+    "off, 1 thread": ["doctor.probes=false", "train.threads=1", "doctor.data_checks=false"],
+    "on": ["doctor.probes=true", "doctor.data_checks=false"],
+    "off": ["doctor.probes=false", "doctor.data_checks=false"],
+}
+
+
+def probe_cost(rounds: int, root: Path, threads: str = "both") -> dict[str, Any]:
+    """The doctor's probes on against off in the real recipe run, interleaved round by round
+    (the order rotates; seed = round, the same for all runs of a round). On one thread the
+    main thread's CPU time is all the training work, and its on/off ratio hardly moves with
+    outside load; with the recipe's own threads the ratio is of wall time. `threads`: "1", "auto"
+    (the recipe's) or "both"."""
+    names = [
+        n for n in PROBE_VARIANTS if threads == "both" or ("1 thread" in n) == (threads == "1")
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            runs[name].append(timed_run([f"seed={r}", *PROBE_VARIANTS[name]], root))
+            print(f"round {r} {name}: {runs[name][-1]['fit_wall_seconds']:.2f} s", flush=True)
+
+    def ratios(on: str, off: str, key: str) -> list[float]:
+        if on not in runs:
+            return []
+        return [a[key] / b[key] for a, b in zip(runs[on], runs[off], strict=True)]
+
+    return {
+        "runs": runs,
+        "cpu_ratio_1_thread": ratios("on, 1 thread", "off, 1 thread", "fit_thread_cpu_seconds"),
+        "wall_ratio_1_thread": ratios("on, 1 thread", "off, 1 thread", "fit_wall_seconds"),
+        "wall_ratio": ratios("on", "off", "fit_wall_seconds"),
+    }
+
+
+PROBE_EVENTS = ("on_fit_start", "on_epoch_start", "after_backward", "on_batch_end", "on_epoch_end")
+PROBE_EVENTS += ("on_fit_end", "_arm", "_record")
+
+
+def probe_profile(seed: int, root: Path) -> dict[str, Any]:
+    """Where the probes' time goes in one run on one thread: this thread's CPU milliseconds in
+    each `Probes`/`Doctor` event and in the per-layer hook work (`_output_stats`,
+    `_histogram`), by wrapping them for this run only."""
+    from layerwise.diagnose import doctor as doctor_module
+    from layerwise.diagnose import probes as probes_module
+
+    spent: dict[str, list[float]] = {}
+    targets = [(probes_module, name) for name in ("_output_stats", "_histogram")]
+    targets += [(probes_module.Probes, name) for name in PROBE_EVENTS]
+    targets += [
+        (doctor_module.Doctor, name)
+        for name in ("on_fit_start", "on_batch_end", "on_epoch_end", "on_fit_end")
+    ]
+    originals = [(owner, name, getattr(owner, name)) for owner, name in targets]
+    for owner, name, original in originals:
+        label = f"{getattr(owner, '__name__', 'probes').split('.')[-1]}.{name}"
+        setattr(owner, name, _timed(original, spent.setdefault(label, [0.0, 0])))
+    try:
+        run = timed_run([f"seed={seed}", "doctor.probes=true", "train.threads=1"], root)
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    parts = {k: {"cpu_ms": 1000 * v[0], "calls": v[1]} for k, v in spent.items() if v[1]}
+    return {"run": run, "parts": parts}
+
+
+def _timed(function: Any, into: list[float]) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        begin = time.thread_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            into[0] += time.thread_time() - begin
+            into[1] += 1
+
+    return timed
+
+
+# ------------------------------------------------------------ a candidate against the recipe
+def macs_per_sample(overrides: list[str]) -> int:
+    """Forward multiply-accumulates of one 28x28 digit through the recipe's model."""
+    recipe = load_recipe(REPO / "recipes" / "mnist_fast.yaml", overrides)
+    model = create_model(
+        recipe.model.name, num_classes=10, input_shape=(1, 28, 28), **recipe.model.args
+    ).eval()
+    x = torch.zeros(1, 1, 28, 28)
+    with torch.no_grad():
+        return int(forward_macs(model, lambda: model(x)))
+
+
+def compare(candidate: list[str], seeds: list[int], root: Path) -> dict[str, Any]:
+    """The shipped recipe and a candidate (recipe overrides), each run as `layerwise train` runs
+    it, interleaved seed by seed (the order alternates): test accuracy per seed, and the fit's
+    wall time as a ratio candidate / shipped within each pair, so outside load cancels."""
+    shipped, ours = [], []
+    for i, seed in enumerate(seeds):
+        pair = [("shipped", []), ("candidate", candidate)]
+        for who, overrides in pair if i % 2 == 0 else pair[::-1]:
+            result = timed_run([*overrides, f"seed={seed}"], root)
+            (shipped if who == "shipped" else ours).append(result)
+            print(f"seed {seed} {who}: {result['test_accuracy']:.4f}", flush=True)
+    return {
+        "candidate": candidate,
+        "macs_per_sample": {
+            "shipped": macs_per_sample([]),
+            "candidate": macs_per_sample(candidate),
+        },
+        "shipped": shipped,
+        "candidate_runs": ours,
+        "time_ratio": [
+            c["fit_wall_seconds"] / s["fit_wall_seconds"]
+            for c, s in zip(ours, shipped, strict=True)
+        ],
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -226,9 +395,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--switches", type=int, default=0, help="also measure each switch, over N rounds"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "mnist_fast.json")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default per mode)")
     parser.add_argument("--quick", action="store_true", help="the fast race on one seed; no JSON")
+    parser.add_argument(
+        "--probe-cost", type=int, default=0, help="only: probes on vs off over N rounds"
+    )
+    parser.add_argument(
+        "--probe-threads",
+        choices=["1", "auto", "both"],
+        default="both",
+        help="--probe-cost on one thread, on the recipe's threads, or both",
+    )
+    parser.add_argument(
+        "--no-profile", action="store_true", help="--probe-cost without the timed-parts run"
+    )
+    parser.add_argument(
+        "--candidate", default=None, help="only: the recipe vs these overrides ('k=v k=v')"
+    )
     args = parser.parse_args(argv)
+    if args.probe_cost or args.candidate is not None:
+        return _doctor_or_candidate(args)
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     recipes = ["mnist_fast"] if args.quick else args.recipes.split(",")
     payload: dict[str, Any] = {"benchmark": "mnist_fast", "machine": machine(), "seeds": seeds}
@@ -255,8 +441,71 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ratios = payload["mnist_fast"]["layerwise_over_hand"]
         print("layerwise / hand, per seed: " + ", ".join(f"{r:.2f}" for r in ratios))
     if not args.quick:
-        write_json(args.out, payload)
+        write_json(args.out or RESULTS_DIR / "mnist_fast.json", payload)
     return payload
+
+
+def _doctor_or_candidate(args: argparse.Namespace) -> dict[str, Any]:
+    """`--probe-cost N` (with a profile of one run) or `--candidate`, each in its own JSON."""
+    payload: dict[str, Any] = {"benchmark": "mnist_fast", "machine": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if args.probe_cost:
+            if not args.no_profile:
+                payload["probe_profile"] = probe_profile(0, root)
+            payload["probe_cost"] = cost = probe_cost(args.probe_cost, root, args.probe_threads)
+            print(_probe_tables(payload.get("probe_profile"), cost))
+            out = args.out or RESULTS_DIR / "mnist_fast_probes.json"
+        else:
+            seeds = [int(s) for s in args.seeds.split(",")]
+            payload["compare"] = result = compare(args.candidate.split(), seeds, root)
+            print(_compare_table(result))
+            out = args.out or RESULTS_DIR / "mnist_fast_candidate.json"
+    payload["load_average_at_end"] = list(os.getloadavg())
+    write_json(out, payload)
+    return payload
+
+
+def _probe_tables(profile: dict[str, Any] | None, cost: dict[str, Any]) -> str:
+    if profile is None:
+        profile = {"parts": {}, "run": {"fit_thread_cpu_seconds": 1.0}}
+    parts = sorted(profile["parts"].items(), key=lambda item: -item[1]["cpu_ms"])
+    fit_ms = 1000 * profile["run"]["fit_thread_cpu_seconds"]
+    rows = [
+        [name, f"{p['cpu_ms']:.1f}", p["calls"], f"{100 * p['cpu_ms'] / fit_ms:.2f}%"]
+        for name, p in parts
+    ]
+    lines = [
+        table(["part (nested parts count in their callers)", "CPU ms", "calls", "of fit"], rows)
+    ]
+    for key in ("cpu_ratio_1_thread", "wall_ratio_1_thread", "wall_ratio"):
+        values = cost[key]
+        if not values:
+            continue
+        lines.append(
+            f"probes on / off, {key}: median {statistics.median(values):.3f} "
+            f"(per round: {', '.join(f'{v:.3f}' for v in values)})"
+        )
+    return "\n".join(lines)
+
+
+def _compare_table(result: dict[str, Any]) -> str:
+    rows = [
+        [
+            s["overrides"][-1],
+            f"{100 * s['test_accuracy']:.2f}%",
+            f"{100 * c['test_accuracy']:.2f}%",
+            f"{ratio:.3f}",
+        ]
+        for s, c, ratio in zip(
+            result["shipped"], result["candidate_runs"], result["time_ratio"], strict=True
+        )
+    ]
+    macs = result["macs_per_sample"]
+    return (
+        table(["seed", "shipped acc", "candidate acc", "fit time candidate / shipped"], rows)
+        + f"\nMACs per sample: shipped {macs['shipped']:,}, candidate {macs['candidate']:,}"
+    )
 
 
 def _row(label: str, summary: dict[str, Any], recipe: str) -> list[Any]:
