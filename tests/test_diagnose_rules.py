@@ -63,6 +63,9 @@ ALLOWED_PATCH_KEYS = {
     "data.drop_constant",
     "data.balance",
     "data.drop_noisy",
+    "data.args.min_freq",
+    "data.args.max_size",
+    "data.args.max_length",
 }
 # Recipe fields being added to the schema this round: stripped before validating a patched recipe.
 NEW_DATA_KEYS = (
@@ -508,6 +511,7 @@ def test_data_rules_come_first_and_read_only_data() -> None:
     assert data_codes == {
         "class_imbalance", "label_noise", "train_test_leakage", "duplicate_samples",
         "missing_values", "unscaled_inputs", "constant_feature", "data_too_small",
+        "high_unknown_rate", "heavy_truncation",
     }  # fmt: skip
     # A data rule never fires without a profile, whatever the history says.
     broken = ctx(history([float("nan")]))
@@ -1412,7 +1416,31 @@ def broken_contexts() -> dict[str, RuleContext]:
             num_classes=2,
         ),
         "data_too_small": ctx(data=digits_profile(sizes={"train": 50}), rec=mlp),
+        **token_broken_contexts(),
         **gan_broken_contexts(),
+    }
+
+
+def token_broken_contexts() -> dict[str, RuleContext]:
+    """IMDB-like token figures: most tokens <unk> (min_freq 500), most reviews cut at 20."""
+    rec = mlp_recipe(data={"name": "imdb", "args": {"min_freq": 500, "max_length": 20}})
+
+    def stream(unknown: float, cut_rows: float, cut_tokens: float) -> dict[str, Any]:
+        split = {
+            "rows": 2000,
+            "tokens": 540_000,
+            "unknown_rate": unknown,
+            "type_coverage": 0.01,
+            "length": {"median": 200.0, "p90": 520.0},
+            "max_length": 20,
+            "truncation_share": cut_rows,
+            "tokens_cut_share": cut_tokens,
+        }
+        return {"text": {"vocab_size": 120, "min_freq": 500, "splits": {"train": split}}}
+
+    return {
+        "high_unknown_rate": ctx(data=digits_profile(tokens=stream(0.6, 0.0, 0.0)), rec=rec),
+        "heavy_truncation": ctx(data=digits_profile(tokens=stream(0.0, 1.0, 0.92)), rec=rec),
     }
 
 

@@ -24,17 +24,20 @@ from layerwise.data.bundle import DatasetBundle
 from layerwise.data.registry import DATASETS, data_root
 from layerwise.errors import DataError
 from layerwise.text import TextPipeline, lengths_of, pad
+from layerwise.text.figures import stream_figures
 
 SPLIT_FILES = {"train": "train", "val": "val", "test": "test_2016_flickr"}
 
 
 @dataclass(repr=False)
 class TranslationBundle(DatasetBundle):
-    """A `DatasetBundle` of `(source ids, target ids)` pairs and the two pipelines."""
+    """A `DatasetBundle` of `(source ids, target ids)` pairs and the two pipelines, with the
+    doctor's `token_figures` of each side (`"source"`, `"target"`; see `layerwise.text.figures`)."""
 
     src_pipeline: TextPipeline | None = None
     tgt_pipeline: TextPipeline | None = None
     references: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    token_figures: dict[str, Any] | None = None
 
     def batches(self, split: str) -> dict[str, Tensor]:
         """The split as the translation step's dict (`src`, `src_lengths`, `tgt`)."""
@@ -110,13 +113,12 @@ def multi30k(
             tokenizer_options=options,
             meta={"dataset": "multi30k", "language": source if side == "src" else target},
         ).fit(texts)
-    encoded = {
-        split: (
-            pipelines["src"].encode(src, max_length)["tokens"],
-            encode_target(pipelines["tgt"], tgt, max_length),
-        )
-        for split, (src, tgt) in splits.items()
-    }
+    encoded, figures = {}, {"src": {}, "tgt": {}}
+    for split, (src, tgt) in splits.items():
+        sources, figures["src"][split] = pipelines["src"].encode(src, max_length, figures=True)
+        # The target's figures need its tokens before the cut: one more pass of the tokeniser.
+        figures["tgt"][split] = pipelines["tgt"].encode(tgt, max_length, figures=True)[1]
+        encoded[split] = (sources["tokens"], encode_target(pipelines["tgt"], tgt, max_length))
     return TranslationBundle(
         name="multi30k",
         train=encoded["train"],
@@ -127,4 +129,8 @@ def multi30k(
         src_pipeline=pipelines["src"],
         tgt_pipeline=pipelines["tgt"],
         references=splits,
+        token_figures={
+            "source": stream_figures(pipelines["src"], figures["src"]),
+            "target": stream_figures(pipelines["tgt"], figures["tgt"]),
+        },
     )

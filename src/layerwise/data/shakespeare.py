@@ -10,6 +10,7 @@ start every `stride` characters (overlapping when `stride < block_size`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,13 +19,16 @@ from layerwise.data.bundle import DatasetBundle
 from layerwise.data.registry import DATASETS, data_root
 from layerwise.errors import DataError
 from layerwise.text import TextPipeline
+from layerwise.text.figures import stream_figures
 
 
 @dataclass(repr=False)
 class LanguageModelBundle(DatasetBundle):
-    """A `DatasetBundle` of `(tokens, next tokens)` windows and the pipeline that made them."""
+    """A `DatasetBundle` of `(tokens, next tokens)` windows and the pipeline that made them,
+    with the doctor's `token_figures` of the text (`"text"`; see `layerwise.text.figures`)."""
 
     pipeline: TextPipeline | None = None
+    token_figures: dict[str, Any] | None = None
 
 
 def text_windows(ids: Tensor, block_size: int, stride: int) -> tuple[Tensor, Tensor]:
@@ -54,8 +58,9 @@ def language_model_bundle(
         raise DataError(f"the text of '{name}' is empty", hint="give a text file with words in it")
     cut = int(len(text) * (1 - val_fraction))
     pipeline = TextPipeline(tokenizer, meta={"dataset": name, "block_size": block_size})
-    train_ids = pipeline.fit_encode([text[:cut]])["tokens"][0]
-    val_ids = pipeline.encode([text[cut:]])["tokens"][0]
+    train, train_figures = pipeline.fit_encode([text[:cut]], figures=True)
+    val, val_figures = pipeline.encode([text[cut:]], figures=True)
+    train_ids, val_ids = train["tokens"][0], val["tokens"][0]
     return LanguageModelBundle(
         name=name,
         train=text_windows(train_ids, block_size, stride or block_size // 2),
@@ -64,6 +69,9 @@ def language_model_bundle(
         num_classes=pipeline.vocab_size,
         input_shape=(block_size,),
         pipeline=pipeline,
+        token_figures={
+            "text": stream_figures(pipeline, {"train": train_figures, "val": val_figures})
+        },
     )
 
 

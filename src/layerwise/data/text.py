@@ -20,19 +20,23 @@ import torch
 from torch import Tensor
 
 from layerwise.data.batcher import InMemoryBatcher, epoch_generator
-from layerwise.data.bundle import DatasetBundle
+from layerwise.data.bundle import DatasetBundle, Split
 from layerwise.data.files import resolve_path
 from layerwise.data.registry import DATASETS, data_root
 from layerwise.data.split import split
 from layerwise.errors import DataError, did_you_mean
 from layerwise.text import TextPipeline, bucket_order, lengths_of
+from layerwise.text.figures import stream_figures
 
 
 @dataclass(repr=False)
 class TextBundle(DatasetBundle):
-    """A `DatasetBundle` of padded token ids plus the `pipeline` that made them from text."""
+    """A `DatasetBundle` of padded token ids plus the `pipeline` that made them from text, and
+    the `token_figures` the doctor reads (`layerwise.text.figures.stream_figures`, under
+    `"text"`), measured as the splits were encoded."""
 
     pipeline: TextPipeline | None = None
+    token_figures: dict[str, Any] | None = None
 
     @property
     def model_args(self) -> dict[str, Any]:
@@ -128,26 +132,30 @@ def text_bundle(
         tokenizer_options=tokenizer_options,
         meta={"class_names": list(class_names), "dataset": name},
     )
-    x_train = pipeline.fit_encode(texts)["tokens"]
+    encoded, train_figures = pipeline.fit_encode(texts, figures=True)
+    x_train = encoded["tokens"]
     if pipeline.max_length is None:  # new text is cut to the longest training text
         pipeline.max_length = int(x_train.shape[1])
     width = pipeline.max_length
+    figures: dict[str, Any] = {"train": train_figures}
 
-    def encode(part: tuple[list[str], Tensor] | None) -> tuple[Tensor, Tensor] | None:
+    def encode(split_name: str, part: tuple[list[str], Tensor] | None) -> Split:
         if part is None:
             return None
-        tokens = pipeline.encode(part[0])["tokens"]
-        return _widen(tokens, width), part[1]
+        encoded, figures[split_name] = pipeline.encode(part[0], figures=True)
+        return _widen(encoded["tokens"], width), part[1]
 
+    val_split, test_split = encode("val", val), encode("test", test)
     return TextBundle(
         name=name,
         train=(_widen(x_train, width), labels),
-        val=encode(val),
-        test=encode(test),
+        val=val_split,
+        test=test_split,
         num_classes=len(class_names),
         input_shape=(width,),
         class_names=list(class_names),
         pipeline=pipeline,
+        token_figures={"text": stream_figures(pipeline, figures)},
     )
 
 

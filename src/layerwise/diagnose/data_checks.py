@@ -16,6 +16,7 @@ counted here is a row those fixes drop. The label-noise estimate is
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -96,6 +97,12 @@ def profile_data(
       `indices` into train, `cv_accuracy`, `chance_accuracy`, `rows_examined`, `method`); None
       for regression, with `label_noise=False`, for token ids (int64/int32 inputs), or with fewer
       than 50 labelled train rows.
+    - `tokens`: for token ids made by a text pipeline (IMDB and `text` classifiers, Multi30k's
+      source and target, a language model's text), the bundle's `token_figures` as measured
+      while encoding: {stream: {tokenizer, vocab_size, min_freq, max_size, max_length,
+      splits: {split: unknown-token rate, vocabulary coverage of tokens and of types, length
+      quantiles, truncation share, ...}}} (see `layerwise.text.figures.token_figures`); None
+      for other data.
     """
     if bundle.train is None or len(bundle.train[0]) == 0:
         raise DataError(
@@ -103,7 +110,24 @@ def profile_data(
             hint="give the dataset a non-empty train split",
         )
     with one_thread():
-        return _profile(bundle, num_params, seed, label_noise, max_rows)
+        return _profile(_one_width(bundle), num_params, seed, label_noise, max_rows)
+
+
+def _one_width(bundle: DatasetBundle) -> DatasetBundle:
+    """Token-id splits padded to one width, so their rows can be compared (a translation's
+    sentences are padded split by split). Right-padding with 0 is what the ids already carry,
+    so a padded row is the same sentence; other inputs are returned as they are."""
+    parts = {s: getattr(bundle, s) for s in SPLITS if getattr(bundle, s) is not None}
+    xs = [x for x, _ in parts.values()]
+    if getattr(bundle, "token_figures", None) is None or any(x.dim() != 2 for x in xs):
+        return bundle
+    width = max(x.shape[1] for x in xs)
+    if all(x.shape[1] == width for x in xs):
+        return bundle
+    padded = {
+        s: (torch.nn.functional.pad(x, (0, width - x.shape[1])), y) for s, (x, y) in parts.items()
+    }
+    return dataclasses.replace(bundle, **padded, input_shape=(width,))
 
 
 def _profile(
@@ -151,6 +175,7 @@ def _profile(
         "scale": _scale(stats, _feature_groups(x.shape)),
         "constant_features": _constant(stats),
         "label_noise": noise,
+        "tokens": getattr(bundle, "token_figures", None),
     }
 
 

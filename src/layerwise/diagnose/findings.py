@@ -37,6 +37,8 @@ CODES: dict[str, str] = {
     "unscaled_inputs": "input ranges are far from what the first layer expects",
     "constant_feature": "some input features never change",
     "data_too_small": "too little training data for the model's size",
+    "high_unknown_rate": "many tokens are unknown to the vocabulary (<unk>)",
+    "heavy_truncation": "most sequences are cut at max_length, dropping much of their text",
     "mode_collapse": "the generator makes only a few kinds of image",
     "discriminator_overpowering": "the discriminator wins outright; the generator stops learning",
     "gan_divergence": "the GAN's losses or sample quality swing without the samples improving",

@@ -167,7 +167,8 @@ def train_task(
     else:  # the saved pipelines, so ids mean the tokens the weights were trained on
         data = task.restore_data(run, data)
     everything = log_and_checkpoint(run, recipe, recipe.train.monitor, progress)
-    trainer = build_trainer(recipe, model, [*everything, *callbacks])
+    doctor = data_doctor(recipe, data, model, run, echo)
+    trainer = build_trainer(recipe, model, [*everything, *doctor, *callbacks])
     restore_last(run, model, trainer, resume=resume is not None)
     with guarded_fit(run, trainer):
         size, device = recipe.data.batch_size, trainer.device
@@ -184,6 +185,39 @@ def train_task(
     run.append_metrics({"epoch": trainer.state.epoch, "split": "test", **metrics})
     finish_report(run, trainer, metrics, task.report_sections(run))
     return run, metrics
+
+
+def data_doctor(
+    recipe: Recipe, data: DatasetBundle, model: nn.Module, run: Run, echo: Echo
+) -> list[Any]:
+    """The doctor of a sequence run, having checked the data first (as `layerwise train` does
+    for other recipes): the data profile holds the token figures of the bundle (unknown-token
+    rate, vocabulary coverage, lengths, truncation of each side and split), which the doctor's
+    data rules read; it is saved as `data_profile.json`. Empty when the recipe turns the doctor
+    off (`doctor.probes: false`: the Trainer then has none either)."""
+    if not recipe.doctor.probes:
+        return []
+    from layerwise.diagnose.doctor import check_data, doctor_callbacks, write_data_profile
+
+    raw = recipe.model_dump(mode="json")
+    profile = None
+    if recipe.doctor.data_checks:
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        diagnosis = check_data(
+            data, num_params=params, recipe=raw, seed=recipe.seed, label_noise=False
+        )
+        profile = diagnosis.data_profile
+        write_data_profile(run, profile)
+        for finding in diagnosis.findings if echo is not None else []:
+            echo(f"doctor: {finding.headline()}")
+    return doctor_callbacks(
+        every=recipe.doctor.probe_every,
+        data_profile=profile,
+        recipe=raw,
+        task=data.task,
+        num_classes=data.num_classes,
+        echo=echo,
+    )
 
 
 def finish_report(

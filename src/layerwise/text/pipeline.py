@@ -22,6 +22,7 @@ from torch import Tensor
 
 from layerwise.errors import CheckpointError, DataError
 from layerwise.text.batch import pad_flat
+from layerwise.text.figures import token_figures
 from layerwise.text.tokenize import Tokenizer, make_tokenizer, tokenizer_from_config
 from layerwise.text.vocab import SPECIALS, Vocab
 
@@ -68,19 +69,23 @@ class TextPipeline:
         self.fit_encode(texts)
         return self
 
-    def fit_encode(self, texts: Sequence[str]) -> dict[str, Tensor]:
-        """`fit` then `encode` the same texts, tokenising them once."""
+    def fit_encode(self, texts: Sequence[str], *, figures: bool = False) -> Any:
+        """`fit` then `encode` the same texts, tokenising them once (`figures` as in `encode`)."""
         texts = check_texts(texts, "training texts")
         self.tokenizer.fit(texts)
         tokens = self.tokenizer.tokenize(texts)
         self.vocab = Vocab.build(tokens, self.min_freq, self.max_size, SPECIALS)
-        return self._pad(tokens, self.max_length)
+        return self._pad(tokens, self.max_length, figures)
 
     # ------------------------------------------------------------------ using
-    def encode(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, Tensor]:
-        """`{"tokens": LongTensor[B, T], "lengths": LongTensor[B]}` for raw texts."""
+    def encode(
+        self, texts: Sequence[str], max_length: int | None = None, *, figures: bool = False
+    ) -> Any:
+        """`{"tokens": LongTensor[B, T], "lengths": LongTensor[B]}` for raw texts; with
+        `figures=True`, that and the texts' `token_figures` (unknown-token rate, vocabulary
+        coverage, lengths and what the cut to `max_length` drops, measured before the cut)."""
         tokens = self.tokenizer.tokenize(check_texts(texts))
-        return self._pad(tokens, max_length or self.max_length)
+        return self._pad(tokens, max_length or self.max_length, figures)
 
     def encode_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, not cut nor padded."""
@@ -172,10 +177,14 @@ class TextPipeline:
     def exists(folder: str | Path) -> bool:
         return (Path(folder) / PIPELINE_FILE).is_file()
 
-    def _pad(self, tokens: list[list[str]], max_length: int | None) -> dict[str, Tensor]:
+    def _pad(self, tokens: list[list[str]], max_length: int | None, figures: bool = False) -> Any:
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        ids = self._fitted().encode_flat(list(chain.from_iterable(tokens)))
-        return pad_flat(ids, lengths, max_length)
+        flat = list(chain.from_iterable(tokens))
+        ids = self._fitted().encode_flat(flat)
+        encoded = pad_flat(ids, lengths, max_length)
+        if not figures:
+            return encoded
+        return encoded, token_figures(ids, lengths, flat, self._fitted(), max_length)
 
     def _fitted(self) -> Vocab:
         if self.vocab is None:

@@ -415,7 +415,14 @@ def explain(findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
 
 
 # The rule modules register themselves on import.
-from layerwise.diagnose.rules import activations, curves, data, gan, gradients  # noqa: E402
+from layerwise.diagnose.rules import (  # noqa: E402
+    activations,
+    curves,
+    data,
+    gan,
+    gradients,
+    tokens,
+)
 
 __all__ = [
     "ACCOUNTS_FOR",
@@ -440,5 +447,6 @@ __all__ = [
     "rule",
     "run_rules",
     "sureness",
+    "tokens",
     "trailing",
 ]

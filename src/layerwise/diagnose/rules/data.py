@@ -415,7 +415,10 @@ def data_too_small(ctx: RuleContext) -> Finding | None:
     if not rows:
         return None
     params = number(data.get("num_params"))
-    classes = ctx.classes if ctx.classification else None
+    # One class per position (next tokens): a row holds many targets, and a vocabulary of
+    # 8,000 subwords is not 8,000 classes each needing 10 rows of its own.
+    per_row = ctx.classification and not data.get("per_position_targets")
+    classes = ctx.classes if per_row else None
     pretrained = any(ctx.get(f"model.args.{key}") for key in PRETRAINED_ARGS)
     reasons = []
     if rows < TOO_SMALL_ROWS:
