@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
+from layerwise.diagnose.gates import GATE_NAMES, gate_saturation
 from layerwise.diagnose.probe_log import ProbeLog
 from layerwise.errors import RecipeError
 from layerwise.train.callbacks.base import Callback
@@ -65,6 +66,7 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.Threshold,
 )
 RECURRENT_TYPES: tuple[type[nn.Module], ...] = (nn.RNN, nn.LSTM, nn.GRU)
+GATED_TYPES = tuple(GATE_NAMES)  # LSTM, GRU: their gates' saturation is recorded too
 MAX_AUTO_EVERY = 50  # sample at least this often, however long the epoch
 DENSE_STEPS = 4  # the first 4 steps of training are all sampled, then steps 8, 16, 32, ...
 AUTO_SAMPLES_PER_EPOCH = 9
@@ -277,6 +279,11 @@ class Probes(Callback):
             for layer in self._layers
             if layer.recurrent
         ]
+        self._handles += [
+            layer.module.register_forward_hook(self._gate_hook(layer))
+            for layer in self._layers
+            if isinstance(layer.module, GATED_TYPES)
+        ]
 
     def _disarm(self) -> None:
         for handle in self._handles:
@@ -292,6 +299,7 @@ class Probes(Callback):
         self._grad_norm: Tensor | None = None
         self._before: list[Tensor] = []
         self._time_grads: dict[str, Tensor] = {}
+        self._gates: dict[str, tuple[list[str], Tensor]] = {}
 
     def _hook(self, layer: WatchedLayer) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -336,6 +344,19 @@ class Probes(Callback):
 
             x.register_hook(on_grad)
             return args
+
+        return hook
+
+    def _gate_hook(self, layer: WatchedLayer) -> Callable[..., None]:
+        """Gate saturation of an LSTM/GRU's first layer, recomputed from its input and weights
+        (`layerwise.diagnose.gates`): its fused kernel shows no gate to a hook."""
+
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if layer.name in self._gates or not torch.is_grad_enabled():
+                return
+            found = gate_saturation(module, args)
+            if found is not None:
+                self._gates[layer.name] = found
 
         return hook
 
@@ -387,6 +408,8 @@ class Probes(Callback):
             ]
             if layer.name in self._grads:
                 found.append((["grad_norm"], self._grads[layer.name]))
+            if layer.name in self._gates:
+                found.append(self._gates[layer.name])
             time_grad = self._time_grads.get(layer.name)
             if time_grad is not None and time_grad.dim() == 1 and len(time_grad) >= 2:
                 first, last = time_grad[0], time_grad[-1]
