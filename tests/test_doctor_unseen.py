@@ -384,6 +384,12 @@ def test_one_climb_of_a_healthy_run_is_not_an_oscillating_loss():
     # The same single climb without the probes' batches: one event, not a repetition.
     bare = run_rules(RuleContext(history, None, num_classes=10), stage="training")
     assert "oscillating_loss" not in [f.code for f in bare]
+    # Two climbs are a repetition by themselves (field seed 204: 0.35 -> 0.68, 0.025 -> 0.40,
+    # its worst batch 2.08, under ln 10): named without any batch overshooting.
+    twice = [0.6723, 0.3679, 0.3487, 0.4266, 0.6621, 0.6793, 0.5961, 0.3895, 0.0927, 0.0785]
+    twice += [0.0578, 0.0253, 0.1736, 0.1888, 0.2842, 0.4032]
+    found = run_rules(RuleContext(logged(twice)[0], None, num_classes=10), stage="training")
+    assert [len(f.evidence["climbs"]) for f in found if f.code == "oscillating_loss"] == [2]
 
 
 def test_an_accuracy_gap_with_held_out_results_flat_within_noise_is_not_overfitting():

@@ -67,7 +67,7 @@ OSC_MIN_REVERSALS = 3
 OSC_CLIMBS = 3  # or the loss climbs again and again: 3 climbs, each from a low to a high ...
 OSC_CLIMB_REL = 0.25  # ... 25% above that low ...
 OSC_CLIMB_GIVE_BACK = 0.1  # ... giving back 10% or more of the progress made since the start
-OSC_OVERSHOOT_EPOCHS = 2  # fewer climbs count only with overshooting batches in 2+ epochs
+OSC_OVERSHOOT_EPOCHS = 2  # a single climb counts only with overshooting batches in 2+ epochs
 
 
 def _reference(ctx: RuleContext, first_loss: float) -> float:
@@ -561,12 +561,12 @@ def oscillating_loss(ctx: RuleContext) -> Finding | None:
         start = _start_loss(ctx, losses)
         found_climbs = climbs(losses, start)
         # A climb as large as the divergence `lr_too_high` reads, that came back down, is a
-        # swing rather than a divergence: the loss fell, rose and fell again. Fewer climbs than
-        # OSC_CLIMBS are one or two events, though, and oscillation is a repetition: they
-        # count only when batches overshoot again and again (see `_overshoots`).
+        # swing rather than a divergence: the loss fell, rose and fell again. Oscillation is a
+        # repetition, though: two climbs are one, a single climb is one event and counts only
+        # when batches overshoot again and again (see `_overshoots`).
         big = [c for c in found_climbs if c[3] >= LR_HIGH_DIVERGE * c[2] and c[4]]
         overshoots = _overshoots(ctx, start)
-        repeated = len({e for e, _ in overshoots}) >= OSC_OVERSHOOT_EPOCHS
+        repeated = len(found_climbs) >= 2 or len({e for e, _ in overshoots}) >= OSC_OVERSHOOT_EPOCHS
         if len(found_climbs) < OSC_CLIMBS and not (big and repeated):
             return None
         shown = ", ".join(
