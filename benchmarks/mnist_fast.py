@@ -454,8 +454,9 @@ def _doctor_or_candidate(args: argparse.Namespace) -> dict[str, Any]:
             if not args.no_profile:
                 payload["probe_profile"] = probe_profile(0, root)
             payload["probe_cost"] = cost = probe_cost(args.probe_cost, root, args.probe_threads)
-            print(_probe_tables(payload.get("probe_profile"), cost))
             out = args.out or RESULTS_DIR / "mnist_fast_probes.json"
+            write_json(out, payload)  # before the tables: a long run's numbers are kept
+            print(_probe_tables(payload.get("probe_profile"), cost))
         else:
             seeds = [int(s) for s in args.seeds.split(",")]
             payload["compare"] = result = compare(args.candidate.split(), seeds, root)
@@ -475,9 +476,8 @@ def _probe_tables(profile: dict[str, Any] | None, cost: dict[str, Any]) -> str:
         [name, f"{p['cpu_ms']:.1f}", p["calls"], f"{100 * p['cpu_ms'] / fit_ms:.2f}%"]
         for name, p in parts
     ]
-    lines = [
-        table(["part (nested parts count in their callers)", "CPU ms", "calls", "of fit"], rows)
-    ]
+    headers = ["part (nested parts count in their callers)", "CPU ms", "calls", "of fit"]
+    lines = [table(headers, rows)] if rows else []
     for key in ("cpu_ratio_1_thread", "wall_ratio_1_thread", "wall_ratio"):
         values = cost[key]
         if not values:
