@@ -260,7 +260,8 @@ def test_generate_refuses_a_label_for_an_unconditional_gan(tmp_path):
 
 def test_gan_rules_are_silent_on_the_measured_mnist_cgan_runs():
     """The doctor's GAN rules on the per-epoch logs recorded for the shipped mnist_cgan recipe
-    on full MNIST (every seed, at 5 and at 10 epochs): a healthy game, no finding.
+    on full MNIST (every seed, at 5 and at 10 epochs, resumed and fresh; the fresh runs with the
+    within-class spread): a healthy game, no finding.
     The same rules fire on the broken recipes (tests/test_doctor_cases.py)."""
     import json
     from pathlib import Path
@@ -270,9 +271,11 @@ def test_gan_rules_are_silent_on_the_measured_mnist_cgan_runs():
     root = Path(__file__).resolve().parents[1]
     results = json.loads((root / "benchmarks" / "results" / "gan.json").read_text())
     recipe = load_recipe(root / "recipes" / "mnist_cgan.yaml").model_dump(mode="json")
-    runs = [v for k, v in results.items() if k.startswith(("mnist_cgan_seed", "continued_mnist"))]
+    prefixes = ("mnist_cgan_seed", "continued_mnist", "fresh_mnist_cgan")
+    runs = {k: v for k, v in results.items() if k.startswith(prefixes)}
     assert len(runs) >= 4
-    for measured in runs:
+    assert any(run.get("within_spread_ratio_min_per_epoch") for run in runs.values())
+    for name, measured in runs.items():
         keys = {
             "d_loss": "d_loss_per_epoch",
             "g_loss": "g_loss_per_epoch",
@@ -280,14 +283,25 @@ def test_gan_rules_are_silent_on_the_measured_mnist_cgan_runs():
             "gen_spread_ratio": "spread_ratio_per_epoch",
             "gen_class_entropy_ratio": "class_entropy_ratio_per_epoch",
         }
+        if measured.get("within_spread_ratio_min_per_epoch"):
+            keys["gen_within_spread_ratio_min"] = "within_spread_ratio_min_per_epoch"
         epochs = len(measured["fid_per_epoch"])
-        assert epochs == measured["epochs"] >= 5
+        assert epochs == measured["epochs"] >= (1 if name.startswith("fresh") else 5)
         history = [
             {"epoch": e + 1, **{log: measured[field][e] for log, field in keys.items()}}
             for e in range(epochs)
         ]
         assert not _codes(history, recipe=recipe) & GAN_CODES
         assert not set(measured["findings"]) & GAN_CODES  # the run's own diagnosis agreed
+    # The DCGAN (unconditional: no within-class spread, the global measures judge it alone).
+    dcgan = results["mnist_dcgan"]
+    fields = {log: field for log, field in keys.items() if not log.startswith("gen_within")}
+    history = [
+        {"epoch": e + 1, **{log: dcgan[field][e] for log, field in fields.items()}}
+        for e in range(dcgan["epochs"])
+    ]
+    dcgan_recipe = load_recipe(root / "recipes" / "mnist_dcgan.yaml").model_dump(mode="json")
+    assert len(history) == 2 and not _codes(history, recipe=dcgan_recipe) & GAN_CODES
 
 
 # ------------------------------------------------------------------------------ within a class
