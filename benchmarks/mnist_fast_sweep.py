@@ -43,6 +43,37 @@ VARIANTS: dict[str, list[str]] = {
     "beta2-0.99": ["train.optimizer.args.betas=[0.9,0.99]"],
     "pct0.4": ["train.schedule.args.pct_start=0.4"],
     "bf16": ["train.precision=bf16"],
+    "bf16cl": ["train.precision=bf16", "train.channels_last=true"],
+    "c128-bf16cl": [
+        "model.args.channels=[16,32,64,128]",
+        "train.precision=bf16",
+        "train.channels_last=true",
+    ],
+    "b96-lr0.015": ["data.batch_size=96", "train.optimizer.lr=0.015"],
+    "c24-bf16cl": [
+        "model.args.channels=[24,48,96,128]",
+        "train.precision=bf16",
+        "train.channels_last=true",
+    ],
+    "c128-b64-bf16cl": [
+        "model.args.channels=[16,32,64,128]",
+        "data.batch_size=64",
+        "train.optimizer.lr=0.01",
+        "train.precision=bf16",
+        "train.channels_last=true",
+    ],
+    "c128-b96-bf16cl": [
+        "model.args.channels=[16,32,64,128]",
+        "data.batch_size=96",
+        "train.optimizer.lr=0.015",
+        "train.precision=bf16",
+        "train.channels_last=true",
+    ],
+    "c20-bf16cl": [
+        "model.args.channels=[20,40,80,128]",
+        "train.precision=bf16",
+        "train.channels_last=true",
+    ],
 }
 
 
