@@ -111,3 +111,27 @@ def test_cli_train_hands_new_and_resumed_runs_to_the_task(tmp_path: Path, monkey
     assert given is None and root == runs
     assert options == {"resume": name, "progress": True}
     assert looked_up == ["fake_gan", "fake_gan"]  # the resumed run: its saved recipe
+
+
+@pytest.mark.parametrize(
+    ("data", "model", "kind"),
+    [
+        ("mnist_scenes", "scene_fcos", "detection"),
+        ("synthetic_ratings", "matrix_factorization", "recommender"),
+        ("orl_faces", "embedding_cnn", "embedding"),
+        ("mnist", "dcgan", "GAN"),
+        ("cartpole", "ppo", "RL agent"),
+        ("tinyshakespeare", "lstm_lm", "language model"),
+    ],
+)
+def test_nproc_refuses_every_task_with_its_own_loop(tmp_path: Path, data, model, kind) -> None:
+    """Only the generic experiment splits batches across ranks; a task's own loop would run
+    whole in every process, each writing the same run folder. Refused before torchrun starts."""
+    (tmp_path / "task.yaml").write_text(
+        f"name: task_run\nmodel: {{name: {model}}}\ndata: {{name: {data}}}\n"
+    )
+    result = layerwise("train", "task.yaml", "--nproc", "2", cwd=tmp_path)
+    assert result.code == 2, result.stderr
+    assert "'task_run'" in result.stderr and kind in result.stderr
+    assert "several processes" in result.stderr
+    assert not (tmp_path / "runs").exists()

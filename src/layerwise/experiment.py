@@ -48,8 +48,9 @@ from layerwise.report import (
 )
 from layerwise.report.doctor_plots import write_doctor_plots
 from layerwise.runs import CheckpointFallbackWarning, Run
-from layerwise.tasks import gan_task, rl_task, sequence_task
+from layerwise.tasks import gan_task, rl_task
 from layerwise.tasks.common import schedule_settings
+from layerwise.tasks.dispatch import task_kind
 from layerwise.train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -748,16 +749,14 @@ def check_distributed(recipe: Recipe) -> None:
 
 
 def _refuse_distributed(recipe: Recipe) -> None:
-    if gan_task(recipe) or rl_task(recipe) or sequence_task(recipe) is not None:
-        kind = (
-            "a GAN"
-            if gan_task(recipe)
-            else "an RL agent"
-            if rl_task(recipe)
-            else "a translation or language model"
-        )
+    """Only the generic experiment splits its batches across ranks; a task with its own training
+    function (GAN, RL, sequences, detection, recommender, embeddings) would run whole in every
+    process, each writing the same run folder."""
+    kind = task_kind(recipe)
+    if kind is not None:
         raise RecipeError(
-            f"recipe '{recipe.name}' trains {kind}, which cannot train in several processes yet",
+            f"recipe '{recipe.name}' trains a {kind.name} task, "
+            "which cannot train in several processes yet",
             hint="train it in one process (without --nproc or torchrun)",
         )
 
