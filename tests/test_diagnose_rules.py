@@ -1768,3 +1768,38 @@ def test_a_rise_on_few_val_rows_counts_while_the_model_memorises_its_training_ro
     # The same val curve while the train loss only halves: a few rows, not named.
     slow = [*loss[:5], *(0.015 * 0.97**k for k in range(25))]
     assert curves.overfitting(ctx(history(slow, val, val_acc=[0.979] * 30), data=data)) is None
+
+
+def fpn_detector_probes(fpn_level: float = 2.1e-4, stem: float = 0.05) -> SimpleNamespace:
+    """FCOS on MNIST scenes (`recipes/detect_mnist_scenes.yaml`): every digit is assigned to the
+    stride-8 level, so the stride-16 output conv learns only from easy background cells and its
+    relative gradient is ~2e-4 of the head's (measured), while the backbone learns normally."""
+    grads = {
+        "backbone.body.stem": stem,
+        "backbone.body.stage1": 0.04,
+        "backbone.body.stage2": 0.03,
+        "backbone.body.stage3": 0.03,
+        "backbone.fpn.inner_blocks.0": 0.05,
+        "backbone.fpn.inner_blocks.1": 0.01,
+        "backbone.fpn.layer_blocks.0": 0.2,
+        "backbone.fpn.layer_blocks.1": fpn_level,
+        "head.classification_head.conv": 0.3,
+        "head.classification_head.cls_logits": 0.5,
+        "head.regression_head.bbox_ctrness": 1.0,
+    }
+
+    def layers(i: int, e: int) -> dict[str, Any]:
+        return {name: param("Conv2d", g * wiggle(i), 1.0) for name, g in grads.items()}
+
+    return probe_log(3, 3, layers, loss_at=lambda i, e: 1.0 / e)
+
+
+def test_a_small_gradient_in_the_middle_is_not_vanishing_when_the_input_end_learns() -> None:
+    """Vanishing with depth is smallest at the input end, where the gradient arrives last; an
+    FPN level no target reaches has a tiny gradient while the stem before it learns normally."""
+    assert gradients.vanishing_gradients(ctx(probes=fpn_detector_probes())) is None
+    # The stem itself starved as well: that is the gradient dying on its way back.
+    found = gradients.vanishing_gradients(ctx(probes=fpn_detector_probes(stem=1e-4)))
+    assert found is not None and found.layer == "backbone.body.stem"
+    assert found.evidence["reference_layer"] == "head.regression_head.bbox_ctrness"
+    assert "backbone.fpn.layer_blocks.1" in found.evidence["layers_below"]

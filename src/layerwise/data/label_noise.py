@@ -15,7 +15,8 @@ truly flipped): healthy digits 0.1-0.2%, MNIST 0.5%, breast cancer 0.2%, wine 0%
 of training labels flipped, digits 15% / 28% (96%, 94%), breast cancer 20% / 28% (84%, 73%),
 wine 17% / 28% (90%, 86%), MNIST 18% / 27% (93%). It takes 0.1 s on digits and 2.5 s on
 20,000 MNIST rows (one core). Where classes truly overlap, the flags cannot tell overlap from
-noise: three classes from `make_classification(class_sep=0.5)` with no label flipped read as 23%.
+noise: three classes from `make_classification(class_sep=0.5)` with no label flipped read as 23%
+(the test of the surest rows below then abstains).
 
 The flags are only as good as the quick model, so the estimate abstains when that model has not
 learnt the data. If a share f of the labels were wrong and the model were right on every other
@@ -29,11 +30,16 @@ removed 0.0-0.12 (its "noise" read 50%), classes that overlap 0.5-0.6, a weak si
 a wide sparse table the linear model reads poorly 0.52-0.6. The price: 30% flipped on a binary
 table of middling separability reaches only 0.66 and abstains.
 
+Where classes overlap, the flags sit at the class borders, while flipped labels are spread evenly:
+the estimate also abstains when the quarter of rows the quick model is surest of disagree with
+their labels less than half as often as rows are flagged in all (`CONFIDENT_SHARE`).
+
 Labels with no relation to their inputs at all (shuffled rows, an off-by-one join) leave the
 quick model at chance, exactly like inputs that carry no signal. The held-out split tells them
 apart when its labels are sound: `held_out` gives it, and when the training labels cannot be
-learnt but the held-out ones can (its own out-of-fold progress clears `MIN_PROGRESS`), a quick
-model fitted on the held-out split judges the training labels (`cross_split_flags`).
+learnt (the quick model got under `MAX_CROSS_PROGRESS` of the way) but the held-out ones can (its
+own out-of-fold progress clears `MIN_PROGRESS`), a quick model fitted on the held-out split
+judges the training labels (`cross_split_flags`).
 """
 
 from __future__ import annotations
@@ -57,6 +63,17 @@ MIN_ROWS = 50  # fewer rows than this give too few per fold for a meaningful est
 MAX_INDICES = 50_000
 NEIGHBOURS = 10
 MIN_PROGRESS = 2 / 3  # the quick model must get 2/3 of the way from chance to 1 - fraction
+# Flipped labels are spread evenly, so the rows the quick model is surest of disagree with their
+# labels about as often as all rows are flagged; where classes merely overlap, the flags sit at
+# the borders and those surest rows agree. The estimate stands only when the surest quarter's
+# disagreement reaches half the flagged share, midway between the two.
+CONFIDENT_SHARE = 0.5
+# The comparison needs flags enough that, were they all wrong labels, the surest quarter would hold
+# 5 of them; fewer can neither be told apart from overlap nor matter (healthy digits: 0.3).
+MIN_EXPECTED_SURE = 5
+# Labels unrelated to their inputs leave the quick model at chance; one that got a third of the way
+# to `MIN_PROGRESS`'s target has learnt from them, so the held-out split is not asked to judge.
+MAX_CROSS_PROGRESS = 1 / 3
 C = 0.1  # stronger than sklearn's 1.0: with few rows per weight a noisy model otherwise
 # memorises flipped labels and flags clean rows (25% flipped in 600 digits read as 38%, not 25%)
 
@@ -100,15 +117,30 @@ def estimate_label_noise(
     flipped), `chance_accuracy` (share of the most common label: a `cv_accuracy` near it means
     the quick model learnt little, and then its flags say more about the model than the labels),
     `class_recall` (the quick model's out-of-fold recall per class, None for an empty class),
-    `rows_examined`, `method`, `progress` (how far the quick model got from chance towards the
-    accuracy a model right on every unflagged row would have; see the module doc) and `abstained`
+    `rows_examined`, `method`, `confident_disagreement` (the share of the quarter of rows the
+    quick model is surest of whose label it rejects), `progress` (how far the quick model got
+    from chance towards the accuracy a model right on every unflagged row would have; see the
+    module doc) and `abstained`
     (None, or why the estimate is withheld: then `estimated_fraction` is None, nothing is flagged
     and `raw_fraction` holds the share the flags would have said).
     """
     flagged, info = confident_flags(x, y, num_classes, seed, max_rows, image)
     if info is None:
         return None
-    if info["abstained"] and held_out is not None:
+    surest, raw = info["confident_disagreement"], info["raw_fraction"]
+    expected_in_surest = raw * max(1, info["rows_examined"] // 4)
+    if (
+        not info["abstained"]
+        and expected_in_surest >= MIN_EXPECTED_SURE
+        and surest < raw * CONFIDENT_SHARE
+    ):
+        flagged = np.zeros(0, dtype=np.int64)
+        info["abstained"] = (
+            f"the flagged rows lie where classes overlap: of the quarter of rows the quick model "
+            f"is surest of, {surest:.1%} disagree with their label, against "
+            f"{raw:.1%} flagged in all (wrong labels would be spread evenly)"
+        )
+    if info["abstained"] and info["progress"] < MAX_CROSS_PROGRESS and held_out is not None:
         crossed = cross_split_flags(x, y, *held_out, num_classes, seed, max_rows, image)
         if crossed is not None:
             flagged, info = crossed[0], {**info, **crossed[1], "abstained": None}
@@ -150,17 +182,19 @@ def confident_flags(
     other_confident = probs >= thresholds
     other_confident[np.arange(len(labels)), labels] = False
     flagged = (given < thresholds[labels]) & other_confident.any(axis=1)
-    accuracy = float(np.mean(probs.argmax(axis=1) == labels))
+    predicted = probs.argmax(axis=1)
+    accuracy = float(np.mean(predicted == labels))
     chance = float(counts.max() / len(labels))
     fraction = float(flagged.mean())
     progress = model_progress(accuracy, chance, fraction)
+    surest = np.argsort(-probs.max(axis=1), kind="stable")[: max(1, len(labels) // 4)]
+    confident_disagreement = float(np.mean(predicted[surest] != labels[surest]))
     abstained = None
     if progress < MIN_PROGRESS:
         abstained = (
             f"the quick model learnt too little to judge labels (accuracy {accuracy:.3f}, chance "
             f"{chance:.3f}: {max(progress, 0.0):.0%} of the way to {1 - fraction:.3f})"
         )
-    predicted = probs.argmax(axis=1)
     hits = np.bincount(labels, weights=predicted == labels, minlength=num_classes)
     info = {
         "cv_accuracy": accuracy,
@@ -169,6 +203,7 @@ def confident_flags(
         "class_recall": [float(h / c) if c else None for h, c in zip(hits, counts, strict=True)],
         "chance_accuracy": chance,
         "progress": progress,
+        "confident_disagreement": confident_disagreement,
         "abstained": abstained,
         "raw_fraction": fraction,
         "rows_examined": len(rows),

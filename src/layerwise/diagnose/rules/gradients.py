@@ -251,11 +251,16 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
         for epoch, grads in by_epoch.items()
     }
     ratios = {epoch: r for epoch, r in ratios.items() if r}
-    streak = trailing(ratios, lambda r: min(r.values(), default=1.0) < VANISH_RATIO)
+    judged = input_end(towers)
+
+    def vanished(r: dict[str, float]) -> bool:
+        return min((v for name, v in r.items() if name in judged), default=1.0) < VANISH_RATIO
+
+    streak = trailing(ratios, vanished)
     if not persistent(streak, len(ratios), ctx.final):
         return _through_time(ctx)
     latest = ratios[streak[-1]]
-    worst = min(latest, key=lambda name: latest[name])
+    worst = min((name for name in latest if name in judged), key=lambda name: latest[name])
     last = last_of[worst]
     below = [name for name, r in latest.items() if r < VANISH_RATIO]
     where = (
@@ -292,6 +297,22 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
         ],
         patch=fx.merge(_relu_if_saturating(ctx), fx.he_init(ctx), fx.batchnorm(ctx)),
     )
+
+
+def input_end(towers: list[list[str]]) -> set[str]:
+    """The layers a vanishing gradient is judged on: the first quarter (at least one) of each
+    tower's layers before its last.
+
+    A gradient that vanishes with depth is smallest where it arrives last, at the input end: the
+    first layers' gradient has crossed every layer after it. A small gradient in the middle of a
+    model whose first layers learn normally has not vanished on the way back; the loss hardly
+    depends on that layer (an FPN output level that no target is assigned to, a branch the
+    output barely uses), and He initialisation or batch norm would not change that."""
+    judged: set[str] = set()
+    for tower in towers:
+        earlier = tower[:-1]
+        judged.update(earlier[: max(1, len(earlier) // 4)])
+    return judged
 
 
 def parallel_towers(ctx: RuleContext, layers: list[str]) -> list[list[str]]:
