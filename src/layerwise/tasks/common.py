@@ -8,17 +8,18 @@ steps around that are one procedure, kept here once so a fix to it reaches every
 - a resumed run picks up its last checkpoint, a new one starts its metrics log over
   (`restore_last`);
 - a trained run is diagnosed and given its final status by one rule (`close_run`);
-- a trained run's weights come from `best`, else `last` (`checkpoint_to_load`).
+- a trained run's weights come from `best`, else `last` (`checkpoint_to_load`);
+- the recipe's doctor as callbacks for the task's Trainer (`task_doctor`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
-from layerwise.diagnose.doctor import Doctor
+from layerwise.diagnose.doctor import PROBES_FILE, Doctor, doctor_callbacks
 from layerwise.diagnose.findings import Diagnosis
 from layerwise.errors import CheckpointError
 from layerwise.recipe import Recipe
@@ -64,6 +65,40 @@ def log_and_checkpoint(run: Run, recipe: Recipe, monitor: str, progress: bool) -
         run, monitor=monitor, every_steps=recipe.train.checkpoint_every_steps
     )
     return [MetricsLogger(run), checkpoints] + ([ProgressBar()] if progress else [])
+
+
+def task_doctor(
+    recipe: Recipe,
+    run: Run,
+    task: str,
+    echo: Callable[[str], None] | None,
+    *,
+    data_profile: dict[str, Any] | None = None,
+    num_classes: int | None = None,
+) -> list[Callback]:
+    """The recipe's doctor for a task's Trainer (built with `doctor=False`): probes every
+    `doctor.probe_every` steps into the run's probes.jsonl, so `layerwise doctor RUN` and a
+    resumed run read the whole log, and the training rules told the task's own `task` and the
+    recipe; nothing when `doctor.probes` is off.
+
+    It never runs the data checks at fit start. `Trainer(doctor=True)` would (`default_doctor`),
+    on whatever `(x, y)` tensors the batcher holds, as a classification or regression table; a
+    task's batches are identities, user/item pairs or token sequences, so each task checks what
+    fits it before building the Trainer and hands the profile here as `data_profile`."""
+    spec = recipe.doctor
+    if not spec.probes:
+        return []
+    return doctor_callbacks(
+        every=spec.probe_every,
+        path=run.path / PROBES_FILE,
+        data_profile=data_profile,
+        recipe=recipe.model_dump(mode="json"),
+        task=task,
+        num_classes=num_classes,
+        echo=echo if spec.live else None,
+        stop_on_fatal=spec.stop_on_fatal,
+        check_data=False,
+    )
 
 
 def restore_last(run: Run, model: nn.Module, trainer: Trainer, resume: bool) -> None:

@@ -29,12 +29,17 @@ from torch import Tensor, nn
 
 from layerwise.data import load_dataset
 from layerwise.data.scenes import CANVAS, SceneBundle, scene_targets
-from layerwise.diagnose.doctor import PROBES_FILE, doctor_callbacks
 from layerwise.errors import DataError, LayerwiseError, RecipeError
 from layerwise.models.detection import scene_fcos
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
-from layerwise.tasks.common import close_run, log_and_checkpoint, restore_last, trainer_settings
+from layerwise.tasks.common import (
+    close_run,
+    log_and_checkpoint,
+    restore_last,
+    task_doctor,
+    trainer_settings,
+)
 from layerwise.tasks.sequence import load_run_weights
 from layerwise.train import Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
@@ -189,17 +194,7 @@ def doctor_watch(recipe: Recipe, run: Run, echo: Echo) -> list[Any]:
     the scenes' padded box rows for 30 regression targets and their 0-255 pixels (which
     `unpack` scales) for unscaled inputs, and spend minutes of near-copy search over 8,000
     16,384-pixel scenes before the first step."""
-    spec = recipe.doctor
-    if not spec.probes:
-        return []
-    return doctor_callbacks(
-        every=spec.probe_every,
-        path=run.path / PROBES_FILE,
-        recipe=recipe.model_dump(mode="json"),
-        task="detection",
-        echo=echo if spec.live else None,
-        stop_on_fatal=spec.stop_on_fatal,
-    )
+    return task_doctor(recipe, run, "detection", echo)
 
 
 def train_detector(

@@ -38,7 +38,7 @@ from layerwise.models import create_model
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
 from layerwise.runs.atomic import atomic_write_json
-from layerwise.tasks.common import log_and_checkpoint, restore_last, trainer_settings
+from layerwise.tasks.common import log_and_checkpoint, restore_last, task_doctor, trainer_settings
 from layerwise.tasks.sequence import finish_report, load_run_weights
 from layerwise.train import Trainer, seed_everything
 from layerwise.train.callbacks.stop_on_signal import guarded_fit
@@ -114,7 +114,8 @@ def build_model(recipe: Recipe, data: IdentityBundle) -> nn.Module:
 
 
 def build_trainer(recipe: Recipe, model: nn.Module, callbacks: Sequence[Any] = ()) -> MetricTrainer:
-    """A `MetricTrainer` configured by `recipe.train` (`train.loss.args.margin`)."""
+    """A `MetricTrainer` configured by `recipe.train` (`train.loss.args.margin`), with
+    `callbacks` (the doctor only if among them: `train_embedding` adds `task_doctor`'s)."""
     spec = recipe.train
     if spec.loss.name not in METRIC_LOSSES:
         raise RecipeError(
@@ -124,7 +125,7 @@ def build_trainer(recipe: Recipe, model: nn.Module, callbacks: Sequence[Any] = (
     return MetricTrainer(
         model,
         **trainer_settings(recipe, callbacks),
-        doctor=recipe.doctor.probes,
+        doctor=False,
         margin=float(spec.loss.args.get("margin", 0.2)),
     )
 
@@ -135,11 +136,19 @@ def train_embedding(
     *,
     resume: str | Path | None = None,
     progress: bool = True,
+    echo: Echo = print,
     callbacks: Sequence[Any] = (),
 ) -> tuple[Run, dict[str, float]]:
     """Train an embedding recipe into a new run folder, or `resume` a stopped run from its last
     checkpoint (bit for bit: the P x K draw is a pure function of seed and epoch); returns the
-    run and its scores on the test identities."""
+    run and its scores on the test identities.
+
+    The data gets none of the doctor's data checks: they judge labels as classes to predict,
+    and an identity is none (the validation and test people have no training rows by design,
+    which the classifier checks call class imbalance). What matters here, that no person is in
+    two splits and that there are two or more to draw triplets from, is made so by the loaders
+    (they split by person) and `PKBatcher`. The doctor watches training (`task_doctor`, task
+    `embedding`)."""
     run: Run | None = None
     if resume is not None:
         run, recipe = Run.reopen(resume, runs_root, recipe)
@@ -152,7 +161,8 @@ def train_embedding(
         run = Run.create(runs_root, recipe.name, recipe.to_yaml())
     monitor = recipe.train.monitor if data.val is not None else "loss"
     everything = log_and_checkpoint(run, recipe, monitor, progress)
-    trainer = build_trainer(recipe, model, [*everything, *callbacks])
+    doctor = task_doctor(recipe, run, "embedding", echo)
+    trainer = build_trainer(recipe, model, [*everything, *doctor, *callbacks])
     restore_last(run, model, trainer, resume is not None)
     per_person = data.images_per_person
     batches = PKBatcher(

@@ -38,7 +38,7 @@ from layerwise.errors import DataError, RecipeError
 from layerwise.models import MODELS, create_model
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
-from layerwise.tasks.common import log_and_checkpoint, restore_last, trainer_settings
+from layerwise.tasks.common import log_and_checkpoint, restore_last, task_doctor, trainer_settings
 from layerwise.tasks.sequence import finish_report
 from layerwise.tasks.sequence import load_run_weights as load_sequence_weights
 from layerwise.train import Trainer, seed_everything
@@ -258,6 +258,26 @@ def load_ratings(recipe: Recipe) -> RatingsBundle:
     return data
 
 
+def check_ratings(data: RatingsBundle) -> None:
+    """Refuse a rating that is not a finite number (a `DataError` naming the split, the count
+    and the first user and item): one makes the squared error, the global mean the models start
+    from and the clipping range infinite. The MovieLens reader refuses NaN but takes `inf`."""
+    for name in ("train", "val", "test"):
+        part = getattr(data, name)
+        if part is None:
+            continue
+        bad = ~torch.isfinite(part[1])
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0])
+            user, item = (int(v) for v in part[0][row])
+            raise DataError(
+                f"{int(bad.sum())} {name} rating(s) of '{data.name}' are not finite numbers; "
+                f"the first: user {data.user_ids[user]}, item {data.item_ids[item]} "
+                f"({float(part[1][row])})",
+                hint="remove or correct those rows in the ratings file",
+            )
+
+
 def build_model(recipe: Recipe, data: RatingsBundle) -> nn.Module:
     """The recipe's model with the table sizes and mean rating the data gives."""
     accepts = inspect.signature(MODELS.get(recipe.model.name)).parameters
@@ -274,13 +294,14 @@ def build_trainer(
 ) -> RatingTrainer:
     """A `RatingTrainer` configured by `recipe.train` (`train.l2` is the embedding decay;
     `train.precision` as for any recipe: the embedding lookups and biases stay fp32 under
-    autocast, so bf16 rounds only the factor and MLP products)."""
+    autocast, so bf16 rounds only the factor and MLP products). The doctor only if among
+    `callbacks`: `train_recommender` adds `task_doctor`'s."""
     ratings = data.train[1]
     return RatingTrainer(
         model,
         **trainer_settings(recipe, callbacks),
         precision=recipe.train.precision,
-        doctor=recipe.doctor.probes,
+        doctor=False,
         l2=recipe.train.l2,
         rating_range=(float(ratings.min()), float(ratings.max())),
     )
@@ -302,6 +323,12 @@ def train_recommender(
     recipe, and the weights, optimizer, random state and position in the epoch come from the
     checkpoint (the batch order is a pure function of seed and epoch). `recipe` may then be
     None; a recipe that differs from the saved one is refused.
+
+    The data gets none of the doctor's data checks: they read `[user, item]` index pairs as
+    two measured features (scale, near copies a few ids apart) and say nothing a recommender
+    needs. What it needs: ids within the tables (the loaders number users and items) and finite
+    ratings (`check_ratings`, before the run folder is made). The doctor watches training as a
+    regression (`task_doctor`).
     """
     run: Run | None = None
     if resume is not None:
@@ -310,12 +337,14 @@ def train_recommender(
             return run, run.info().get("test_metrics") or {}
     seed_everything(recipe.seed)
     data = load_ratings(recipe)
+    check_ratings(data)
     model = build_model(recipe, data)
     if run is None:
         run = Run.create(runs_root, recipe.name, recipe.to_yaml())
     monitor = recipe.train.monitor if data.val is not None else "loss"
     everything = log_and_checkpoint(run, recipe, monitor, progress)
-    trainer = build_trainer(recipe, model, data, [*everything, *callbacks])
+    doctor = task_doctor(recipe, run, data.task, echo)
+    trainer = build_trainer(recipe, model, data, [*everything, *doctor, *callbacks])
     restore_last(run, model, trainer, resume=resume is not None)
     with guarded_fit(run, trainer):
         trainer.fit(

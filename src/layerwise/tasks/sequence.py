@@ -34,6 +34,7 @@ from layerwise.tasks.common import (
     close_run,
     log_and_checkpoint,
     restore_last,
+    task_doctor,
     trainer_settings,
 )
 from layerwise.train import Trainer, seed_everything
@@ -118,12 +119,13 @@ class SequenceTask(Protocol):
 def build_trainer(
     recipe: Recipe, model: nn.Module, callbacks: Sequence[Any] = ()
 ) -> SequenceTrainer:
-    """A `SequenceTrainer` configured by `recipe.train` (its loss and metrics are fixed)."""
+    """A `SequenceTrainer` configured by `recipe.train` (its loss and metrics are fixed), with
+    `callbacks` (the doctor only if among them: `train_task` adds `data_doctor`'s)."""
     return SequenceTrainer(
         model,
         **trainer_settings(recipe, callbacks),  # train_task adds its own bar when asked
         precision=recipe.train.precision,
-        doctor=recipe.doctor.probes,
+        doctor=False,
         label_smoothing=recipe.train.loss.label_smoothing,
     )
 
@@ -190,33 +192,33 @@ def train_task(
 def data_doctor(
     recipe: Recipe, data: DatasetBundle, model: nn.Module, run: Run, echo: Echo
 ) -> list[Any]:
-    """The doctor of a sequence run, having checked the data first (as `layerwise train` does
-    for other recipes): the data profile holds the token figures of the bundle (unknown-token
-    rate, vocabulary coverage, lengths, truncation of each side and split), which the doctor's
-    data rules read; it is saved as `data_profile.json`. Empty when the recipe turns the doctor
-    off (`doctor.probes: false`: the Trainer then has none either)."""
+    """The doctor of a sequence run, having checked the data once first (as `layerwise train`
+    does for other recipes, when `doctor.data_checks` is on): the data profile holds the token
+    figures of the bundle (unknown-token rate, vocabulary coverage, lengths, truncation of each
+    side and split), which the doctor's data rules read; it is saved as `data_profile.json`.
+    Label noise is not estimated (next tokens are no labels a quick model could doubt). The
+    callbacks are `task_doctor`'s, which run no second check at fit start; empty when the recipe
+    turns the doctor off (`doctor.probes: false`)."""
     if not recipe.doctor.probes:
         return []
-    from layerwise.diagnose.doctor import check_data, doctor_callbacks, write_data_profile
+    from layerwise.diagnose.doctor import check_data, write_data_profile
 
-    raw = recipe.model_dump(mode="json")
     profile = None
     if recipe.doctor.data_checks:
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         diagnosis = check_data(
-            data, num_params=params, recipe=raw, seed=recipe.seed, label_noise=False
+            data,
+            num_params=params,
+            recipe=recipe.model_dump(mode="json"),
+            seed=recipe.seed,
+            label_noise=False,
         )
         profile = diagnosis.data_profile
         write_data_profile(run, profile)
         for finding in diagnosis.findings if echo is not None else []:
             echo(f"doctor: {finding.headline()}")
-    return doctor_callbacks(
-        every=recipe.doctor.probe_every,
-        data_profile=profile,
-        recipe=raw,
-        task=data.task,
-        num_classes=data.num_classes,
-        echo=echo,
+    return task_doctor(
+        recipe, run, data.task, echo, data_profile=profile, num_classes=data.num_classes
     )
 
 
