@@ -18,6 +18,7 @@ from layerwise.data import DatasetBundle, load_dataset
 from layerwise.data.clean import drop_duplicates, drop_leaked
 from layerwise.data.overlap import (
     NEAR_RMS,
+    _NearSearch,
     find_copies,
     repeated_rows,
     row_hashes,
@@ -95,6 +96,54 @@ def test_near_search_finds_every_pair_brute_force_finds(shape, image):
     assert set(np.flatnonzero(copies.train_near)) == set(pairs[:, 1])
     assert np.flatnonzero(copies.exact["test"]).tolist() == [20, 21, 22, 23, 24]
     assert np.flatnonzero(copies.train_exact).tolist() == [0, 1, 2, 3, 4]
+
+
+def token_rows(n: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Reviews as token ids: frequent words have small ids, lengths vary, right-padded with 0."""
+    ids = np.minimum(rng.zipf(1.3, size=(n, width)), 5_000).astype(np.float64)
+    lengths = rng.integers(5, width, size=n)
+    ids[np.arange(width)[None, :] >= lengths[:, None]] = 0.0
+    return ids
+
+
+def test_near_search_on_padded_token_ids_finds_every_pair_brute_force_finds():
+    """Token ids project poorly onto 12 axes, so the search leans on the residual runs there:
+    train rows copied with changes from 0.3 to 1.4 times the radius are found exactly up to it."""
+    rng = np.random.default_rng(0)
+    train = token_rows(700, 150, rng)
+    span = train.max(axis=0) - train.min(axis=0)
+    # The radius depends on train alone: short reviews of common words crowd, so it shrinks.
+    radius = find_copies({"train": train, "test": train[:1]}, image=False, seed=0).near_rms
+    assert radius < NEAR_RMS / 2
+    # changes in the first 5 words (never padding), RMS over all 150 positions as planned
+    planned = np.linspace(0.3, 1.4, 40) * radius
+    change = np.zeros((40, 150))
+    change[:, :5] = rng.choice([-1.0, 1.0], size=(40, 5)) * planned[:, None] * np.sqrt(150 / 5)
+    leaked = train[:40] + change * span
+    rows = {"train": train, "test": np.concatenate([leaked, token_rows(40, 150, rng)])}
+    copies = find_copies(rows, image=False, seed=0)
+    assert copies.near_rms == radius
+    pairs = brute_force(rows["train"], rows["test"], False, copies.near_rms)
+    assert set(np.flatnonzero(copies.near["test"])) == set(pairs[:, 0])
+    assert set(np.flatnonzero(copies.train_near)) == set(pairs[:, 1])
+    assert copies.near["test"][:40].tolist() == (planned <= radius * 0.999).tolist()
+
+
+def test_near_search_bound_never_exceeds_a_distance_and_prunes_token_rows():
+    """The k-d tree's coordinates (projection and residual norm per run of positions) are never
+    further apart than the rows are, and they are much closer to it than the projection alone."""
+    rng = np.random.default_rng(1)
+    search = _NearSearch(token_rows(600, 120, rng), image=False, seed=0)
+    a, b = rng.integers(0, 600, size=(2, 2_000))
+    full = np.linalg.norm(search.scaled[a].astype(np.float64) - search.scaled[b], axis=1)
+    coords = search._bounds(search.scaled)
+    bound = np.linalg.norm(coords[a] - coords[b], axis=1)
+    projected = search._project(search.scaled)
+    alone = np.linalg.norm(projected[a] - projected[b], axis=1)
+    assert np.all(bound <= full * (1 + 1e-9) + 1e-12)
+    assert np.median(bound / np.maximum(full, 1e-12)) > 1.5 * np.median(
+        alone / np.maximum(full, 1e-12)
+    )
 
 
 # ------------------------------------------------------------------------------ fix == finding
