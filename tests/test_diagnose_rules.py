@@ -1803,3 +1803,14 @@ def test_a_small_gradient_in_the_middle_is_not_vanishing_when_the_input_end_lear
     assert found is not None and found.layer == "backbone.body.stem"
     assert found.evidence["reference_layer"] == "head.regression_head.bbox_ctrness"
     assert "backbone.fpn.layer_blocks.1" in found.evidence["layers_below"]
+
+
+def test_wider_scales_a_single_hidden_width() -> None:
+    """`lstm_lm` takes one `hidden` width, not a list: an underfitting finding on a language model
+    crashed the run's end with "'int' object is not iterable" while building this patch."""
+    from layerwise.diagnose.rules import fixes as fx
+
+    lm = recipe(model={"name": "lstm_lm", "args": {"hidden": 32}, "init": "default"})
+    assert fx.wider(ctx(rec=lm)) == {"model.args.hidden": 128}
+    wide = recipe(model={"name": "lstm_lm", "args": {"hidden": 256}, "init": "default"})
+    assert fx.wider(ctx(rec=wide)) == {"model.args.hidden": 1024}

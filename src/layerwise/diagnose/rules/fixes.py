@@ -231,6 +231,8 @@ def wider(ctx: RuleContext, factor: int = 4, at_least: int = 64) -> Patch:
     hidden = model_arg(ctx, "hidden")
     if not hidden:
         return {}
+    if isinstance(hidden, int | float):  # one width for every layer (`lstm_lm`, `gru`)
+        return {"model.args.hidden": max(int(hidden) * factor, at_least)}
     return {"model.args.hidden": [max(int(w) * factor, at_least) for w in hidden]}
 
 
