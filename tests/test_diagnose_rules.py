@@ -1171,6 +1171,16 @@ def test_label_noise() -> None:
         "model's cross-validated accuracy is 0.780)"
     )
     assert finding.patch == {"data.drop_noisy": True, "train.loss.label_smoothing": 0.1}
+    # A large training set is judged on a sample: the finding says so, and counts within it.
+    info = {"estimated_fraction": 0.25, "flagged": 150, "cv_accuracy": 0.7, "rows_examined": 600}
+    sampled = data_rules.label_noise(ctx(data=digits_profile(label_noise=info)))
+    assert sampled.evidence["rows_examined"] == 600
+    assert "(150 of 600 rows flagged; judged on a sample of 600 of the 1,293 rows;" in (
+        sampled.message
+    )
+    # Rows left out for an invalid label are not a sample.
+    invalid = digits_profile(label_noise=info, invalid_labels={"train": 693})
+    assert "sample" not in data_rules.label_noise(ctx(data=invalid)).message
     borderline = digits_profile(label_noise={"estimated_fraction": 0.10})
     assert data_rules.label_noise(ctx(data=borderline)) is None
     assert data_rules.label_noise(ctx(data=digits_profile(label_noise=None))) is None

@@ -122,9 +122,16 @@ def label_noise(ctx: RuleContext) -> Finding | None:
         return None  # a quick model on a handful of rows per class misjudges most of them
     flagged = info.get("flagged")
     accuracy = number(info.get("cv_accuracy"))
+    examined = info.get("rows_examined")
+    invalid = ((ctx.data or {}).get("invalid_labels") or {}).get("train") or 0
+    # Large training sets are judged on a seeded sample (`profile_data`'s `max_rows`).
+    sampled = bool(examined and size and examined < size - invalid)
     detail = []
     if flagged is not None:
-        detail.append(f"{_count(flagged)}{f' of {_count(size)}' if size else ''} rows flagged")
+        of = examined if sampled else size
+        detail.append(f"{_count(flagged)}{f' of {_count(of)}' if of else ''} rows flagged")
+    if sampled:
+        detail.append(f"judged on a sample of {_count(examined)} of the {_count(size)} rows")
     if accuracy is not None:
         detail.append(f"the quick model's cross-validated accuracy is {accuracy:.3f}")
     return Finding(
@@ -139,6 +146,7 @@ def label_noise(ctx: RuleContext) -> Finding | None:
             "flagged": flagged,
             "cv_accuracy": accuracy,
             "method": info.get("method"),
+            "rows_examined": examined,
             "example_indices": list(info.get("indices") or [])[:20],
         },
         causes=[
