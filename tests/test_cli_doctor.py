@@ -54,6 +54,30 @@ def test_doctor_data_only_lists_data_findings_without_training(tmp_path: Path):
     assert not (tmp_path / "runs").exists()
 
 
+TINY_LM = """
+name: tiny_lm
+data: {name: tinyshakespeare, args: {block_size: 16, subset: 2400}, batch_size: 16}
+model: {name: gpt_lm, args: {dim: 16, heads: 2, layers: 1}}
+"""
+
+
+def test_doctor_data_only_checks_a_sequence_recipe_as_train_does(tmp_path: Path):
+    """A language model's data goes through its task's pipelines and the token checks; the
+    classifier path crashed on it (a model output of 65 classes against 69 'labels')."""
+    (tmp_path / "lm.yaml").write_text(TINY_LM)
+    result = layerwise("doctor", "lm.yaml", "--data-only", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert "No problems found." in result.stdout and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_doctor_data_only_refuses_a_task_the_data_checks_do_not_cover(tmp_path: Path):
+    result = layerwise("doctor", str(RECIPES / "mnist_dcgan.yaml"), "--data-only", cwd=tmp_path)
+    assert result.code == 2
+    assert "'mnist_dcgan' trains a GAN task" in result.stderr and "hint:" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_auto_fix_needs_a_recipe_not_a_run(work: Path):
     result = layerwise("doctor", "tiny", "--auto-fix", cwd=work)
     assert result.code == 2

@@ -271,12 +271,28 @@ def _auto_fix(
 def _check_data_only(target: str, overrides: list[str] | None, verbose: bool = False) -> None:
     """`doctor RECIPE --data-only`: the data checks alone, reported whatever they find."""
     from layerwise import experiment
+    from layerwise.errors import RecipeError
     from layerwise.recipe import load_recipe
+    from layerwise.tasks import sequence_task
+    from layerwise.tasks.dispatch import task_kind
 
     recipe = load_recipe(target, overrides)
     recipe = recipe.model_copy(
         update={"doctor": recipe.doctor.model_copy(update={"data_checks": True})}
     )
+    kind = task_kind(recipe)
+    if kind is not None:  # a task with its own data and batches: the generic checks do not fit
+        task = sequence_task(recipe)
+        if task is None:
+            raise RecipeError(
+                f"recipe '{recipe.name}' trains a {kind.name} task, whose data the doctor's "
+                "data checks do not cover on their own",
+                hint=f"train it (layerwise train {target}): the doctor watches its training",
+            )
+        from layerwise.tasks.sequence import sequence_data_only
+
+        out.print(sequence_data_only(recipe, task).render(verbose), markup=False)
+        return
     data = experiment.build_data(recipe)
     model = experiment.build_model(recipe, data)
     diagnosis = experiment.check_recipe_data(recipe, data, model, echo=None, refuse_fatal=False)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from layerwise.data import DatasetBundle, load_dataset
+from layerwise.diagnose.findings import Diagnosis
 from layerwise.errors import CheckpointError
 from layerwise.models import create_model
 from layerwise.recipe import Recipe
@@ -201,18 +202,11 @@ def data_doctor(
     turns the doctor off (`doctor.probes: false`)."""
     if not recipe.doctor.probes:
         return []
-    from layerwise.diagnose.doctor import check_data, write_data_profile
+    from layerwise.diagnose.doctor import write_data_profile
 
     profile = None
     if recipe.doctor.data_checks:
-        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        diagnosis = check_data(
-            data,
-            num_params=params,
-            recipe=recipe.model_dump(mode="json"),
-            seed=recipe.seed,
-            label_noise=False,
-        )
+        diagnosis = check_sequence_data(recipe, data, model)
         profile = diagnosis.data_profile
         write_data_profile(run, profile)
         for finding in diagnosis.findings if echo is not None else []:
@@ -220,6 +214,29 @@ def data_doctor(
     return task_doctor(
         recipe, run, data.task, echo, data_profile=profile, num_classes=data.num_classes
     )
+
+
+def check_sequence_data(recipe: Recipe, data: DatasetBundle, model: nn.Module) -> Diagnosis:
+    """The data checks of a sequence run (`layerwise train` and `layerwise doctor --data-only`):
+    the token figures and the generic checks, without label noise (next tokens are no labels a
+    quick model could doubt)."""
+    from layerwise.diagnose.doctor import check_data
+
+    return check_data(
+        data,
+        num_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        recipe=recipe.model_dump(mode="json"),
+        seed=recipe.seed,
+        label_noise=False,
+    )
+
+
+def sequence_data_only(recipe: Recipe, task: SequenceTask) -> Diagnosis:
+    """`layerwise doctor RECIPE --data-only` on a sequence recipe: its data, encoded by its task's
+    pipelines, checked as `layerwise train` checks it."""
+    seed_everything(recipe.seed)
+    data = load_dataset(recipe.data.name, **recipe.data.args)
+    return check_sequence_data(recipe, data, build_model(recipe, task, data))
 
 
 def finish_report(
