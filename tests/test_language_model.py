@@ -86,3 +86,19 @@ def test_a_prompt_with_unseen_characters_is_refused_by_name() -> None:
     model = create_model("lstm_lm", **LanguageModelTask().model_args(bundle), **SMALL["lstm_lm"])
     with pytest.raises(DataError, match="'z'"):
         Generator(model, bundle.pipeline).generate("abz", 5)
+
+
+def test_the_closing_sample_starts_from_a_character_the_text_has() -> None:
+    """A text without the recipe's prompt characters and without a line break still gets its
+    sample: it starts from the most frequent character rather than failing after training."""
+    bundle = language_model_bundle("t", "abbb abba " * 30, block_size=8)
+    vocab, task = bundle.pipeline.vocab, LanguageModelTask()
+    assert "\n" not in vocab and task.prompt == "ROMEO:"
+    assert task.starting_prompt(vocab) == "b"
+    with_lines = language_model_bundle("t", "abbb\nabba\n" * 30, block_size=8).pipeline.vocab
+    assert task.starting_prompt(with_lines) == "\n"
+    task.prompt = "ab"
+    assert task.starting_prompt(vocab) == "ab"
+    model = create_model("lstm_lm", **task.model_args(bundle), **SMALL["lstm_lm"])
+    sample = Generator(model, bundle.pipeline).generate(task.starting_prompt(vocab), 5, seed=0)
+    assert sample.startswith("ab")

@@ -23,7 +23,7 @@ from layerwise.models.language import generate
 from layerwise.recipe import Recipe
 from layerwise.runs import Run
 from layerwise.tasks.sequence import Echo, SequenceTrainer, load_run_weights
-from layerwise.text import PIPELINE_FILE, TextPipeline
+from layerwise.text import PIPELINE_FILE, TextPipeline, Vocab
 
 
 @dataclass
@@ -102,7 +102,7 @@ class LanguageModelTask:
         logs = trainer.evaluate(self.batcher(data, "val", 256, recipe.seed, trainer.device))
         metrics = {"val_loss": logs["loss"], "perplexity": math.exp(logs["loss"])}
         metrics["token_accuracy"] = logs.get("token_accuracy", float("nan"))
-        prompt = self.prompt if all(c in data.pipeline.vocab for c in self.prompt) else "\n"
+        prompt = self.starting_prompt(data.pipeline.vocab)
         sample = Generator(trainer.model, data.pipeline).generate(prompt, 300, seed=recipe.seed)
         (run.path / "sample.txt").write_text(sample + "\n", encoding="utf-8")
         self.sample = sample
@@ -110,6 +110,15 @@ class LanguageModelTask:
             echo(f"validation loss {metrics['val_loss']:.3f} nats, perplexity "
                  f"{metrics['perplexity']:.2f}\n--- sample ---\n{sample}")  # fmt: skip
         return metrics
+
+    def starting_prompt(self, vocab: Vocab) -> str:
+        """The recipe's prompt when the text has all its characters, else a line break, else the
+        most frequent character: the closing sample must start from something the model saw."""
+        if all(c in vocab for c in self.prompt):
+            return self.prompt
+        if "\n" in vocab:
+            return "\n"
+        return vocab.itos[len(vocab.specials)]
 
     def report_sections(self, run: Run) -> list[tuple[str, str]]:
         """The sample the finished model wrote (temperature 0.8, seeded), for `report.html`."""
