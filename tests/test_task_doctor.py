@@ -15,10 +15,11 @@ import layerwise.tasks.faces as faces
 import layerwise.tasks.sequence as sequence
 from layerwise.data.faces import IdentityBundle
 from layerwise.data.shakespeare import language_model_bundle
-from layerwise.diagnose.doctor import Doctor
+from layerwise.diagnose.doctor import TASK_FIELD, Doctor, read_data_profile, run_task
 from layerwise.diagnose.probes import Probes
 from layerwise.errors import DataError
 from layerwise.recipe import parse_recipe
+from layerwise.runs import Run
 from layerwise.tasks.language_model import LanguageModelTask
 from layerwise.tasks.recommend import train_recommender
 from layerwise.train import Callback
@@ -64,6 +65,8 @@ def assert_watched(spy: Spy, run_path: Path, task: str) -> Doctor:
     assert probes.path == run_path / "probes.jsonl"
     records = [json.loads(line) for line in probes.path.read_text().splitlines()]
     assert any(r.get("layers") for r in records)  # per-layer statistics were recorded
+    run = Run(run_path)  # `layerwise doctor RUN` judges the finished run as the same task
+    assert run_task(read_data_profile(run), [], run.info().get(TASK_FIELD)) == task
     return doctor
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from layerwise.train.trainer import Trainer
 
 DATA_PROFILE_FILE = "data_profile.json"
+TASK_FIELD = "doctor_task"  # run.json: the task a task's doctor watched the run as
 # What an RL agent's or a GAN's epochs log and a supervised run's never do: how a run folder
 # without a data profile (only classification and regression recipe runs write one) tells
 # `diagnose_run` its task (`run_task`).
@@ -304,7 +305,7 @@ def diagnose_run(run: Run, *, save: bool = True) -> Diagnosis:
         probes=probes,
         data=profile,
         recipe=recipe,
-        task=run_task(profile, history),
+        task=run_task(profile, history, run.info().get(TASK_FIELD)),
         num_classes=(profile or {}).get("num_classes"),
         final=True,
     )
@@ -323,17 +324,23 @@ def diagnose_run(run: Run, *, save: bool = True) -> Diagnosis:
     return diagnosis
 
 
-def run_task(profile: dict[str, Any] | None, history: list[dict[str, Any]]) -> str:
+def run_task(
+    profile: dict[str, Any] | None, history: list[dict[str, Any]], recorded: str | None = None
+) -> str:
     """The task the rules judge a finished run as, from its folder alone.
 
-    The data profile names it for recipe runs (classification, regression). Runs without one
-    are told by what they logged: returns (`RL_KEYS`) make an RL agent, whose loss is a policy
-    objective that may rise while it learns; a discriminator's and a generator's loss
-    (`GAN_KEYS`) make a GAN. Anything else is judged as a classifier, as before. The live doctor
-    is told its task by the code that trains; this reads the same answer back afterwards, so
-    `layerwise doctor RUN` no longer reads a PPO loss as a classifier's."""
+    The data profile names it for recipe runs (classification, regression); the task a task's
+    doctor was told (`recorded`, run.json's `doctor_task`: embedding, detection, a recommender's
+    regression) for runs that keep no profile. Runs with neither are told by what they logged:
+    returns (`RL_KEYS`) make an RL agent, whose loss is a policy objective that may rise while it
+    learns; a discriminator's and a generator's loss (`GAN_KEYS`) make a GAN. Anything else is
+    judged as a classifier, as before. The live doctor is told its task by the code that trains;
+    this reads the same answer back afterwards, so `layerwise doctor RUN` no longer reads a PPO
+    loss as a classifier's."""
     if profile and profile.get("task"):
         return str(profile["task"])
+    if recorded:
+        return recorded
     logged = {key for record in history for key in record}
     if logged.intersection(RL_KEYS):
         return "rl"

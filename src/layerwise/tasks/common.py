@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from layerwise.diagnose.doctor import PROBES_FILE, Doctor, doctor_callbacks
+from layerwise.diagnose.doctor import PROBES_FILE, TASK_FIELD, Doctor, doctor_callbacks
 from layerwise.diagnose.findings import Diagnosis
 from layerwise.errors import CheckpointError
 from layerwise.recipe import Recipe
@@ -88,6 +88,7 @@ def task_doctor(
     spec = recipe.doctor
     if not spec.probes:
         return []
+    run.set_status("running", **{TASK_FIELD: task})  # so `layerwise doctor RUN` judges it alike
     return doctor_callbacks(
         every=spec.probe_every,
         path=run.path / PROBES_FILE,
