@@ -101,4 +101,4 @@ def test_the_closing_sample_starts_from_a_character_the_text_has() -> None:
     assert task.starting_prompt(vocab) == "ab"
     model = create_model("lstm_lm", **task.model_args(bundle), **SMALL["lstm_lm"])
     sample = Generator(model, bundle.pipeline).generate(task.starting_prompt(vocab), 5, seed=0)
-    assert sample.startswith("ab")
+    assert sample.startswith("ab") and set(sample) <= set("ab ")  # untrained: no `<unk>`

@@ -9,6 +9,7 @@ the same, and it keeps the code one loop for both).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -153,11 +154,13 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    banned: Sequence[int] = (),
 ) -> Tensor:
     """Continue `prompt` (1-D or `(N, T)` token ids) by `length` sampled tokens.
 
     `temperature` divides the logits (below 1 is more conservative; 0 means greedy), `top_k`
-    keeps only the k likeliest tokens before sampling (top_k=1 is greedy and deterministic).
+    keeps only the k likeliest tokens before sampling (top_k=1 is greedy and deterministic);
+    `banned` ids are never produced (padding and unknown are no text to continue with).
     Returns the prompt followed by the new tokens, in the prompt's shape convention.
     """
     check_sampling(temperature, top_k)
@@ -171,6 +174,8 @@ def generate(
     try:
         for _ in range(length):
             logits = model(tokens[:, -context:])[:, -1, :].float()
+            if banned:
+                logits[:, list(banned)] = float("-inf")
             if temperature == 0 or top_k == 1:
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:

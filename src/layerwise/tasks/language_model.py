@@ -56,11 +56,19 @@ class Generator:
         top_k: int | None = None,
         seed: int | None = None,
     ) -> str:
-        """`prompt` followed by `length` sampled tokens, as text."""
+        """`prompt` followed by `length` sampled tokens, as text: never a special token
+        (`<pad>`, `<unk>`…), which would print as markup in the middle of the text."""
         ids = self.encode_prompt(prompt)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
+        vocab = self.pipeline.vocab
         out = generate(
-            self.model, ids, length, temperature=temperature, top_k=top_k, generator=generator
+            self.model,
+            ids,
+            length,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            banned=[vocab.stoi[token] for token in vocab.specials],
         )
         return prompt + self.pipeline.tokenizer.join(self.pipeline.vocab.decode(out[len(ids) :]))
 
