@@ -135,3 +135,35 @@ def test_nproc_refuses_every_task_with_its_own_loop(tmp_path: Path, data, model,
     assert "'task_run'" in result.stderr and kind in result.stderr
     assert "several processes" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_library_train_and_resume_hand_task_recipes_to_the_task(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`layerwise.experiment.train`/`resume` from Python make the CLI's lookup: a recommender
+    recipe goes to its task (before, only GAN and RL did; the rest fell to the classifier)."""
+    from layerwise import experiment
+
+    calls = []
+
+    def fake_train(recipe, runs_root, **options):
+        calls.append((recipe, options))
+        run = Run.open(options["resume"]) if options.get("resume") else None
+        run = run or Run.create(runs_root, recipe.name, recipe.to_yaml())
+        run.set_status("finished", test_metrics={"rmse": 0.9})
+        return run, {"rmse": 0.9}
+
+    monkeypatch.setattr(
+        experiment, "task_trainer", lambda r: fake_train if dispatch.task_kind(r) else None
+    )
+    recipe = _recipe("synthetic_ratings", "matrix_factorization", name="mf")
+    run, metrics = experiment.train(recipe, tmp_path, progress=False, echo=None)
+    assert metrics == {"rmse": 0.9} and calls[0] == (
+        recipe,
+        {"progress": False, "echo": None, "callbacks": ()},
+    )
+    experiment.resume(run.name, tmp_path, progress=False, echo=None)
+    assert calls[1] == (
+        None,
+        {"resume": run.path, "progress": False, "echo": None, "callbacks": ()},
+    )

@@ -48,9 +48,8 @@ from layerwise.report import (
 )
 from layerwise.report.doctor_plots import write_doctor_plots
 from layerwise.runs import CheckpointFallbackWarning, Run
-from layerwise.tasks import gan_task, rl_task
 from layerwise.tasks.common import schedule_settings
-from layerwise.tasks.dispatch import task_kind
+from layerwise.tasks.dispatch import task_kind, task_trainer
 from layerwise.train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -107,17 +106,13 @@ def train(
     recipe that cannot be built or data that cannot be trained on (unknown name, missing file,
     NaN inputs) leaves no half-made run behind. A run the doctor had to stop (a NaN loss) ends
     with status `halted`, its last good checkpoint and its diagnosis. `callbacks` are added to
-    the ones the recipe asks for.
+    the ones the recipe asks for. A recipe of a task with its own batches and step (translation,
+    detection, GAN, RL…: `layerwise.tasks.dispatch`) is trained by that task, as by the CLI.
     """
     check_distributed(recipe)
-    if gan_task(recipe):  # two optimizers, sample grids, a judge: layerwise.tasks.gan
-        from layerwise.tasks.gan import train_gan
-
-        return train_gan(recipe, runs_root, progress=progress, echo=echo, callbacks=callbacks)
-    if rl_task(recipe):  # an agent that plays a game to learn: layerwise.tasks.rl
-        from layerwise.tasks.rl import train_rl
-
-        return train_rl(recipe, runs_root, progress=progress, echo=echo, callbacks=callbacks)
+    task_train = task_trainer(recipe)  # translation, LM, detection, recommender, faces, GAN, RL
+    if task_train is not None:
+        return task_train(recipe, runs_root, progress=progress, echo=echo, callbacks=callbacks)
     seed_everything(recipe.seed)
     data, preprocess = prepare_data(recipe)
     model = build_model(recipe, data)
@@ -161,16 +156,9 @@ def resume(
     run = Run.open(run_ref, root=runs_root)
     saved = run.recipe()
     check_distributed(saved)
-    if gan_task(saved):
-        from layerwise.tasks.gan import train_gan
-
-        return train_gan(
-            recipe, runs_root, resume=run.path, progress=progress, echo=echo, callbacks=callbacks
-        )
-    if rl_task(saved):
-        from layerwise.tasks.rl import train_rl
-
-        return train_rl(
+    task_train = task_trainer(saved)
+    if task_train is not None:
+        return task_train(
             recipe, runs_root, resume=run.path, progress=progress, echo=echo, callbacks=callbacks
         )
     if recipe is not None and recipe.model_dump() != saved.model_dump():
