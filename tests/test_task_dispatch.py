@@ -4,11 +4,14 @@ files train them through the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from cli_runner import layerwise
+from layerwise import experiment
+from layerwise.errors import RecipeError
 from layerwise.recipe import parse_recipe
 from layerwise.runs import Run
 from layerwise.tasks import dispatch
@@ -113,28 +116,101 @@ def test_cli_train_hands_new_and_resumed_runs_to_the_task(tmp_path: Path, monkey
     assert looked_up == ["fake_gan", "fake_gan"]  # the resumed run: its saved recipe
 
 
-@pytest.mark.parametrize(
-    ("data", "model", "kind"),
-    [
-        ("mnist_scenes", "scene_fcos", "detection"),
-        ("synthetic_ratings", "matrix_factorization", "recommender"),
-        ("orl_faces", "embedding_cnn", "embedding"),
-        ("mnist", "dcgan", "GAN"),
-        ("cartpole", "ppo", "RL agent"),
-        ("tinyshakespeare", "lstm_lm", "language model"),
-    ],
-)
-def test_nproc_refuses_every_task_with_its_own_loop(tmp_path: Path, data, model, kind) -> None:
+REFUSED_UNDER_NPROC = [
+    ("mnist_scenes", "scene_fcos", "detection"),
+    ("synthetic_ratings", "matrix_factorization", "recommender"),
+    ("orl_faces", "embedding_cnn", "embedding"),
+    ("mnist", "dcgan", "GAN"),
+    ("cartpole", "ppo", "RL agent"),
+    ("tinyshakespeare", "lstm_lm", "language model"),
+]
+
+
+@pytest.fixture
+def no_torchrun(monkeypatch) -> None:
+    """Starting torchrun fails the test: a refused recipe must not get that far."""
+
+    def popen(*args, **kwargs):
+        raise AssertionError(f"torchrun started: {args}")
+
+    monkeypatch.setattr("layerwise.train.distributed.subprocess.Popen", popen)
+
+
+def _assert_refused(result, name: str, kind: str) -> None:
+    assert result.code == 2, result.stderr
+    assert f"'{name}'" in result.stderr and kind in result.stderr
+    assert "several processes" in result.stderr and "hint: train it in one process" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("data", "model", "kind"), REFUSED_UNDER_NPROC)
+def test_nproc_refuses_every_task_with_its_own_loop(
+    tmp_path: Path, no_torchrun, data, model, kind
+) -> None:
     """Only the generic experiment splits batches across ranks; a task's own loop would run
     whole in every process, each writing the same run folder. Refused before torchrun starts."""
     (tmp_path / "task.yaml").write_text(
         f"name: task_run\nmodel: {{name: {model}}}\ndata: {{name: {data}}}\n"
     )
     result = layerwise("train", "task.yaml", "--nproc", "2", cwd=tmp_path)
-    assert result.code == 2, result.stderr
-    assert "'task_run'" in result.stderr and kind in result.stderr
-    assert "several processes" in result.stderr
-    assert not (tmp_path / "runs").exists()
+    _assert_refused(result, "task_run", kind)
+    assert [p.name for p in tmp_path.iterdir()] == ["task.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("bundled", "kind"),
+    [
+        ("detect_mnist_scenes", "detection"),
+        ("recsys_synthetic_mf", "recommender"),
+        ("recsys_synthetic_ncf", "recommender"),
+        ("faces_orl_triplet", "embedding (faces, speakers)"),
+        ("speakers_fsdd_triplet", "embedding (faces, speakers)"),
+    ],
+)
+def test_nproc_refuses_the_bundled_detection_recommender_and_face_recipes(
+    tmp_path: Path, no_torchrun, bundled, kind
+) -> None:
+    result = layerwise("train", bundled, "--nproc", "2", cwd=tmp_path)
+    _assert_refused(result, bundled, kind)
+    assert not any(tmp_path.iterdir())  # no run folder, no data cache
+
+
+def test_under_torchrun_a_task_recipe_is_refused_before_its_run_folder(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Started by torchrun directly (no --nproc), every rank refuses before writing."""
+    for var, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(var, value)
+    result = layerwise("train", "detect_mnist_scenes", "--quiet", cwd=tmp_path)
+    _assert_refused(result, "detect_mnist_scenes", "detection")
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_kind_that_cannot_train_distributed_has_a_refusal_case() -> None:
+    """A task kind states `distributed`; each one that says no is checked above."""
+    assert all(isinstance(kind.distributed, bool) for kind in dispatch.TASKS)
+    for kind in dispatch.TASKS:
+        if not kind.distributed:
+            assert any(case[2] in kind.name for case in REFUSED_UNDER_NPROC), kind.name
+
+
+def test_a_kind_that_states_it_trains_distributed_is_let_through(monkeypatch) -> None:
+    """The refusal is the kind's own `distributed` flag, not a list of names."""
+    recipe = _recipe("synthetic_ratings", "matrix_factorization", name="ratings")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RecipeError, match="recommender"):
+        experiment.check_distributed(recipe)
+    monkeypatch.setattr(
+        dispatch,
+        "TASKS",
+        tuple(
+            dataclasses.replace(kind, distributed=kind.name == "recommender")
+            for kind in dispatch.TASKS
+        ),
+    )
+    experiment.check_distributed(recipe)  # no error: the recommender kind now says it can
+    with pytest.raises(RecipeError, match="detection"):
+        experiment.check_distributed(_recipe("mnist_scenes", "scene_fcos"))
 
 
 def test_library_train_and_resume_hand_task_recipes_to_the_task(

@@ -737,13 +737,14 @@ def check_distributed(recipe: Recipe) -> None:
 
 
 def _refuse_distributed(recipe: Recipe) -> None:
-    """Only the generic experiment splits its batches across ranks; a task with its own training
-    function (GAN, RL, sequences, detection, recommender, embeddings) would run whole in every
-    process, each writing the same run folder."""
+    """Refuse a recipe whose task kind (`tasks.dispatch.TASKS`) does not train data-parallel.
+    The generic experiment splits its batches across ranks and only rank 0 writes; a task's own
+    train function (none states it can today) would run whole in every process, each writing a
+    run folder."""
     kind = task_kind(recipe)
-    if kind is not None:
+    if kind is not None and not kind.distributed:
         raise RecipeError(
-            f"recipe '{recipe.name}' trains a {kind.name} task, "
+            f"recipe '{recipe.name}' trains through the {kind.name} task, "
             "which cannot train in several processes yet",
             hint="train it in one process (without --nproc or torchrun)",
         )

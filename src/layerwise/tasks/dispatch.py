@@ -11,6 +11,14 @@ called alike and returns the run and its test metrics:
 
 where `recipe` may be None when `resume` names the run (its saved recipe is used). A task's
 module, and torch with it, is imported only when the lookup reaches it.
+
+Each kind also states whether it trains correctly data-parallel (`distributed`; no default, so a
+new kind must say). `layerwise train --nproc N` refuses a recipe whose kind says no before any
+process starts, and under torchrun before any run folder is made (`layerwise.experiment`). None
+does today: each task's train function makes its run folder, checkpoints and test scores in
+every process (only the generic experiment leaves them to rank 0), and some losses are not the
+same over a rank's part of a batch as over the whole batch (detection normalises by the batch's
+positive locations, the embedding task mines its triplets within the batch).
 """
 
 from __future__ import annotations
@@ -32,11 +40,14 @@ TaskTrain = Callable[..., "tuple[Run, dict[str, float]]"]
 @dataclass(frozen=True)
 class TaskKind:
     """A kind of problem trained by its own function: `claims(recipe)` says whether a recipe is
-    one, `trainer(recipe)` gives the function that trains it."""
+    one, `trainer(recipe)` gives the function that trains it, and `distributed` whether that
+    function trains correctly in several processes (`--nproc`, torchrun); when not, such recipes
+    are refused there."""
 
     name: str
     claims: Callable[[Recipe], bool]
     trainer: Callable[[Recipe], TaskTrain]
+    distributed: bool
 
 
 def _is_sequence(recipe: Recipe) -> bool:
@@ -103,12 +114,12 @@ def _rl_trainer(recipe: Recipe) -> TaskTrain:
 
 
 TASKS: tuple[TaskKind, ...] = (
-    TaskKind("translation or language model", _is_sequence, _sequence_trainer),
-    TaskKind("detection", _is_detection, _detection_trainer),
-    TaskKind("recommender", _is_recommender, _recommender_trainer),
-    TaskKind("embedding (faces, speakers)", _is_embedding, _embedding_trainer),
-    TaskKind("GAN", gan_task, _gan_trainer),
-    TaskKind("RL agent", rl_task, _rl_trainer),
+    TaskKind("translation or language model", _is_sequence, _sequence_trainer, distributed=False),
+    TaskKind("detection", _is_detection, _detection_trainer, distributed=False),
+    TaskKind("recommender", _is_recommender, _recommender_trainer, distributed=False),
+    TaskKind("embedding (faces, speakers)", _is_embedding, _embedding_trainer, distributed=False),
+    TaskKind("GAN", gan_task, _gan_trainer, distributed=False),
+    TaskKind("RL agent", rl_task, _rl_trainer, distributed=False),
 )
 
 
