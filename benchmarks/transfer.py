@@ -15,7 +15,9 @@
     against a scratch CNN (layerwise `cnn` vgg) trained for the same number of epochs.
 
 Every contender runs for 3 seeds; the table gives mean ± std and the JSON every seed, the time of
-each fit and the load average before and after (the machine is shared with other work).
+each fit and the load average before and after (other work may share the machine: these say how
+busy it was: `machine.load_average_at_start`, each seed's `load_before` or `load`, and
+`load_average_at_end`).
 
 Run: .venv/bin/python benchmarks/transfer.py [--seeds 3] [--output FILE]
 """
@@ -266,7 +268,7 @@ def merge(paths: list[Path], output: Path) -> None:
     """One results file from several partial ones (seeds and tasks run as separate processes)."""
     import json
 
-    merged: dict[str, Any] = {"machine": [], "shared_machine": True, "load_average_at_end": []}
+    merged: dict[str, Any] = {"machine": [], "load_average_at_end": []}
     rows: list[list[Any]] = []
     for path in paths:
         part = json.loads(path.read_text())
@@ -338,7 +340,7 @@ def main() -> None:
         merge(args.merge, args.output)
         return
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    payload: dict[str, Any] = {"machine": machine(), "shared_machine": True}
+    payload: dict[str, Any] = {"machine": machine()}  # its load average at start; end below
     rows: list[list[Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "mnist"):
