@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.cli_runner import layerwise
 
+from cli_runner import layerwise
 from layerwise import experiment
 from layerwise.errors import RecipeError
 from layerwise.recipe import validate_recipe
