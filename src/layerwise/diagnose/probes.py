@@ -39,6 +39,7 @@ __all__ = [
     "WatchedLayer",
     "auto_every",
     "early_steps",
+    "layer_graph",
     "watched_layers",
 ]
 
@@ -203,6 +204,7 @@ class Probes(Callback):
         self._ranks: Any = None
         self._want_hist = False  # its epoch has no histogram yet
         self._saved_size: tuple[int, int, int] | None = None  # what `_save` last wrote
+        self._graph_done = False  # this fit's layer graph is recorded
         self._reset_sample()
 
     # ---------------------------------------------------------------- events
@@ -214,6 +216,7 @@ class Probes(Callback):
         self._ranks = getattr(trainer, "dist", None)  # a `Distributed` under torchrun, else None
         self._first_step = trainer.state.step
         self._saved_size = None
+        self._graph_done = False
         if trainer.state.step == 0:
             self.log = ProbeLog()
         elif self.path is not None and self.path.exists():
@@ -300,12 +303,18 @@ class Probes(Callback):
         self._before: list[Tensor] = []
         self._time_grads: dict[str, Tensor] = {}
         self._gates: dict[str, tuple[list[str], Tensor]] = {}
+        self._nodes: dict[str, list[Any]] = {}  # layer -> its outputs' autograd nodes, every call
 
     def _hook(self, layer: WatchedLayer) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if layer.name in self._outputs or not torch.is_grad_enabled():
-                return  # a repeated call, or an inference pass inside a custom train_step
+            if not torch.is_grad_enabled():
+                return  # an inference pass inside a custom train_step
             y = _first_tensor(output)
+            node = y.grad_fn if y is not None and layer.role == "param" else None
+            if node is not None and not self._graph_done:
+                self._nodes.setdefault(layer.name, []).append(node)  # every call: `layer_graph`
+            if layer.name in self._outputs:
+                return  # a repeated call: the first one counts
             if y is None or not y.is_floating_point() or y.numel() == 0:
                 return
             with torch.no_grad(), torch.autocast(y.device.type, enabled=False):
@@ -391,6 +400,9 @@ class Probes(Callback):
         }
         if self._step in self._early and self._step % self.every_ != 0:
             record["early"] = True
+        if self._nodes:
+            record["graph"] = layer_graph(self._nodes, [layer.name for layer in self._layers])
+            self._graph_done = True
         logs = trainer.last_logs
         loss = logs.get("loss", next(iter(logs.values()), None))
         if isinstance(loss, Tensor) and loss.numel() > 0:
@@ -461,6 +473,41 @@ class Probes(Callback):
                     stats[layer.name] = (["weight_norm"], norm.reshape(1))
             i += n
         return stats
+
+
+def layer_graph(nodes: dict[str, list[Any]], order: list[str]) -> dict[str, list[str]]:
+    """{layer: the layers whose outputs reach its input without crossing another of them}.
+
+    `nodes` holds each weight layer's output nodes in the autograd graph (`y.grad_fn`, one per
+    call). Walking back from a layer's outputs, the walk stops at the first node that is another
+    layer's output: that layer feeds this one directly. Activations, additions, reshapes and
+    the like in between are crossed; parameters and inputs end the walk. The graph is read from
+    one step's autograd graph, so it holds what the model computed (a residual block's skip
+    path, an FPN's lateral and top-down paths, heads shared across levels), not the order in
+    which the modules were defined. Values list layers in `order` (model order); a layer fed by
+    none of them (the input end) maps to `[]`. Costs one walk per layer over the nodes between
+    it and the layers before it, once per fit."""
+    owner: dict[Any, list[str]] = {}
+    for name, outs in nodes.items():
+        for node in outs:
+            owner.setdefault(node, []).append(name)
+    rank = {name: i for i, name in enumerate(order)}
+    graph: dict[str, list[str]] = {}
+    for name, outs in nodes.items():
+        feeds: set[str] = set()
+        seen: set[Any] = set()
+        stack = [nxt for node in outs for nxt, _ in node.next_functions if nxt is not None]
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if node in owner:
+                feeds.update(n for n in owner[node] if n != name)
+                continue
+            stack.extend(nxt for nxt, _ in node.next_functions if nxt is not None)
+        graph[name] = sorted(feeds, key=lambda n: rank.get(n, len(rank)))
+    return dict(sorted(graph.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 class _Reader:

@@ -2,14 +2,17 @@
 
 Both compare gradients with themselves rather than with absolute numbers, which depend on the
 model's size and the loss's scale: an exploding gradient is one that grew by orders of magnitude
-from where training started, a vanishing one is orders of magnitude smaller in the first weight
-layer than in the last (each measured relative to the layer's weight norm, so big and small
-layers compare fairly).
+from where training started, a vanishing one is orders of magnitude smaller at the input end of
+the model than at the output layers its gradient comes back from (each measured relative to the
+layer's weight norm, so big and small layers compare fairly). Depth is counted from the loss
+along the layer graph the probes record from autograd (`graph_layout`), not in module order,
+which in a residual net, a feature pyramid or a multi-head model is not depth order.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from layerwise.diagnose.findings import Finding
@@ -230,6 +233,19 @@ def _worst_layer(
 
 
 # ---------------------------------------------------------------------------- vanishing
+@dataclass
+class Layout:
+    """How the weight layers are read for a vanishing gradient: which are judged (the input end),
+    which output layers each is compared with, and the towers (parts that share no layer)."""
+
+    layers: list[str]  # the weight layers read
+    judged: set[str]
+    outputs: dict[str, list[str]]  # layer -> the output layers its gradient comes back from
+    towers: list[list[str]]
+    n_outputs: int  # layers compared with none (each tower's last, or the graph's outputs)
+    source: str  # "graph" (the recorded autograd graph) or "model order" (older logs)
+
+
 @rule("vanishing_gradients", "training")
 def vanishing_gradients(ctx: RuleContext) -> Finding | None:
     layers = [
@@ -239,19 +255,17 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
     ]
     if len(layers) < 2:
         return _through_time(ctx)
-    towers = parallel_towers(ctx, layers)
-    last_of = {name: tower[-1] for tower in towers for name in tower}
+    layout = graph_layout(ctx, layers) or order_layout(ctx, layers)
     by_epoch = _relative_grads(ctx, layers)
-    ratios = {
-        epoch: {
-            name: g / grads[last_of[name]]
-            for name, g in grads.items()
-            if name != last_of[name] and grads.get(last_of[name])
-        }
-        for epoch, grads in by_epoch.items()
-    }
-    ratios = {epoch: r for epoch, r in ratios.items() if r}
-    judged = input_end(towers)
+    refs: dict[int, dict[str, str]] = {}
+    ratios: dict[int, dict[str, float]] = {}
+    for epoch, grads in by_epoch.items():
+        for name, g in grads.items():
+            ref = _reference(layout.outputs.get(name, []), grads)
+            if ref is not None:
+                refs.setdefault(epoch, {})[name] = ref
+                ratios.setdefault(epoch, {})[name] = g / grads[ref]
+    judged = layout.judged
 
     def vanished(r: dict[str, float]) -> bool:
         return min((v for name, v in r.items() if name in judged), default=1.0) < VANISH_RATIO
@@ -261,18 +275,23 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
         return _through_time(ctx)
     latest = ratios[streak[-1]]
     worst = min((name for name in latest if name in judged), key=lambda name: latest[name])
-    last = last_of[worst]
+    last = refs[streak[-1]][worst]
     below = [name for name, r in latest.items() if r < VANISH_RATIO]
-    where = (
-        f"the last layer's ({last})" if len(towers) == 1 else f"its tower's last layer's ({last})"
-    )
+    towers = layout.towers
+    if len(towers) > 1:
+        where = f"its tower's last layer's ({last})"
+    elif layout.n_outputs > 1:
+        where = f"the output layer's ({last})"
+    else:
+        where = f"the last layer's ({last})"
     return Finding(
         code="vanishing_gradients",
         severity="error",
         message=(
             f"{worst}'s gradient is {latest[worst]:.1e}x {where}, relative "
             f"to weight size (median over epoch {streak[-1]}); {len(below)} of "
-            f"{len(layers) - len(towers)} earlier layers are below {VANISH_RATIO:g}x"
+            f"{len(layout.layers) - layout.n_outputs} earlier layers are below "
+            f"{VANISH_RATIO:g}x"
         ),
         evidence={
             "rests_on": ["small_first_layer_gradient"],
@@ -281,6 +300,7 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
             "layer_ratios": latest,
             "layers_below": below,
             "since_epoch": streak[0],
+            "layer_order": layout.source,
             **({"towers": [t[0].split(".", 1)[0] for t in towers]} if len(towers) > 1 else {}),
         },
         epoch=streak[0],
@@ -297,6 +317,124 @@ def vanishing_gradients(ctx: RuleContext) -> Finding | None:
         ],
         patch=fx.merge(_relu_if_saturating(ctx), fx.he_init(ctx), fx.batchnorm(ctx)),
     )
+
+
+def _reference(outputs: list[str], grads: dict[str, float]) -> str | None:
+    """The output layer a layer's gradient is compared with: of the output layers downstream of
+    it that have a gradient this epoch, the one with the median relative gradient (the lower of
+    the two middle ones), so neither a head that barely learns nor the busiest one decides."""
+    known = sorted((o for o in outputs if grads.get(o)), key=lambda o: grads[o])
+    return known[(len(known) - 1) // 2] if known else None
+
+
+def graph_layout(ctx: RuleContext, layers: list[str]) -> Layout | None:
+    """The layout read from the layer graph the probes recorded (`layer_graph`: which layers
+    feed which in the autograd graph of a training step), or None for a log without one or
+    with a layer that has gradients missing from it. Layers missing without gradients (a frozen
+    backbone's, whose outputs need no gradient) are left out: the input end is then the first
+    trained layers.
+
+    Depth is counted from the loss: an output layer (one whose output reaches no other weight
+    layer) is at depth 0, and a layer is one deeper than the deepest layer it feeds. Each layer
+    is compared with the output layers its output reaches (the median of their relative
+    gradients); the layers judged are the deepest quarter (at least one) of each tower's layers
+    that are not outputs: the input end, where a gradient that shrinks on its way back arrives
+    last. Towers are the parts of the graph that share no weight layer (PPO's actor and critic,
+    each with its own loss term). Layers left out of the comparison (normalisation,
+    embeddings) are crossed, so a conv feeding a batch norm feeds what the norm feeds. This
+    reads what the model computed: an FPN's lateral and output convs, a residual block's 1x1
+    shortcut and a detection head's parallel branches sit near the loss (few layers to it),
+    whatever their place in the module tree, and are not taken for the input end."""
+    raw = next((r["graph"] for r in ctx.steps if isinstance(r.get("graph"), dict)), None)
+    if raw is None:
+        return None
+    missing = {name for name in layers if name not in raw}
+    trained = {
+        name
+        for r in ctx.steps
+        for name, stats in (r.get("layers") or {}).items()
+        if name in missing and _grad(stats) is not None
+    }
+    if trained:
+        return None
+    layers = [name for name in layers if name not in missing]
+    kept = set(layers)
+    bridged: dict[str, set[str]] = {}
+
+    def feeders(name: str, visiting: frozenset[str]) -> set[str]:
+        """The kept layers that feed `name`, crossing left-out layers."""
+        out: set[str] = set()
+        for up in raw.get(name) or []:
+            if up in kept:
+                out.add(up)
+            elif up not in visiting:
+                if up not in bridged:
+                    bridged[up] = feeders(up, visiting | {up})
+                out |= bridged[up]
+        return out
+
+    feeds = {name: feeders(name, frozenset({name})) - {name} for name in layers}
+    consumers: dict[str, set[str]] = {name: set() for name in layers}
+    for name, ups in feeds.items():
+        for up in ups:
+            consumers[up].add(name)
+    depth: dict[str, int] = {}
+    reach: dict[str, set[str]] = {}
+
+    def walk(name: str, path: frozenset[str]) -> None:
+        """depth and the output layers reached, along the consumers (cycles are cut)."""
+        if name in depth:
+            return
+        nxt = [c for c in consumers[name] if c not in path]
+        for c in nxt:
+            walk(c, path | {c})
+        depth[name] = 1 + max((depth[c] for c in nxt), default=-1)
+        reach[name] = set().union(*(reach[c] for c in nxt)) if nxt else {name}
+
+    for name in layers:
+        walk(name, frozenset({name}))
+    rank = {name: i for i, name in enumerate(layers)}
+    towers = _components(layers, feeds)
+    judged: set[str] = set()
+    for tower in towers:
+        earlier = sorted((n for n in tower if consumers[n]), key=lambda n: (-depth[n], rank[n]))
+        judged.update(earlier[: max(1, len(earlier) // 4)])
+    outputs = {
+        name: sorted(reach[name], key=rank.__getitem__) for name in layers if consumers[name]
+    }
+    n_outputs = sum(1 for name in layers if not consumers[name])
+    return Layout(layers, judged, outputs, towers, n_outputs, "graph")
+
+
+def _components(layers: list[str], feeds: dict[str, set[str]]) -> list[list[str]]:
+    """The layers grouped into connected parts (edges either way), each in model order."""
+    parent = {name: name for name in layers}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for name, ups in feeds.items():
+        for up in ups:
+            parent[root(up)] = root(name)
+    groups: dict[str, list[str]] = {}
+    for name in layers:
+        groups.setdefault(root(name), []).append(name)
+    return list(groups.values())
+
+
+def order_layout(ctx: RuleContext, layers: list[str]) -> Layout:
+    """The layout read from model order, for a log without a recorded layer graph (written
+    before probes recorded one, or built by hand): towers from the names (`parallel_towers`),
+    each layer compared with its tower's last layer, and the first quarter of each tower judged
+    (`input_end`). Module order is depth order in a chain; in a model whose modules are defined
+    apart from the order they run in (a head or a lateral branch defined before the trunk) it is
+    not, which the graph avoids."""
+    towers = parallel_towers(ctx, layers)
+    outputs = {name: [tower[-1]] for tower in towers for name in tower[:-1]}
+    return Layout(layers, input_end(towers), outputs, towers, len(towers), "model order")
 
 
 def input_end(towers: list[list[str]]) -> set[str]:
