@@ -129,6 +129,29 @@ def test_near_search_on_padded_token_ids_finds_every_pair_brute_force_finds():
     assert copies.near["test"][:40].tolist() == (planned <= radius * 0.999).tolist()
 
 
+def test_near_search_finds_copies_that_differ_only_after_the_first_positions():
+    """Candidate pairs are measured on their first 64 positions before all of them: a copy
+    changed only further on (planted from 0.3 to 1.4 times the radius) is still found exactly
+    up to the radius, as brute force finds it, and repeated train rows change nothing."""
+    rng = np.random.default_rng(2)
+    train = token_rows(600, 300, rng)
+    train[:, :200] = np.maximum(train[:, :200], 1.0)  # every review 200+ words: no padding there
+    radius = find_copies({"train": train, "test": train[:1]}, image=False, seed=0).near_rms
+    span = train.max(axis=0) - train.min(axis=0)
+    planted = np.linspace(0.3, 1.4, 30) * radius
+    change = np.zeros((30, 300))
+    change[:, 150:160] = rng.choice([-1.0, 1.0], size=(30, 10)) * planted[:, None] * np.sqrt(30)
+    leaked = train[:30] + change * span
+    assert np.all(leaked[:, :64] == train[:30, :64])  # the first positions alone see a copy
+    test = np.concatenate([leaked, token_rows(30, 300, rng)])
+    copies = find_copies({"train": train, "test": test}, image=False, seed=0)
+    assert copies.near_rms == radius
+    pairs = brute_force(train, test, False, radius)
+    assert set(np.flatnonzero(copies.near["test"])) == set(pairs[:, 0])
+    assert set(np.flatnonzero(copies.train_near)) == set(pairs[:, 1])
+    assert copies.near["test"][:30].tolist() == (planted <= radius * 0.999).tolist()
+
+
 def test_near_search_bound_never_exceeds_a_distance_and_prunes_token_rows():
     """The k-d tree's coordinates (projection and residual norm per run of positions) are never
     further apart than the rows are, and they are much closer to it than the projection alone."""
@@ -141,6 +164,10 @@ def test_near_search_bound_never_exceeds_a_distance_and_prunes_token_rows():
     projected = search._project(search.scaled)
     alone = np.linalg.norm(projected[a] - projected[b], axis=1)
     assert np.all(bound <= full * (1 + 1e-9) + 1e-12)
+    # the k-d tree holds a coarser bound still (8 axes, norms of 8 groups of the rest)
+    coarse = search._coarse(coords)
+    assert coarse.shape[1] == 16
+    assert np.all(np.linalg.norm(coarse[a] - coarse[b], axis=1) <= bound * (1 + 1e-9) + 1e-12)
     assert np.median(bound / np.maximum(full, 1e-12)) > 1.5 * np.median(
         alone / np.maximum(full, 1e-12)
     )
