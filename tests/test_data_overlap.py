@@ -49,6 +49,38 @@ def test_row_hash_compares_values_not_bytes():
     assert (row_hashes(images.half()) == row_hashes(images.half().float())).all()
 
 
+def test_row_hash_reads_column_major_arrays_as_their_values():
+    """pandas hands out Fortran-ordered arrays (`pd.concat(...).to_numpy()`); hashing a row's
+    bytes used to fail on them with a BufferError inside the doctor's data check."""
+    values = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    fortran = np.asfortranarray(values)
+    assert not fortran.flags["C_CONTIGUOUS"]
+    assert (row_hashes(fortran) == row_hashes(values)).all()
+    assert (row_hashes(torch.from_numpy(fortran)) == row_hashes(values)).all()
+
+
+def test_a_fit_on_pandas_frames_runs_the_data_checks():
+    pd = pytest.importorskip("pandas")
+    from torch import nn
+
+    from layerwise import Trainer
+
+    rng = np.random.default_rng(0)
+
+    def frame(n: int):
+        numbers = pd.DataFrame(rng.normal(size=(n, 3)), columns=list("abc"))
+        onehot = pd.get_dummies(pd.Series(rng.integers(0, 3, n)).astype(str), dtype=float)
+        return pd.concat([numbers, onehot], axis=1).astype("float32")
+
+    train, val = frame(120), frame(40)
+    assert not train.to_numpy().flags["C_CONTIGUOUS"]
+    trainer = Trainer(nn.Sequential(nn.Linear(6, 2)), threads=1, progress=False)
+    trainer.fit((train, (train["a"] > 0).astype(int)), (val, (val["a"] > 0).astype(int)), epochs=1)
+    profile = trainer.diagnose().data_profile
+    assert profile["sizes"]["train"] == 120 and profile["sizes"]["val"] == 40
+    assert profile["overlap"]["val"]["exact"] == 0
+
+
 def test_split_rows_gives_every_split_trains_dtype_and_refuses_other_shapes():
     x = torch.arange(12).reshape(4, 3)
     rows = split_rows(table((x, torch.zeros(4).long()), test=(x[:1], torch.zeros(1).long())))

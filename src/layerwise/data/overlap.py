@@ -142,7 +142,8 @@ def row_hashes(x: torch.Tensor | np.ndarray) -> np.ndarray:
         rows = as_rows(rows)
     out = np.empty(len(rows), dtype=np.uint64)
     for start in range(0, len(rows), BLOCK_ROWS):
-        chunk = rows[start : start + BLOCK_ROWS] + rows.dtype.type(0)  # -0.0 + 0.0 == +0.0
+        # -0.0 + 0.0 == +0.0; C order, since a row's bytes are hashed (pandas often gives F order)
+        chunk = np.ascontiguousarray(rows[start : start + BLOCK_ROWS] + rows.dtype.type(0))
         chunk[np.isnan(chunk)] = np.nan
         digests = (hashlib.blake2b(memoryview(row), digest_size=8).digest() for row in chunk)
         out[start : start + len(chunk)] = np.frombuffer(b"".join(digests), dtype=np.uint64)
