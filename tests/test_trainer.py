@@ -222,3 +222,18 @@ def test_unknown_precision_names_the_choices():
     with pytest.raises(RecipeError, match="unknown precision 'fp8'") as info:
         Trainer(small_mlp(), precision="fp8", device="cpu")
     assert "auto" in info.value.hint
+
+
+def test_diagnose_before_training_says_fit_has_not_started_rather_than_no_doctor():
+    from layerwise.errors import DataError, LayerwiseError
+
+    x, y = blobs()
+    x[3, 2] = float("nan")
+    trainer = Trainer(small_mlp(), threads=1, progress=False)
+    with pytest.raises(DataError, match="NaN"):
+        trainer.fit((x, y), epochs=1)
+    with pytest.raises(LayerwiseError, match="fit\\(\\) has not started training"):
+        trainer.diagnose()
+    quiet = Trainer(small_mlp(), threads=1, progress=False, doctor=False)
+    with pytest.raises(LayerwiseError, match="has no doctor"):
+        quiet.diagnose()

@@ -734,6 +734,11 @@ class Trainer:
         """The diagnosis of the training so far, from the attached doctor (or any callback
         with a `diagnose(history)` method)."""
         doctor = next((c for c in self.callbacks if hasattr(c, "diagnose")), None)
+        if doctor is None and self.doctor:  # attached when fit() starts training
+            raise LayerwiseError(
+                "nothing to diagnose yet: fit() has not started training",
+                hint="call fit() first; if it raised an error, fix what the error names",
+            )
         if doctor is None:
             raise LayerwiseError(
                 "this Trainer has no doctor", hint="create it with Trainer(..., doctor=True)"
