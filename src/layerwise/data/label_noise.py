@@ -120,9 +120,11 @@ def estimate_label_noise(
     `rows_examined`, `method`, `confident_disagreement` (the share of the quarter of rows the
     quick model is surest of whose label it rejects), `progress` (how far the quick model got
     from chance towards the accuracy a model right on every unflagged row would have; see the
-    module doc) and `abstained`
+    module doc), `abstained`
     (None, or why the estimate is withheld: then `estimated_fraction` is None, nothing is flagged
-    and `raw_fraction` holds the share the flags would have said).
+    and `raw_fraction` holds the share the flags would have said) and `reference` (what the quick
+    models reach out of fold, see `simple_reference`; None for images and for inputs wider than
+    50 features, which the quick models only see through PCA).
     """
     flagged, info = confident_flags(x, y, num_classes, seed, max_rows, image)
     if info is None:
@@ -172,7 +174,9 @@ def confident_flags(
     rows = _subsample(rows, y[rows], max_rows, seed)
     features, description = _features(x[rows], image, seed)
     labels = y[rows]
-    probs, model = _out_of_fold_probs(features, labels, num_classes, seed)
+    every = _out_of_fold_every(features, labels, num_classes, seed)
+    model = _best_model(every, labels)
+    probs = every[model]
 
     given = probs[np.arange(len(labels)), labels]
     counts = np.bincount(labels, minlength=num_classes)
@@ -208,6 +212,10 @@ def confident_flags(
         "raw_fraction": fraction,
         "rows_examined": len(rows),
         "method": f"confident learning, {FOLDS}-fold {model} on {description}",
+        # What a simple model reaches on these inputs: only where it saw them whole.
+        "reference": None
+        if image or x.shape[1] > MAX_COMPONENTS
+        else simple_reference(every, labels, num_classes),
     }
     if abstained:
         return np.zeros(0, dtype=np.int64), info
@@ -328,6 +336,50 @@ def _out_of_fold_probs(
     circles). A nearest-neighbour vote handles those shapes. Both see the same folds; the one with
     the higher out-of-fold accuracy against the given labels is kept (ties go to the linear one).
     """
+    every = _out_of_fold_every(x, y, num_classes, seed)
+    best = _best_model(every, y)
+    return every[best], best
+
+
+def _best_model(probs: dict[str, np.ndarray], y: np.ndarray) -> str:
+    accuracy = {name: np.mean(p.argmax(axis=1) == y) for name, p in probs.items()}
+    return max(probs, key=lambda name: accuracy[name])
+
+
+def simple_reference(
+    probs: dict[str, np.ndarray], y: np.ndarray, num_classes: int
+) -> dict[str, Any]:
+    """What the quick models reach out of fold: the best `accuracy` and the lowest `log_loss`
+    (nats) of the two, and which model reached each (`accuracy_model`, `log_loss_model`).
+
+    The doctor's curve rules compare a trained classifier with it: a network that does as well
+    as a logistic regression or a nearest-neighbour vote on held-out rows is not short of
+    capacity, however high its loss (labels drawn from a logistic model leave even the best
+    model at its entropy). The vote's probabilities are counts of 10 neighbours, often 0 for the
+    true class, so its log-loss is read from add-one smoothed counts, (votes + 1) / (10 + K);
+    the regression's probabilities are floored at 1e-7."""
+    rows = np.arange(len(y))
+    losses = {}
+    for name, p in probs.items():
+        given = p[rows, y]
+        if name != MODELS[0]:
+            given = (given * NEIGHBOURS + 1) / (NEIGHBOURS + num_classes)
+        losses[name] = float(-np.mean(np.log(np.maximum(given, 1e-7))))
+    accuracy = {name: float(np.mean(p.argmax(axis=1) == y)) for name, p in probs.items()}
+    best_acc = max(probs, key=lambda name: accuracy[name])
+    best_loss = min(probs, key=lambda name: losses[name])
+    return {
+        "accuracy": accuracy[best_acc],
+        "accuracy_model": best_acc,
+        "log_loss": losses[best_loss],
+        "log_loss_model": best_loss,
+    }
+
+
+def _out_of_fold_every(
+    x: np.ndarray, y: np.ndarray, num_classes: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Out-of-fold probabilities of each quick model (`MODELS`), on the same folds."""
     models = {name: (lambda name=name: _make_model(name)) for name in MODELS}
     probs = {name: np.zeros((len(y), num_classes)) for name in models}
     folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
@@ -344,9 +396,7 @@ def _out_of_fold_probs(
                     continue
                 model = make().fit(x[fit_rows], y[fit_rows])
                 probs[name][np.ix_(held_out, model.classes_)] = model.predict_proba(x[held_out])
-    accuracy = {name: np.mean(p.argmax(axis=1) == y) for name, p in probs.items()}
-    best = max(models, key=lambda name: accuracy[name])
-    return probs[best], best
+    return probs
 
 
 MODELS = ("logistic regression", f"{NEIGHBOURS}-nearest-neighbour vote")

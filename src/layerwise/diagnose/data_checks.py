@@ -94,7 +94,9 @@ def profile_data(
       (or that have none): `count`, `fraction` (of all positions), `indices` (first 50).
       Images have naturally constant border pixels.
     - `label_noise`: see `label_noise.estimate_label_noise` (`estimated_fraction`, `flagged`,
-      `indices` into train, `cv_accuracy`, `chance_accuracy`, `rows_examined`, `method`); None
+      `indices` into train, `cv_accuracy`, `chance_accuracy`, `rows_examined`, `method`,
+      `reference`: the quick models' out-of-fold accuracy and log-loss, which `underfitting`
+      and `loss_plateau` measure a classifier against; None for images and wide inputs); None
       for regression, with `label_noise=False`, for token ids (int64/int32 inputs), or with fewer
       than 50 labelled train rows.
     - `tokens`: for token ids made by a text pipeline (IMDB and `text` classifiers, Multi30k's

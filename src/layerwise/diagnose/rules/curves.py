@@ -57,6 +57,9 @@ PLATEAU_MIN_GAIN = 0.01  # ... (less than 1% of the loss above the floor) ...
 PLATEAU_LEVEL = 0.5  # ... while the loss is above half the chance level ...
 PLATEAU_LINEAR_MARGIN = 0.1  # ... and (squared error) above the least-squares line's error by
 # more than 10% of the targets' variance
+# a classifier's reference: the data check's quick models (logistic regression, 10-NN vote)
+REFERENCE_LOSS_MARGIN = 0.02  # loss within 2% of the chance level above their out-of-fold
+REFERENCE_ACC_MARGIN = 0.02  # log-loss, and accuracy within 2 points below theirs: as good
 # oscillation
 OSC_MIN_EPOCHS = 6
 OSC_WINDOW = 8  # any 8 consecutive epochs
@@ -466,6 +469,10 @@ def loss_plateau(ctx: RuleContext) -> Finding | None:
     linear = _linear_shortfall(ctx, recent_best)
     if linear is not None and linear < PLATEAU_LINEAR_MARGIN:
         return None  # as good as a least-squares line: what is left may be the targets' noise
+    reference = simple_model_reference(ctx)
+    if reference is not None and reference["matched"]:
+        return None  # as good as a simple classifier: converged at what the labels allow
+    ref_text, ref_evidence = _reference_evidence(reference)
     # Where the flat stretch began: the first epoch already within the gain margin of the best.
     lowest = min(v for _, v in losses)
     since = next(e for e, v in losses if v - lowest <= PLATEAU_MIN_GAIN * (v - floor))
@@ -476,6 +483,7 @@ def loss_plateau(ctx: RuleContext) -> Finding | None:
         message=(
             f"the loss has stayed within {PLATEAU_MIN_GAIN:.0%} of {fmt(lowest)} since epoch "
             f"{since} ({losses[-1][0] - since + 1} epochs) and is still {level:.0%} of {ref}"
+            f"{ref_text}"
         ),
         evidence={
             "since_epoch": since,
@@ -486,6 +494,7 @@ def loss_plateau(ctx: RuleContext) -> Finding | None:
             "level": level,
             "window": PLATEAU_EPOCHS,
             **({"linear_shortfall": linear} if linear is not None else {}),
+            **ref_evidence,
         },
         epoch=since,
         causes=[
@@ -525,6 +534,62 @@ def _linear_shortfall(ctx: RuleContext, loss: float) -> float | None:
     if linear is None or not variance:
         return None
     return (loss - linear) / variance
+
+
+def simple_model_reference(ctx: RuleContext) -> dict[str, Any] | None:
+    """How the classifier compares with the data check's quick models (`matched`: it does as
+    well as they do), or None without a reference.
+
+    A classifier's chance level says where it starts, not where it can get: when the labels are
+    uncertain given the inputs (churn, credit or medical risk; labels drawn from a logistic
+    model) even the best model keeps most of ln K. The data check fits two quick models out of
+    fold (`label_noise.reference` in the data profile: a logistic regression and a
+    10-nearest-neighbour vote on the standardised inputs, see
+    `layerwise.data.label_noise.simple_reference`). A network whose latest loss is within
+    `REFERENCE_LOSS_MARGIN` of the chance level of their lower out-of-fold log-loss, and whose
+    accuracy is within `REFERENCE_ACC_MARGIN` of their higher accuracy (when it logs one), has
+    learnt what they can: train or val, whichever is better, as both are honest evidence of a
+    fit. A network short of that (a linear model on circles, which the vote separates) is still
+    named, and its finding names the reference. No reference (images, inputs wider than 50
+    features, token ids, label-noise check off, regression): None."""
+    if ctx.chance_loss is None:
+        return None
+    reference = ((ctx.data or {}).get("label_noise") or {}).get("reference")
+    if not isinstance(reference, dict):
+        return None
+    ref_loss, ref_acc = number(reference.get("log_loss")), number(reference.get("accuracy"))
+    if ref_loss is None or ref_acc is None:
+        return None
+    losses = [s[-1][1] for s in (ctx.series("loss"), ctx.series("val_loss")) if s]
+    accuracies = [s[-1][1] for s in (ctx.series("accuracy"), ctx.series("val_accuracy")) if s]
+    if not losses:
+        return None
+    loss, accuracy = min(losses), max(accuracies) if accuracies else None
+    matched = loss <= ref_loss + REFERENCE_LOSS_MARGIN * ctx.chance_loss and (
+        accuracy is None or accuracy >= ref_acc - REFERENCE_ACC_MARGIN
+    )
+    return {
+        "matched": matched,
+        "loss": loss,
+        "accuracy": accuracy,
+        "reference_log_loss": ref_loss,
+        "reference_accuracy": ref_acc,
+        "reference_models": [reference.get("log_loss_model"), reference.get("accuracy_model")],
+    }
+
+
+def _reference_evidence(reference: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """Message suffix and evidence naming the simple models a finding was measured against."""
+    if reference is None:
+        return "", {}
+    loss_model, acc_model = reference["reference_models"]
+    text = f"; out of fold a {loss_model} reaches loss {fmt(reference['reference_log_loss'])}" + (
+        f" and accuracy {reference['reference_accuracy']:.3f}"
+        if acc_model == loss_model
+        else f", a {acc_model} accuracy {reference['reference_accuracy']:.3f}"
+    )
+    keep = ("reference_log_loss", "reference_accuracy", "reference_models")
+    return text, {key: reference[key] for key in keep}
 
 
 # ---------------------------------------------------------------------------- oscillating_loss
@@ -989,6 +1054,10 @@ def underfitting(ctx: RuleContext) -> Finding | None:
         return None
     if _fits_train_better(ctx) is not None:
         return None  # capacity is not what limits it: it already fits train better than val
+    reference = simple_model_reference(ctx)
+    if reference is not None and reference["matched"]:
+        return None  # as good as a simple model: what is left is the labels' own uncertainty
+    ref_text, ref_evidence = _reference_evidence(reference)
     still_falling = len(losses) >= 3 and losses[-3][1] - last > 0.01 * abs(losses[-3][1])
     accuracy = ctx.values("accuracy")
     acc_text = f", train accuracy {accuracy[-1]:.3f}" if accuracy else ""
@@ -997,7 +1066,7 @@ def underfitting(ctx: RuleContext) -> Finding | None:
         severity="warning",
         message=(
             f"after {len(losses)} epochs the train loss is {fmt(last)}, {level:.0%} of the chance "
-            f"level {fmt(ctx.chance_loss)}{acc_text}"
+            f"level {fmt(ctx.chance_loss)}{acc_text}{ref_text}"
         ),
         evidence={
             "final_loss": last,
@@ -1005,6 +1074,7 @@ def underfitting(ctx: RuleContext) -> Finding | None:
             "level": level,
             "still_falling": still_falling,
             "final_accuracy": accuracy[-1] if accuracy else None,
+            **ref_evidence,
         },
         epoch=epoch,
         causes=[
