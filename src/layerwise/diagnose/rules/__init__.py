@@ -48,6 +48,10 @@ RESTS_ON: dict[str, frozenset[str]] = {
     "overfitting": frozenset({"val_loss_rise", "accuracy_gap"}),
     # Layer-wise (the first layers' gradients tiny) or through time (the first steps').
     "vanishing_gradients": frozenset({"small_first_layer_gradient", "small_early_step_gradient"}),
+    # Probe readings, not curves: units silent on whole batches, a gradient norm grown 100-fold.
+    # Only a finding's `evidence["accounts_for"]` explains these (huge inputs, below).
+    "dead_units": frozenset({"silent_units"}),
+    "exploding_gradients": frozenset({"growing_gradient"}),
 }
 _CURVE = frozenset(
     {"flat_loss", "poor_fit", "swinging_loss", "rising_loss", "overshoot", "slow_loss"}
@@ -407,11 +411,25 @@ def explain(findings: list[Finding]) -> tuple[list[Finding], list[Finding]]:
         else:
             kept.append(finding)
     for cause in kept:
-        symptoms = [f.code for f in explained if cause.code in f.evidence["explained_by"]]
+        symptoms = [f for f in explained if cause.code in f.evidence["explained_by"]]
         if symptoms:
-            cause.evidence["explains"] = symptoms
+            cause.evidence["explains"] = [f.code for f in symptoms]
+            _as_severe_as(cause, symptoms)
     order = lambda f: -SEVERITY_ORDER[f.severity]  # noqa: E731
     return sorted(kept, key=order), sorted(explained, key=order)
+
+
+def _as_severe_as(cause: Finding, symptoms: list[Finding]) -> None:
+    """Raise a cause to the severity of the worst symptom it explains (at most `error`; a fatal
+    finding explains, it is never explained): explaining a run's errors must not make the run
+    read as milder, and the cause then leads the report. Inputs at 0-255 (a warning on their
+    own) that killed the units and blew the loss up (errors) are an error of that run;
+    `evidence["severity_raised_from"]` keeps what the cause's rule said alone."""
+    worst = max(symptoms, key=lambda f: SEVERITY_ORDER[f.severity]).severity
+    rank = SEVERITY_ORDER[worst]
+    if SEVERITY_ORDER[cause.severity] < rank <= SEVERITY_ORDER["error"]:
+        cause.evidence["severity_raised_from"] = cause.severity
+        cause.severity = worst
 
 
 # The rule modules register themselves on import.

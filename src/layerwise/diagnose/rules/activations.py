@@ -54,6 +54,15 @@ def dead_units(ctx: RuleContext) -> Finding | None:
             "dead_frac": shares[worst],
             "layer_dead_frac": shares,
             "since_epoch": streak[0],
+            # A ReLU silent on a batch passes back no gradient for it and feeds the next layer
+            # zeros (its weight gradient is its input times the gradient at its output): with
+            # nine in ten units silent, the layers around it get next to no gradient, which is
+            # what `vanishing_gradients` reads at the input end; there it is not the depth.
+            **(
+                {"accounts_for": ["small_first_layer_gradient"]}
+                if shares[worst] >= DEAD_SEVERE
+                else {}
+            ),
         },
         epoch=streak[0],
         layer=worst,

@@ -302,6 +302,13 @@ def missing_values(ctx: RuleContext) -> Finding | None:
 
 
 # ---------------------------------------------------------------------------- unscaled_inputs
+def _rms(data: dict[str, Any]) -> float | None:
+    """The inputs' root mean square, sqrt(mean² + std²), from the profile's scale (or None)."""
+    scale = data.get("scale") or {}
+    mean, std = number(scale.get("mean")), number(scale.get("std"))
+    return math.hypot(mean, std) if mean is not None and std is not None else None
+
+
 def unscaled_reason(data: dict[str, Any], image: bool) -> str | None:
     """Why the inputs' scale is off (one phrase with the numbers), or None when it is fine."""
     scale = data.get("scale") or {}
@@ -315,7 +322,7 @@ def unscaled_reason(data: dict[str, Any], image: bool) -> str | None:
     # SGD, the size of its updates scale with the inputs' root mean square, sqrt(mean² + std²),
     # which is 1 for standardised data. Judging mean and std apart at 5 flagged 2-D blobs drawn
     # with centres in ±10 (std 6, RMS 6) that train as well raw as standardised.
-    rms = math.hypot(mean, std) if mean is not None and std is not None else None
+    rms = _rms(data)
     if rms is not None and rms >= UNSCALED_RMS:
         return f"{span} with mean {mean:.3g} and std {std:.3g} (root mean square {rms:.3g})"
     if feature_mean is not None and feature_mean > UNSCALED_FEATURE_MEAN:
@@ -340,8 +347,21 @@ def unscaled_inputs(ctx: RuleContext) -> Finding | None:
     if reason is None:
         return None
     # Tiny inputs give the first layer a tiny weight gradient (it is the input times the
-    # gradient at the layer's output): that finding is theirs.
+    # gradient at the layer's output): that finding is theirs. Huge ones (a root mean square of
+    # UNSCALED_RMS or more) scale the first layer's pre-activations with it and, under SGD, its
+    # steps with its square: the rate is in effect far too high, and what a rate too high does
+    # to the run is theirs: the loss overshooting, rising or swinging, the gradient norm
+    # growing, ReLU units pushed silent (and through them a first layer's gradient gone).
     tiny = reason.startswith("all values lie within")
+    rms = _rms(data)
+    huge = rms is not None and rms >= UNSCALED_RMS
+    accounts_for = (
+        ["small_first_layer_gradient"]
+        if tiny
+        else ["overshoot", "rising_loss", "swinging_loss", "growing_gradient", "silent_units"]
+        if huge
+        else []
+    )
     return Finding(
         code="unscaled_inputs",
         severity="warning",
@@ -349,7 +369,7 @@ def unscaled_inputs(ctx: RuleContext) -> Finding | None:
         evidence={
             "scale": data.get("scale"),
             "reason": reason,
-            **({"accounts_for": ["small_first_layer_gradient"]} if tiny else {}),
+            **({"accounts_for": accounts_for} if accounts_for else {}),
         },
         causes=[
             "raw values were fed to the network (pixels in 0-255, amounts in thousands)",
