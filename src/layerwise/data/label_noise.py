@@ -365,11 +365,10 @@ def simple_reference(
         if name != MODELS[0]:
             given = (given * NEIGHBOURS + 1) / (NEIGHBOURS + num_classes)
         losses[name] = float(-np.mean(np.log(np.maximum(given, 1e-7))))
-    accuracy = {name: float(np.mean(p.argmax(axis=1) == y)) for name, p in probs.items()}
-    best_acc = max(probs, key=lambda name: accuracy[name])
+    best_acc = _best_model(probs, y)
     best_loss = min(probs, key=lambda name: losses[name])
     return {
-        "accuracy": accuracy[best_acc],
+        "accuracy": float(np.mean(probs[best_acc].argmax(axis=1) == y)),
         "accuracy_model": best_acc,
         "log_loss": losses[best_loss],
         "log_loss_model": best_loss,

@@ -753,9 +753,8 @@ def _few_batches(
     steps = dict(ctx.series("step"))
     variance = 0.0
     for epoch, batches in ((low_epoch, low), (high_epoch, high)):
-        per = steps.get(epoch, 0) - steps.get(epoch - 1, 0)
-        n = per if per >= len(batches) else len(batches)
-        variance += statistics.variance(batches) / n
+        per_epoch_steps = steps.get(epoch, 0) - steps.get(epoch - 1, 0)
+        variance += statistics.variance(batches) / max(per_epoch_steps, len(batches))
     return variance > 0 and climb[3] - climb[2] < OSC_CLIMB_Z * math.sqrt(variance)
 
 
